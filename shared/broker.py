@@ -1,0 +1,134 @@
+"""Broker plumbing: the broker factory, topology declaration, event publishing and the
+consumer wrapper that turns a bad message into a DLQ entry with its reason.
+
+Acknowledgement policy: a handler that raises is nacked with requeue, so transient faults
+(database restart) are retried; the quorum queue's delivery limit then dead-letters a
+message that keeps failing. A message that can never succeed (malformed, invalid) raises
+``PoisonMessage`` and is copied to the DLQ at once with the reason in its headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aio_pika
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from shared.events import CloudEvent
+from shared.settings import Settings
+from shared.topology import (
+    ALL_QUEUES,
+    QueueSpec,
+    dead_letter_exchange,
+    events_exchange,
+    inbound_exchange,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CE_CONTENT_TYPE = "application/cloudevents+json"
+
+
+class PoisonMessage(Exception):
+    """A message that no retry can make valid; it goes to the DLQ with this reason."""
+
+
+def make_broker(settings: Settings, registry: CollectorRegistry, app_name: str) -> RabbitBroker:
+    return RabbitBroker(
+        settings.amqp_url,
+        default_channel=Channel(
+            prefetch_count=settings.prefetch_count,
+            publisher_confirms=True,
+        ),
+        graceful_timeout=settings.graceful_timeout_s,
+        middlewares=[RabbitPrometheusMiddleware(registry=registry, app_name=app_name)],
+        logger=logging.getLogger(f"sp4n.{app_name}.broker"),
+        log_level=logging.DEBUG,
+    )
+
+
+async def declare_topology(channel: aio_pika.abc.AbstractChannel, ns: str, delivery_limit: int) -> None:
+    """Declare every exchange, queue, binding and DLQ of the product (idempotent).
+
+    Every process declares the whole topology, not only its own queues, so an event
+    published before its consumer first started is still queued, never dropped.
+    """
+    ex_events = await channel.declare_exchange(
+        events_exchange(ns).name, aio_pika.ExchangeType.TOPIC, durable=True)
+    ex_inbound = await channel.declare_exchange(
+        inbound_exchange(ns).name, aio_pika.ExchangeType.DIRECT, durable=True)
+    ex_dlx = await channel.declare_exchange(
+        dead_letter_exchange(ns).name, aio_pika.ExchangeType.DIRECT, durable=True)
+    for spec in ALL_QUEUES:
+        rq = spec.queue(ns, delivery_limit, spec.routing_keys[0])
+        q = await channel.declare_queue(rq.name, durable=True, arguments=rq.arguments)
+        for key in spec.routing_keys:
+            await q.bind(ex_inbound if spec.inbound else ex_events, routing_key=key)
+        dlq = await channel.declare_queue(spec.dlq_name(ns), durable=True)
+        await dlq.bind(ex_dlx, routing_key=spec.name(ns))
+
+
+async def publish_event(broker: RabbitBroker, ns: str, event: CloudEvent) -> None:
+    """Publish persistently; returns once the broker confirmed it."""
+    await broker.publish(
+        event.model_dump_json().encode(),
+        exchange=events_exchange(ns),
+        routing_key=event.event_name,
+        persist=True,
+        message_id=event.id,
+        content_type=CE_CONTENT_TYPE,
+    )
+
+
+def parse_cloud_event(body: bytes) -> CloudEvent:
+    try:
+        event = CloudEvent.model_validate_json(body)
+        event.parse_data()
+    except (ValidationError, KeyError, ValueError) as exc:
+        raise PoisonMessage(f"not a valid sp4n CloudEvent: {exc}") from exc
+    return event
+
+
+def subscribe(
+    broker: RabbitBroker,
+    settings: Settings,
+    spec: QueueSpec,
+    handle: Callable[[T], Awaitable[None]],
+    parse: Callable[[bytes], T] = parse_cloud_event,  # type: ignore[assignment]
+) -> Any:
+    """Attach ``handle`` to the spec's queue; ``parse`` turns the body into its argument."""
+    ns = settings.namespace
+    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0])
+
+    @broker.subscriber(queue, spec.exchange(ns), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       title=spec.name(ns), description=f"{spec.service} consumes {', '.join(spec.routing_keys)}")
+    async def _consume(msg: RabbitMessage) -> None:
+        try:
+            await handle(parse(msg.body))
+        except PoisonMessage as exc:
+            await dead_letter(broker, ns, spec, msg, str(exc))
+
+    return _consume
+
+
+async def dead_letter(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage, reason: str) -> None:
+    """Copy the original message to the spec's DLQ with the reason; the caller then acks it."""
+    log.warning("dead-lettered message on %s: %s", spec.name(ns), reason[:500])
+    headers = dict(msg.headers or {})
+    headers["x-sp4n-error"] = reason[:2000]
+    headers["x-sp4n-original-queue"] = spec.name(ns)
+    await broker.publish(
+        msg.body,
+        exchange=dead_letter_exchange(ns),
+        routing_key=spec.name(ns),
+        persist=True,
+        headers=headers,
+        message_id=msg.message_id,
+        content_type=msg.content_type,
+    )

@@ -1,0 +1,67 @@
+"""PostgreSQL access: the asyncpg pool and the migration runner.
+
+Migrations are numbered plain-SQL files (``0001_init.sql``) per service schema. They run
+with ``search_path`` set to that schema, so files never name it. The messaging tables
+every service needs (outbox, inbox) come from ``shared/migrations`` and are applied to
+each schema first. The whole run holds an advisory lock, so replicas starting together
+apply each file exactly once; re-running is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK_KEY = 0x5F4E_0001
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+        server_settings={"search_path": f"{schema},public", "application_name": f"sp4n-{schema}"},
+    )
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.sql") if p.name[:4].isdigit())
+
+
+async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
+    """Apply pending migrations of one service schema; returns the versions applied."""
+    applied_now: list[str] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(f'SET search_path TO "{schema}", public')
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            plan = [(f"shared/{p.stem}", p) for p in _files(SHARED_MIGRATIONS)]
+            plan += [(p.stem, p) for p in _files(directory)]
+            for version, path in plan:
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                applied_now.append(version)
+                log.info("migrated %s to %s", schema, version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied_now

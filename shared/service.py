@@ -1,0 +1,158 @@
+"""The runtime every service shares: one FastAPI process that owns a database pool, a
+FastStream broker (its subscribers), the outbox relay and the service's background loops,
+and serves ``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness).
+
+Each service's composition root (``build_app(settings)``) creates a ``ServiceRuntime``,
+registers its subscribers, routes and loops on it, and returns ``runtime.app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from shared.broker import declare_topology, make_broker, publish_event, subscribe
+from shared.db import create_pool, migrate
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+from shared.topology import QueueSpec
+
+log = logging.getLogger(__name__)
+Loop = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+class ServiceRuntime:
+    def __init__(self, name: str, settings: Settings, migrations: Path, *, title: str) -> None:
+        self.name = name
+        self.settings = settings
+        self.migrations = migrations
+        self.registry = CollectorRegistry()
+        self.broker = make_broker(settings, self.registry, name)
+        self.consumed: list[QueueSpec] = []
+        self._loops: list[Loop] = []
+        self._tasks: list[asyncio.Task] = []
+        self._pool: asyncpg.Pool | None = None
+        self._admin: aio_pika.abc.AbstractRobustConnection | None = None
+        self.events_published = Counter(
+            "sp4n_outbox_published", "Events published from the outbox",
+            ["service"], registry=self.registry,
+        ).labels(name)
+        self.app = FastAPI(title=title, lifespan=self._lifespan)
+        self._add_ops_routes()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.name}: database pool used before start-up")
+        return self._pool
+
+    def consume(self, spec: QueueSpec, handle, parse=None) -> None:
+        """Register a consumer for one queue (see ``shared.broker.subscribe``)."""
+        self.consumed.append(spec)
+        if parse is None:
+            subscribe(self.broker, self.settings, spec, handle)
+        else:
+            subscribe(self.broker, self.settings, spec, handle, parse)
+
+    def add_loop(self, loop: Loop) -> None:
+        """A background coroutine started after the broker, cancelled at shutdown."""
+        self._loops.append(loop)
+
+    async def publish(self, event) -> None:
+        await publish_event(self.broker, self.settings.namespace, event)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        s = self.settings
+        await migrate(s.database_url, self.name, self.migrations)
+        self._pool = await create_pool(s.database_url, schema=self.name,
+                                       min_size=s.db_pool_min, max_size=s.db_pool_max)
+        self._admin = await aio_pika.connect_robust(s.amqp_url)
+        async with self._admin.channel() as channel:
+            await declare_topology(channel, s.namespace, s.delivery_limit)
+        await self.broker.start()
+        relay = OutboxRelay(self.pool, self.publish, schema=self.name,
+                            batch_size=s.outbox_batch_size, poll_interval_s=s.outbox_poll_interval_s,
+                            on_published=self.events_published.inc)
+        self._tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-outbox")]
+        self._tasks += [asyncio.create_task(loop(self), name=f"{self.name}-{loop.__name__}")
+                        for loop in self._loops]
+        log.info("%s started", self.name)
+        try:
+            yield
+        finally:
+            log.info("%s stopping", self.name)
+            # Stop consuming first (graceful: in-flight handlers finish), then the loops.
+            await self.broker.stop()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._admin.close()
+            await self._pool.close()
+            self._pool = None
+
+    async def readiness(self) -> dict[str, str]:
+        """Each check's outcome: ``ok`` or the reason it failed."""
+        checks: dict[str, str] = {}
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["broker"] = "ok" if await self.broker.ping(timeout=2) else "error: no connection"
+        for spec in self.consumed:
+            checks[f"consumer:{spec.family}"] = await self._consumer_state(spec)
+        for task in self._tasks:
+            if task.done():
+                checks[f"loop:{task.get_name()}"] = "error: stopped"
+        return checks
+
+    async def _consumer_state(self, spec: QueueSpec) -> str:
+        # A fresh channel per check: aio-pika caches a passive declare on a channel.
+        try:
+            assert self._admin is not None
+            async with self._admin.channel() as channel:
+                q = await channel.declare_queue(spec.name(self.settings.namespace), passive=True)
+                count = q.declaration_result.consumer_count
+        except Exception as exc:  # noqa: BLE001
+            return f"error: {type(exc).__name__}"
+        return "ok" if count and count > 0 else "error: no consumer attached"
+
+    def _add_ops_routes(self) -> None:
+        app = self.app
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        @app.get("/healthz", tags=["ops"])
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.name}
+
+        @app.get("/readyz", tags=["ops"])
+        async def readyz() -> JSONResponse:
+            checks = await self.readiness()
+            ready = all(v == "ok" for v in checks.values())
+            return JSONResponse({"ready": ready, "service": self.name, "checks": checks},
+                                status_code=200 if ready else 503)
+
+
+def serve(app: FastAPI, settings: Settings, service: str) -> None:
+    """Run one service as its own process (``python -m services.<name>``)."""
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    configure_logging(service, settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port_of(service),
+                log_config=None, timeout_graceful_shutdown=int(settings.graceful_timeout_s))

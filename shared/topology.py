@@ -1,0 +1,86 @@
+"""RabbitMQ topology: names and declarations of exchanges and queues.
+
+- One durable topic exchange ``{ns}.events`` for domain events; routing key = event name.
+- One durable direct exchange ``{ns}.inbound`` where portals may publish submissions.
+- One durable quorum queue per (consuming service, event family), with a delivery limit
+  and dead-lettering into ``{ns}.dlx``; one classic durable DLQ per queue.
+
+Queue arguments are immutable in RabbitMQ: when they change, bump ``QUEUE_GENERATION``
+so the new queues get new names instead of failing with PRECONDITION_FAILED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+QUEUE_GENERATION = "v1"
+SUBMISSION_ROUTING_KEY = "complaint.submit"
+
+
+def events_exchange(ns: str) -> RabbitExchange:
+    return RabbitExchange(f"{ns}.events", type=ExchangeType.TOPIC, durable=True)
+
+
+def inbound_exchange(ns: str) -> RabbitExchange:
+    return RabbitExchange(f"{ns}.inbound", type=ExchangeType.DIRECT, durable=True)
+
+
+def dead_letter_exchange(ns: str) -> RabbitExchange:
+    return RabbitExchange(f"{ns}.dlx", type=ExchangeType.DIRECT, durable=True)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A consuming service's queue for one event family."""
+
+    service: str
+    family: str
+    routing_keys: tuple[str, ...]
+    inbound: bool = False  # bound to the inbound exchange instead of the events exchange
+
+    def name(self, ns: str) -> str:
+        return f"{ns}.{self.service}.{self.family}.{QUEUE_GENERATION}"
+
+    def dlq_name(self, ns: str) -> str:
+        return f"{self.name(ns)}.dlq"
+
+    def exchange(self, ns: str) -> RabbitExchange:
+        return inbound_exchange(ns) if self.inbound else events_exchange(ns)
+
+    def queue(self, ns: str, delivery_limit: int, routing_key: str) -> RabbitQueue:
+        return RabbitQueue(
+            self.name(ns),
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=routing_key,
+            arguments={
+                "x-delivery-limit": delivery_limit,
+                "x-dead-letter-exchange": dead_letter_exchange(ns).name,
+                "x-dead-letter-routing-key": self.name(ns),
+                # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ 3.10+).
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+
+    def dlq(self, ns: str) -> RabbitQueue:
+        return RabbitQueue(self.dlq_name(ns), durable=True, routing_key=self.name(ns))
+
+
+# Every queue of the product, so tooling (readiness, DLQ replay, test clean-up) can enumerate them.
+INTAKE_SUBMISSIONS = QueueSpec("intake", "submissions", (SUBMISSION_ROUTING_KEY,), inbound=True)
+INTAKE_TIMELINE = QueueSpec(
+    "intake", "timeline",
+    ("complaint.routed", "complaint.triage_required", "sla.clock_started",
+     "sla.clock_stopped", "sla.warning", "sla.breached"),
+)
+ROUTING_SUBMITTED = QueueSpec("routing", "submitted", ("complaint.submitted",))
+SLA_COMPLAINTS = QueueSpec("sla", "complaints", ("complaint.submitted", "complaint.routed"))
+NOTIFY_ALERTS = QueueSpec(
+    "notify", "alerts", ("complaint.routed", "sla.warning", "sla.breached"),
+)
+ALL_QUEUES: tuple[QueueSpec, ...] = (
+    INTAKE_SUBMISSIONS, INTAKE_TIMELINE, ROUTING_SUBMITTED, SLA_COMPLAINTS, NOTIFY_ALERTS,
+)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pytest
+
+from shared.settings import Settings
+from tests.infra import (
+    create_database,
+    delete_namespace,
+    drop_database,
+    find_infra,
+    run,
+    unique_suffix,
+    with_database,
+)
+
+
+@pytest.fixture(scope="session")
+def infra():
+    with ExitStack() as stack:
+        found = find_infra(stack)
+        if isinstance(found, str):
+            pytest.skip(found)
+        yield found
+
+
+@pytest.fixture(scope="session")
+def settings(infra) -> Settings:
+    """Settings for this test run: a fresh database and a unique broker namespace."""
+    suffix = unique_suffix()
+    database = f"sp4n_test_{suffix}"
+    namespace = f"sp4ntest-{suffix}"
+    run(create_database(infra.postgres_admin_url, database))
+    try:
+        yield Settings(
+            database_url=with_database(infra.postgres_admin_url, database),
+            amqp_url=infra.amqp_url,
+            namespace=namespace,
+            db_pool_min=1,
+            db_pool_max=5,
+            outbox_poll_interval_s=0.2,
+            notify_backoff_base_s=0.2,
+            notify_poll_interval_s=0.1,
+        )
+    finally:
+        run(delete_namespace(infra.amqp_url, namespace))
+        run(drop_database(infra.postgres_admin_url, database))

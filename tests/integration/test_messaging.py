@@ -1,0 +1,204 @@
+"""Outbox, inbox and dead-lettering against real PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import aio_pika
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.broker import PoisonMessage, declare_topology, make_broker, publish_event, subscribe
+from shared.db import create_pool, migrate
+from shared.events import ComplaintTriageRequired, make_event
+from shared.inbox import first_delivery
+from shared.outbox import OutboxRelay, add_to_outbox
+from shared.topology import ROUTING_SUBMITTED, events_exchange
+
+pytestmark = pytest.mark.integration
+SCHEMA = "messaging_test"
+EMPTY_DIR = Path(__file__).parent / "no-migrations"
+
+
+@pytest.fixture(scope="module")
+async def pool(settings):
+    await migrate(settings.database_url, SCHEMA, EMPTY_DIR)
+    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=6)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def topology(settings):
+    conn = await aio_pika.connect_robust(settings.amqp_url)
+    async with conn.channel() as ch:
+        await declare_topology(ch, settings.namespace, settings.delivery_limit)
+    yield conn
+    await conn.close()
+
+
+def _event():
+    return make_event("test", ComplaintTriageRequired(
+        complaint_id=uuid.uuid4(), reason="no rule", category="jalan"))
+
+
+async def test_migrations_rerun_is_noop(settings, pool):
+    again = await migrate(settings.database_url, SCHEMA, EMPTY_DIR)
+    assert again == []
+
+
+async def test_two_relays_publish_each_event_exactly_once(settings, pool):
+    published: list[str] = []
+    lock = asyncio.Lock()
+
+    async def publish(event):
+        await asyncio.sleep(0.001)  # let the other relay interleave
+        async with lock:
+            published.append(event.id)
+
+    events = [_event() for _ in range(300)]
+    async with pool.acquire() as conn, conn.transaction():
+        await add_to_outbox(conn, *events)
+    relays = [OutboxRelay(pool, publish, schema=SCHEMA, batch_size=25) for _ in range(2)]
+
+    async def drain(relay):
+        while await relay.relay_once():
+            pass
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    assert sorted(published) == sorted(e.id for e in events)
+    assert len(published) == len(set(published)) == 300
+    unsent = await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+    assert unsent == 0
+
+
+async def test_relay_leaves_rows_unsent_when_publish_fails(pool):
+    async def broken(_event):
+        raise ConnectionError("broker down")
+
+    event = _event()
+    async with pool.acquire() as conn, conn.transaction():
+        await add_to_outbox(conn, event)
+    with pytest.raises(ConnectionError):
+        await OutboxRelay(pool, broken, schema=SCHEMA).relay_once()
+    sent_at = await pool.fetchval("SELECT sent_at FROM outbox WHERE event_id = $1", event.id)
+    assert sent_at is None
+
+
+async def test_relay_publishes_to_real_broker(settings, pool, topology):
+    broker = make_broker(settings, CollectorRegistry(), "test")
+    await broker.start()
+    try:
+        ch = await topology.channel()
+        queue = await ch.declare_queue(f"{settings.namespace}.probe", exclusive=True)
+        await queue.bind(events_exchange(settings.namespace).name, routing_key="complaint.triage_required")
+        event = _event()
+        async with pool.acquire() as conn, conn.transaction():
+            await add_to_outbox(conn, event)
+        relay = OutboxRelay(pool, lambda e: publish_event(broker, settings.namespace, e), schema=SCHEMA)
+        while await relay.relay_once():
+            pass
+        # Earlier tests may have left unsent rows; they are published too. Find ours.
+        seen = {}
+        for _ in range(50):
+            msg = await queue.get(fail=False)
+            if msg is None:
+                if event.id in seen:
+                    break
+                await asyncio.sleep(0.1)
+                continue
+            seen[json.loads(msg.body)["id"]] = msg
+        assert event.id in seen
+        msg = seen[event.id]
+        assert json.loads(msg.body)["type"].endswith("complaint.triage_required.v1")
+        assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        await ch.close()
+    finally:
+        await broker.stop()
+
+
+async def test_inbox_ignores_redelivered_event(pool):
+    event = _event()
+    effects = []
+
+    async def apply(ev):
+        async with pool.acquire() as conn, conn.transaction():
+            if await first_delivery(conn, ev):
+                effects.append(ev.id)
+
+    await apply(event)
+    await apply(event)
+    await apply(event.model_copy())
+    assert effects == [event.id]
+
+
+async def test_poison_message_ends_in_dlq_with_reason(settings, topology):
+    broker = make_broker(settings, CollectorRegistry(), "test")
+    handled = []
+
+    async def handle(event):
+        handled.append(event.id)
+
+    subscribe(broker, settings, ROUTING_SUBMITTED, handle)
+    await broker.start()
+    try:
+        await broker.publish(b'{"hello": "world"}', exchange=events_exchange(settings.namespace),
+                             routing_key="complaint.submitted", persist=True)
+        ch = await topology.channel()
+        dlq = await ch.declare_queue(ROUTING_SUBMITTED.dlq_name(settings.namespace), durable=True)
+        msg = None
+        for _ in range(50):
+            msg = await dlq.get(fail=False)
+            if msg:
+                break
+            await asyncio.sleep(0.1)
+        assert msg is not None, "poison message did not reach the DLQ"
+        await msg.ack()
+        assert msg.body == b'{"hello": "world"}'
+        assert "source" in msg.headers["x-sp4n-error"]
+        assert handled == []
+        await ch.close()
+    finally:
+        await broker.stop()
+
+
+async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology):
+    broker = make_broker(settings, CollectorRegistry(), "test")
+    attempts = []
+
+    async def handle(event):
+        attempts.append(event.id)
+        raise RuntimeError("database unavailable")
+
+    subscribe(broker, settings, ROUTING_SUBMITTED, handle)
+    await broker.start()
+    try:
+        from shared.events import ComplaintSubmitted, Location
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc)
+        event = make_event("test", ComplaintSubmitted(
+            complaint_id=uuid.uuid4(), tracking_id="SKD-X", source="t", received_at=now,
+            accepted_at=now, classification="aspirasi", category="jalan",
+            location=Location(kecamatan="Belitang"), anonymous=False, confidential=False,
+            reporter_ref="r"))
+        await publish_event(broker, settings.namespace, event)
+        ch = await topology.channel()
+        dlq = await ch.declare_queue(ROUTING_SUBMITTED.dlq_name(settings.namespace), durable=True)
+        msg = None
+        for _ in range(100):
+            msg = await dlq.get(fail=False)
+            if msg:
+                break
+            await asyncio.sleep(0.1)
+        assert msg is not None, "message failing forever was never dead-lettered"
+        await msg.ack()
+        assert json.loads(msg.body)["id"] == event.id
+        # delivery limit 5: the first delivery plus five redeliveries, then dead-lettered.
+        assert len(attempts) == settings.delivery_limit + 1
+        await ch.close()
+    finally:
+        await broker.stop()
