@@ -1,0 +1,84 @@
+"""Portal API keys: ``sp4n_<prefix>_<secret>``.
+
+Only SHA-256 of the key is stored: the secret is 256 random bits, so a fast hash is safe
+(no dictionary to guess from) and verification stays cheap on the hot path. The prefix
+finds the row; the comparison is constant-time. A key is printed once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+KEY_PREFIX = "sp4n"
+ROLES = {
+    "portal": ("complaints:submit", "complaints:read"),
+    "admin_koordinator": ("complaints:submit", "complaints:read", "complaints:admin"),
+}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    role: str
+    scopes: tuple[str, ...]
+    source: str | None = None  # a portal key may submit and read only this source's complaints
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(raw: str) -> tuple[str, str] | None:
+    parts = raw.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], raw.strip()
+
+
+async def create_api_key(conn: asyncpg.Connection, name: str, role: str = "portal",
+                         source: str | None = None) -> tuple[ApiKey, str]:
+    """Create a key; returns it and the plaintext, which is never stored."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    prefix = secrets.token_hex(4)
+    plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    scopes = list(ROLES[role])
+    key_id = await conn.fetchval(
+        "INSERT INTO api_keys (name, prefix, secret_hash, role, scopes, source)"
+        " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        name, prefix, _hash(plaintext), role, scopes, source,
+    )
+    return ApiKey(key_id, name, role, tuple(scopes), source), plaintext
+
+
+async def verify_api_key(conn: asyncpg.Connection | asyncpg.Pool, raw: str) -> ApiKey | None:
+    parsed = split_key(raw)
+    if parsed is None:
+        return None
+    prefix, full = parsed
+    row = await conn.fetchrow(
+        "SELECT id, name, role, scopes, source, secret_hash FROM api_keys"
+        " WHERE prefix = $1 AND revoked_at IS NULL", prefix)
+    if row is None or not hmac.compare_digest(row["secret_hash"], _hash(full)):
+        return None
+    return ApiKey(row["id"], row["name"], row["role"], tuple(row["scopes"]), row["source"])
+
+
+async def list_api_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, name, prefix, role, source, created_at, revoked_at FROM api_keys ORDER BY id")
+
+
+async def revoke_api_key(conn: asyncpg.Connection, key_id: int) -> bool:
+    done = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id)
+    return done.endswith(" 1")

@@ -1,0 +1,30 @@
+"""intake's composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.intake.api import install_api
+from services.intake.handlers import install_consumers
+from services.intake.metrics import IntakeMetrics
+from services.intake.usecases import IntakeConfig
+from shared.service import ServiceRuntime
+from shared.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build_app(settings: Settings) -> FastAPI:
+    runtime = ServiceRuntime(
+        "intake", settings, MIGRATIONS,
+        title="sp4n intake — complaints API",
+    )
+    cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
+                       reporter_ref_key=settings.reporter_ref_key)
+    metrics = IntakeMetrics(runtime.registry)
+    install_api(runtime, cfg, metrics)
+    install_consumers(runtime, cfg, metrics)
+    runtime.app.state.runtime = runtime
+    return runtime.app

@@ -1,0 +1,61 @@
+"""intake's broker consumers: thin — parse, call a use case in a transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from pydantic import ValidationError
+
+from services.intake.errors import describe
+from services.intake.metrics import IntakeMetrics
+from services.intake.repository import IntakeRepository
+from services.intake.schemas import ComplaintIn
+from services.intake.usecases import (
+    IntakeConfig,
+    SubmissionConflict,
+    UnknownComplaint,
+    record_event,
+    submit_complaint,
+)
+from shared.broker import PoisonMessage
+from shared.events import CloudEvent
+from shared.service import ServiceRuntime
+from shared.topology import INTAKE_SUBMISSIONS, INTAKE_TIMELINE
+
+
+def parse_submission(body: bytes) -> ComplaintIn:
+    try:
+        return ComplaintIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise PoisonMessage(f"invalid submission: {describe(exc)}") from exc
+    except (ValueError, json.JSONDecodeError) as exc:  # pragma: no cover - pydantic wraps these
+        raise PoisonMessage(f"invalid submission: {exc}") from exc
+
+
+def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
+    async def on_submission(sub: ComplaintIn) -> None:
+        """A portal's submission published on the broker: the same path as HTTP."""
+        try:
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                accepted = await submit_complaint(IntakeRepository(conn), sub, cfg,
+                                                  datetime.now(timezone.utc))
+        except SubmissionConflict as exc:
+            metrics.rejected.labels("conflict").inc()
+            raise PoisonMessage(f"conflict: {exc}") from exc
+        if accepted.created:
+            metrics.received.labels(sub.source, sub.classification).inc()
+        else:
+            metrics.duplicates.labels(sub.source).inc()
+
+    async def on_event(event: CloudEvent) -> None:
+        try:
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                applied = await record_event(IntakeRepository(conn), event, cfg.tz)
+        except UnknownComplaint as exc:
+            raise PoisonMessage(str(exc)) from exc
+        if applied:
+            metrics.timeline_events.labels(event.event_name).inc()
+
+    runtime.consume(INTAKE_SUBMISSIONS, on_submission, parse_submission)
+    runtime.consume(INTAKE_TIMELINE, on_event)

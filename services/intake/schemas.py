@@ -1,0 +1,164 @@
+"""The HTTP (and inbound broker) contract of intake: what a portal submits and gets back."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+Classification = Literal["pengaduan", "aspirasi", "permintaan_informasi"]
+# Portals' clocks drift; a received_at further in the future than this is a bug upstream.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+_PHONE = re.compile(r"^\+?[0-9][0-9 \-]{6,18}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LocationIn(_Strict):
+    kecamatan: str | None = Field(default=None, max_length=100)
+    desa: str | None = Field(default=None, max_length=100, description="desa / kelurahan")
+    address: str | None = Field(default=None, max_length=500)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> LocationIn:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon must be given together")
+        return self
+
+
+class ReporterIn(_Strict):
+    name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=30)
+    email: str | None = Field(default=None, max_length=254)
+    nik: str | None = Field(default=None, description="Nomor Induk Kependudukan, 16 digits")
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is not None and not _PHONE.match(v):
+            raise ValueError("must be a phone number: digits, optional leading +")
+        return v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.match(v):
+            raise ValueError("must be an e-mail address")
+        return v.lower() if v else v
+
+    @field_validator("nik")
+    @classmethod
+    def _nik(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9]{16}", v):
+            raise ValueError("must be exactly 16 digits")
+        return v
+
+
+class ComplaintIn(_Strict):
+    source: str = Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{1,39}$",
+                        description="the portal's name, e.g. 'portal-sekadau', 'wa-bot', 'lapor'")
+    external_id: str = Field(min_length=1, max_length=100, description="the portal's own id")
+    received_at: AwareDatetime = Field(description="when the citizen filed it, with offset")
+    classification: Classification
+    berkadar_pengawasan: bool = Field(default=False, description="pengaduan needing field examination")
+    category: str = Field(min_length=1, max_length=100)
+    title: str = Field(min_length=3, max_length=200)
+    description: str = Field(min_length=10, max_length=4000)
+    location: LocationIn = Field(default_factory=LocationIn)
+    anonymous: bool = Field(default=False, description="anonim: identity hidden from the OPD")
+    confidential: bool = Field(default=False, description="rahasia: hidden from the public")
+    # Declared after ``anonymous``: its validator reads it.
+    reporter: ReporterIn | None = Field(default=None, validate_default=True)
+    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+
+    @field_validator("received_at")
+    @classmethod
+    def _not_in_future(cls, v: datetime) -> datetime:
+        if v > datetime.now(timezone.utc) + MAX_CLOCK_SKEW:
+            raise ValueError("must not be in the future")
+        return v
+
+    @field_validator("berkadar_pengawasan")
+    @classmethod
+    def _pengawasan_only_for_pengaduan(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("classification", "pengaduan") != "pengaduan":
+            raise ValueError("applies to classification 'pengaduan' only")
+        return v
+
+    @field_validator("reporter")
+    @classmethod
+    def _reporter_unless_anonymous(cls, r: ReporterIn | None, info: ValidationInfo) -> ReporterIn | None:
+        if not info.data.get("anonymous", False):
+            if r is None or not r.name or not (r.phone or r.email or r.nik):
+                raise ValueError("needs a name and a phone, email or nik unless anonymous is true")
+        return r
+
+    def canonical(self) -> dict:
+        """The submission without the reporter, in a stable JSON form."""
+        return self.model_dump(mode="json", exclude={"reporter"})
+
+
+class ComplaintAccepted(BaseModel):
+    complaint_id: uuid.UUID
+    tracking_id: str
+    status: str
+    status_url: str
+
+
+class ClockOut(BaseModel):
+    clock: str
+    hop: int
+    opd_code: str | None
+    started_at: datetime | None
+    deadline: datetime | None
+    working_days: int | None
+    state: Literal["berjalan", "selesai", "terlambat"]
+    breached: bool
+    calendar_version: str | None
+    policy_version: int | None
+
+
+class TimelineEntry(BaseModel):
+    event: str
+    at: datetime
+    summary: str
+
+
+class ComplaintStatus(BaseModel):
+    complaint_id: uuid.UUID
+    tracking_id: str
+    source: str
+    external_id: str
+    status: str
+    needs_triage: bool
+    classification: str
+    category: str
+    title: str
+    kecamatan: str | None
+    desa: str | None
+    anonymous: bool
+    confidential: bool
+    received_at: datetime
+    accepted_at: datetime
+    opd_code: str | None
+    opd_name: str | None
+    hop: int
+    clocks: list[ClockOut]
+    timeline: list[TimelineEntry]
