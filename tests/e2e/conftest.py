@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aio_pika
+import asyncpg
+import pytest
+
+from services.intake.apikeys import create_api_key
+from shared.topology import events_exchange
+
+
+class EventTap:
+    """An exclusive queue on the events exchange: what the services published, by type."""
+
+    def __init__(self, amqp_url: str, namespace: str, keys: tuple[str, ...]) -> None:
+        self._url, self._ns, self._keys = amqp_url, namespace, keys
+        self.events: list[dict] = []
+
+    async def __aenter__(self) -> "EventTap":
+        self._conn = await aio_pika.connect(self._url)
+        ch = await self._conn.channel()
+        ex = await ch.declare_exchange(events_exchange(self._ns).name, aio_pika.ExchangeType.TOPIC,
+                                       durable=True)
+        self._queue = await ch.declare_queue(exclusive=True)
+        for key in self._keys:
+            await self._queue.bind(ex, routing_key=key)
+        await self._queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def _on_message(self, msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.events.append(json.loads(msg.body))
+
+    async def __aexit__(self, *exc) -> None:
+        await self._conn.close()
+
+    def of(self, name: str, complaint_id: str | None = None) -> list[dict]:
+        return [e for e in self.events if e["type"].removesuffix(".v1").endswith(name)
+                and (complaint_id is None or e["subject"] == complaint_id)]
+
+    async def wait_for(self, name: str, complaint_id: str | None = None, count: int = 1,
+                       timeout: float = 15) -> list[dict]:
+        for _ in range(int(timeout / 0.05)):
+            found = self.of(name, complaint_id)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {count}× {name} for {complaint_id} within {timeout}s; "
+                             f"saw {[e['type'] for e in self.events]}")
+
+
+@pytest.fixture(scope="session")
+async def portal_key(settings) -> str:
+    from services.cli import migrations_of
+    from shared.db import migrate
+
+    await migrate(settings.database_url, "intake", migrations_of("intake"))
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
+    try:
+        _, plaintext = await create_api_key(conn, "e2e-portal", "portal", "portal-sekadau")
+    finally:
+        await conn.close()
+    return plaintext
