@@ -27,7 +27,6 @@ from shared.topology import (
     QueueSpec,
     dead_letter_exchange,
     events_exchange,
-    inbound_exchange,
 )
 
 log = logging.getLogger(__name__)
@@ -59,19 +58,24 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, ns: str, deliv
     Every process declares the whole topology, not only its own queues, so an event
     published before its consumer first started is still queued, never dropped.
     """
-    ex_events = await channel.declare_exchange(
-        events_exchange(ns).name, aio_pika.ExchangeType.TOPIC, durable=True)
-    ex_inbound = await channel.declare_exchange(
-        inbound_exchange(ns).name, aio_pika.ExchangeType.DIRECT, durable=True)
+    for spec in ALL_QUEUES:
+        await declare_queue(channel, ns, spec, delivery_limit)
+
+
+async def declare_queue(channel: aio_pika.abc.AbstractChannel, ns: str, spec: QueueSpec,
+                        delivery_limit: int) -> None:
+    """Declare one spec's exchanges, quorum queue, bindings and DLQ (idempotent)."""
+    source = spec.exchange(ns)
+    exchange = await channel.declare_exchange(
+        source.name, aio_pika.ExchangeType(source.type.value), durable=True)
     ex_dlx = await channel.declare_exchange(
         dead_letter_exchange(ns).name, aio_pika.ExchangeType.DIRECT, durable=True)
-    for spec in ALL_QUEUES:
-        rq = spec.queue(ns, delivery_limit, spec.routing_keys[0])
-        q = await channel.declare_queue(rq.name, durable=True, arguments=rq.arguments)
-        for key in spec.routing_keys:
-            await q.bind(ex_inbound if spec.inbound else ex_events, routing_key=key)
-        dlq = await channel.declare_queue(spec.dlq_name(ns), durable=True)
-        await dlq.bind(ex_dlx, routing_key=spec.name(ns))
+    rq = spec.queue(ns, delivery_limit, spec.routing_keys[0])
+    q = await channel.declare_queue(rq.name, durable=True, arguments=rq.arguments)
+    for key in spec.routing_keys:
+        await q.bind(exchange, routing_key=key)
+    dlq = await channel.declare_queue(spec.dlq_name(ns), durable=True)
+    await dlq.bind(ex_dlx, routing_key=spec.name(ns))
 
 
 async def publish_event(broker: RabbitBroker, ns: str, event: CloudEvent) -> None:

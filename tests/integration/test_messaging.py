@@ -11,12 +11,18 @@ import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.broker import PoisonMessage, declare_topology, make_broker, publish_event, subscribe
+from shared.broker import (
+    declare_queue,
+    declare_topology,
+    make_broker,
+    publish_event,
+    subscribe,
+)
 from shared.db import create_pool, migrate
 from shared.events import ComplaintTriageRequired, make_event
 from shared.inbox import first_delivery
 from shared.outbox import OutboxRelay, add_to_outbox
-from shared.topology import ROUTING_SUBMITTED, events_exchange
+from shared.topology import QueueSpec, events_exchange
 
 pytestmark = pytest.mark.integration
 SCHEMA = "messaging_test"
@@ -38,6 +44,18 @@ async def topology(settings):
         await declare_topology(ch, settings.namespace, settings.delivery_limit)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def own_queue(settings, topology):
+    """A queue of this test alone, declared like the product's (quorum, limit, DLQ)."""
+    spec = QueueSpec("test", f"q{uuid.uuid4().hex[:8]}", ("test.submitted",))
+    async with topology.channel() as ch:
+        await declare_queue(ch, settings.namespace, spec, settings.delivery_limit)
+    yield spec
+    async with topology.channel() as ch:
+        for name in (spec.name(settings.namespace), spec.dlq_name(settings.namespace)):
+            await ch.queue_delete(name, if_unused=False, if_empty=False)
 
 
 def _event():
@@ -135,20 +153,20 @@ async def test_inbox_ignores_redelivered_event(pool):
     assert effects == [event.id]
 
 
-async def test_poison_message_ends_in_dlq_with_reason(settings, topology):
+async def test_poison_message_ends_in_dlq_with_reason(settings, topology, own_queue):
     broker = make_broker(settings, CollectorRegistry(), "test")
     handled = []
 
     async def handle(event):
         handled.append(event.id)
 
-    subscribe(broker, settings, ROUTING_SUBMITTED, handle)
+    subscribe(broker, settings, own_queue, handle)
     await broker.start()
     try:
         await broker.publish(b'{"hello": "world"}', exchange=events_exchange(settings.namespace),
-                             routing_key="complaint.submitted", persist=True)
+                             routing_key="test.submitted", persist=True)
         ch = await topology.channel()
-        dlq = await ch.declare_queue(ROUTING_SUBMITTED.dlq_name(settings.namespace), durable=True)
+        dlq = await ch.declare_queue(own_queue.dlq_name(settings.namespace), durable=True)
         msg = None
         for _ in range(50):
             msg = await dlq.get(fail=False)
@@ -165,7 +183,7 @@ async def test_poison_message_ends_in_dlq_with_reason(settings, topology):
         await broker.stop()
 
 
-async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology):
+async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology, own_queue):
     broker = make_broker(settings, CollectorRegistry(), "test")
     attempts = []
 
@@ -173,7 +191,7 @@ async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(
         attempts.append(event.id)
         raise RuntimeError("database unavailable")
 
-    subscribe(broker, settings, ROUTING_SUBMITTED, handle)
+    subscribe(broker, settings, own_queue, handle)
     await broker.start()
     try:
         from shared.events import ComplaintSubmitted, Location
@@ -185,9 +203,10 @@ async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(
             accepted_at=now, classification="aspirasi", category="jalan",
             location=Location(kecamatan="Belitang"), anonymous=False, confidential=False,
             reporter_ref="r"))
-        await publish_event(broker, settings.namespace, event)
+        await broker.publish(event.model_dump_json().encode(), exchange=events_exchange(settings.namespace),
+                             routing_key="test.submitted", persist=True)
         ch = await topology.channel()
-        dlq = await ch.declare_queue(ROUTING_SUBMITTED.dlq_name(settings.namespace), durable=True)
+        dlq = await ch.declare_queue(own_queue.dlq_name(settings.namespace), durable=True)
         msg = None
         for _ in range(100):
             msg = await dlq.get(fail=False)
