@@ -1,0 +1,1 @@
+"""sla: working-day deadlines (clocks), their timers, warnings and breaches."""

@@ -1,0 +1,28 @@
+"""Composition root of the sla service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.sla.handlers import make_complaint_handler
+from services.sla.metrics import SlaMetrics
+from services.sla.repository import CalendarSource
+from services.sla.scanner import make_timer_loop
+from shared.service import ServiceRuntime
+from shared.settings import Settings
+from shared.topology import SLA_COMPLAINTS
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build_app(settings: Settings) -> FastAPI:
+    runtime = ServiceRuntime("sla", settings, MIGRATIONS,
+                             title="sp4n sla — working-day deadlines, warnings and breaches")
+    metrics = SlaMetrics(runtime.registry)
+    calendars = CalendarSource(settings.tz)
+    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(runtime, calendars, metrics))
+    runtime.add_loop(make_timer_loop(metrics))
+    runtime.app.state.runtime = runtime
+    return runtime.app

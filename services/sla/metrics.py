@@ -1,0 +1,45 @@
+"""Domain metrics of the sla service, registered on the runtime's registry."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.events import ClockKind
+
+# Detection lag is expected around the scan interval (0.2 s): fine buckets there.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
+               1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def _opd(opd_code: str | None) -> str:
+    return opd_code or "none"
+
+
+class SlaMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open_clocks = Gauge("sp4n_sla_open_clocks", "Clocks running (not stopped)",
+                                 ["clock"], registry=registry)
+        self.warnings = Counter("sp4n_sla_warnings", "SLA warnings fired",
+                                ["opd", "clock"], registry=registry)
+        self.breaches = Counter("sp4n_sla_breaches", "SLA breaches fired",
+                                ["opd", "clock"], registry=registry)
+        self.detection_lag = Histogram(
+            "sp4n_sla_breach_detection_lag_seconds",
+            "Breach fire time minus due time (or creation time, if created already due)",
+            buckets=LAG_BUCKETS, registry=registry)
+
+    def record(self, outcome) -> None:
+        """Count the alerts of a committed ``usecases.Outcome``."""
+        for alert in outcome.alerts:
+            if alert.kind == "breach":
+                self.breaches.labels(_opd(alert.opd_code), alert.clock).inc()
+                if alert.lag_s is not None:
+                    self.detection_lag.observe(max(alert.lag_s, 0.0))
+            else:
+                self.warnings.labels(_opd(alert.opd_code), alert.clock).inc()
+
+    def set_open_clocks(self, counts: dict[str, int]) -> None:
+        for kind in set(get_args(ClockKind)) | set(counts):
+            self.open_clocks.labels(kind).set(counts.get(kind, 0))
