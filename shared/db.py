@@ -25,9 +25,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _on_release(conn: asyncpg.Connection) -> None:
+    # asyncpg has already rolled back any open transaction and dropped local listeners.
+    # Invariant: pool connections never change session state (SET, session advisory locks),
+    # so the default per-release ``RESET ALL; UNLISTEN *; …`` round trip is not needed.
+    from shared.outbox import connection_released
+
+    connection_released(conn)
+
+
 async def create_pool(dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_on_release,
         server_settings={"search_path": f"{schema},public", "application_name": f"sp4n-{schema}"},
     )
 

@@ -6,6 +6,12 @@ The relay claims unsent rows with ``FOR UPDATE SKIP LOCKED`` (never "id > last s
 transactions commit out of id order), publishes each with publisher confirms, and marks
 it sent in the same transaction. A crash between confirm and commit republishes the row:
 delivery is at-least-once and consumers deduplicate on the event id (inbox).
+
+Wake-up: ``add_to_outbox`` marks its connection; when the pool takes that connection back
+(after commit), this process's relays are woken (``shared.db`` calls ``connection_released``).
+Rows written by another replica are published by that replica's relay; rows a crashed
+process left behind are found by the relay's poll. No ``pg_notify``: PostgreSQL serialises
+the commits of notifying transactions behind one global lock.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import asyncpg
 from shared.events import CloudEvent
 
 log = logging.getLogger(__name__)
-NOTIFY_CHANNEL = "sp4n_outbox"
+# Backend pids of pool connections that staged outbox rows in their current transaction.
+_staged: set[int] = set()
+_relays: set["OutboxRelay"] = set()
 
 
 async def add_to_outbox(conn: asyncpg.Connection, *events: CloudEvent) -> None:
@@ -30,17 +38,25 @@ async def add_to_outbox(conn: asyncpg.Connection, *events: CloudEvent) -> None:
         "INSERT INTO outbox (event_id, routing_key, payload) VALUES ($1, $2, $3)",
         [(e.id, e.event_name, e.model_dump(mode="json")) for e in events],
     )
-    # A wake-up hint for the relay, delivered at commit; the relay also polls.
-    await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}_' || current_schema(), '')")
+    _staged.add(conn.get_server_pid())
+
+
+def connection_released(conn: asyncpg.Connection) -> None:
+    """The pool took a connection back: its transaction is over; wake relays if it staged rows."""
+    if _staged:
+        pid = conn.get_server_pid()
+        if pid in _staged:
+            _staged.discard(pid)
+            for relay in _relays:
+                relay.wake()
 
 
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, publish: Callable[[CloudEvent], Awaitable[None]],
-                 *, schema: str, batch_size: int = 200, poll_interval_s: float = 1.0,
+                 *, batch_size: int = 200, poll_interval_s: float = 1.0,
                  on_published: Callable[[int], None] | None = None) -> None:
         self._pool = pool
         self._publish = publish
-        self._schema = schema
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._on_published = on_published
@@ -66,10 +82,11 @@ class OutboxRelay:
             self._on_published(len(rows))
         return len(rows)
 
+    def wake(self) -> None:
+        self._wake.set()
+
     async def run(self) -> None:
-        listener = await self._pool.acquire()
-        channel = f"{NOTIFY_CHANNEL}_{self._schema}"
-        await listener.add_listener(channel, self._on_notify)
+        _relays.add(self)
         try:
             while True:
                 try:
@@ -86,10 +103,4 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
         finally:
-            try:
-                await listener.remove_listener(channel, self._on_notify)
-            finally:
-                await self._pool.release(listener)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
+            _relays.discard(self)

@@ -80,7 +80,7 @@ class ServiceRuntime:
         async with self._admin.channel() as channel:
             await declare_topology(channel, s.namespace, s.delivery_limit)
         await self.broker.start()
-        relay = OutboxRelay(self.pool, self.publish, schema=self.name,
+        relay = OutboxRelay(self.pool, self.publish,
                             batch_size=s.outbox_batch_size, poll_interval_s=s.outbox_poll_interval_s,
                             on_published=self.events_published.inc)
         self._tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-outbox")]

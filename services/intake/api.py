@@ -34,14 +34,7 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
         metrics.rejected.labels("validation").inc()
         return JSONResponse(validation_problem(list(exc.errors())), status_code=422)
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.http_latency.labels(request.method, getattr(route, "path", "unmatched"),
-                                    str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(TimingMiddleware, metrics=metrics)
 
     @router.post(
         "/complaints", status_code=status.HTTP_202_ACCEPTED, response_model=ComplaintAccepted,
@@ -76,7 +69,7 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
         else:
             metrics.duplicates.labels(sub.source).inc()
             response.status_code = status.HTTP_200_OK
-        status_url = str(request.url_for("complaint_status", key=accepted.tracking_id))
+        status_url = f"{request.base_url}v1/complaints/{accepted.tracking_id}"
         response.headers["Location"] = status_url
         return ComplaintAccepted(complaint_id=accepted.complaint_id, tracking_id=accepted.tracking_id,
                                  status=accepted.status, status_url=status_url)
@@ -109,6 +102,33 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
         )
 
     app.include_router(router)
+
+
+class TimingMiddleware:
+    """Request latency by route template (plain ASGI: no extra task per request)."""
+
+    def __init__(self, app, metrics: IntakeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_wrapper(message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.http_latency.labels(scope["method"], route, str(status_code)).observe(
+                time.perf_counter() - started)
 
 
 def _clock(c) -> ClockOut:

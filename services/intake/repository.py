@@ -13,37 +13,28 @@ from shared.inbox import first_delivery
 from shared.outbox import add_to_outbox
 
 
-class TrackingIdClash(Exception):
-    """The random tracking id is taken; draw another."""
-
-
 class IntakeRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
     async def insert_complaint(self, row: dict[str, Any]) -> bool:
-        """Insert unless (source, external_id) exists; True when this call created it."""
-        try:
-            async with self.conn.transaction():  # savepoint: a tracking-id clash is retried
-                inserted = await self._insert(row)
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "complaints_tracking_id_key":
-                raise TrackingIdClash from exc
-            raise
-        return inserted is not None
+        """Insert unless the (source, external_id) or the tracking id is taken.
 
-    async def _insert(self, row: dict[str, Any]) -> object:
-        return await self.conn.fetchval(
-                """INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
-                       submission, classification, category, title, kecamatan, desa, anonymous,
-                       confidential, reporter_ref, received_at, accepted_at)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
-                   ON CONFLICT (source, external_id) DO NOTHING RETURNING 1""",
-                row["id"], row["tracking_id"], row["source"], row["external_id"],
-                row["fingerprint"], row["submission"], row["classification"], row["category"],
-                row["title"], row["kecamatan"], row["desa"], row["anonymous"],
-                row["confidential"], row["reporter_ref"], row["received_at"], row["accepted_at"],
-            )
+        True when this call created the complaint. On False the caller looks the submission
+        up: found means a retry; not found means the random tracking id clashed.
+        """
+        inserted = await self.conn.fetchval(
+            """INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
+                   submission, classification, category, title, kecamatan, desa, anonymous,
+                   confidential, reporter_ref, received_at, accepted_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
+               ON CONFLICT DO NOTHING RETURNING 1""",
+            row["id"], row["tracking_id"], row["source"], row["external_id"],
+            row["fingerprint"], row["submission"], row["classification"], row["category"],
+            row["title"], row["kecamatan"], row["desa"], row["anonymous"],
+            row["confidential"], row["reporter_ref"], row["received_at"], row["accepted_at"],
+        )
+        return inserted is not None
 
     async def insert_reporter(self, complaint_id: uuid.UUID, reporter: dict[str, Any] | None,
                               fingerprint: str) -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
 from services.intake.idempotency import conflicting_fields
-from services.intake.repository import IntakeRepository, TrackingIdClash
+from services.intake.repository import IntakeRepository
 from services.intake.schemas import ComplaintIn
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
 
@@ -62,29 +62,26 @@ async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: Intake
     ref = _reporter_ref(sub, cfg)
     for _ in range(3):
         tracking_id = new_tracking_id(cfg.region_code, now, cfg.tz)
-        try:
-            created = await repo.insert_complaint({
-                "id": complaint_id, "tracking_id": tracking_id, "source": sub.source,
-                "external_id": sub.external_id, "fingerprint": fingerprint(canonical),
-                "submission": canonical, "classification": sub.classification,
-                "category": sub.category, "title": sub.title,
-                "kecamatan": sub.location.kecamatan, "desa": sub.location.desa,
-                "anonymous": sub.anonymous, "confidential": sub.confidential,
-                "reporter_ref": ref, "received_at": sub.received_at, "accepted_at": now,
-            })
+        if await repo.insert_complaint({
+            "id": complaint_id, "tracking_id": tracking_id, "source": sub.source,
+            "external_id": sub.external_id, "fingerprint": fingerprint(canonical),
+            "submission": canonical, "classification": sub.classification,
+            "category": sub.category, "title": sub.title,
+            "kecamatan": sub.location.kecamatan, "desa": sub.location.desa,
+            "anonymous": sub.anonymous, "confidential": sub.confidential,
+            "reporter_ref": ref, "received_at": sub.received_at, "accepted_at": now,
+        }):
             break
-        except TrackingIdClash:
-            continue
+        existing = await repo.find_by_source(sub.source, sub.external_id)
+        if existing is not None:
+            diffs = conflicting_fields(existing["submission"], existing["reporter_fp"],
+                                       canonical, reporter_fp)
+            if diffs:
+                raise SubmissionConflict(existing["id"], existing["tracking_id"], diffs)
+            return Accepted(existing["id"], existing["tracking_id"], existing["status"], created=False)
+        # Not a retry: the random tracking id clashed; draw another.
     else:  # pragma: no cover - 30 random bits a day make three clashes in a row unheard of
         raise RuntimeError("could not allocate a unique tracking id")
-
-    if not created:
-        existing = await repo.find_by_source(sub.source, sub.external_id)
-        assert existing is not None
-        diffs = conflicting_fields(existing["submission"], existing["reporter_fp"], canonical, reporter_fp)
-        if diffs:
-            raise SubmissionConflict(existing["id"], existing["tracking_id"], diffs)
-        return Accepted(existing["id"], existing["tracking_id"], existing["status"], created=False)
 
     await repo.insert_reporter(complaint_id, reporter, reporter_fp)
     event = make_event(SOURCE, ComplaintSubmitted(

@@ -80,7 +80,7 @@ async def test_two_relays_publish_each_event_exactly_once(settings, pool):
     events = [_event() for _ in range(300)]
     async with pool.acquire() as conn, conn.transaction():
         await add_to_outbox(conn, *events)
-    relays = [OutboxRelay(pool, publish, schema=SCHEMA, batch_size=25) for _ in range(2)]
+    relays = [OutboxRelay(pool, publish, batch_size=25) for _ in range(2)]
 
     async def drain(relay):
         while await relay.relay_once():
@@ -101,7 +101,7 @@ async def test_relay_leaves_rows_unsent_when_publish_fails(pool):
     async with pool.acquire() as conn, conn.transaction():
         await add_to_outbox(conn, event)
     with pytest.raises(ConnectionError):
-        await OutboxRelay(pool, broken, schema=SCHEMA).relay_once()
+        await OutboxRelay(pool, broken).relay_once()
     sent_at = await pool.fetchval("SELECT sent_at FROM outbox WHERE event_id = $1", event.id)
     assert sent_at is None
 
@@ -116,7 +116,7 @@ async def test_relay_publishes_to_real_broker(settings, pool, topology):
         event = _event()
         async with pool.acquire() as conn, conn.transaction():
             await add_to_outbox(conn, event)
-        relay = OutboxRelay(pool, lambda e: publish_event(broker, settings.namespace, e), schema=SCHEMA)
+        relay = OutboxRelay(pool, lambda e: publish_event(broker, settings.namespace, e))
         while await relay.relay_once():
             pass
         # Earlier tests may have left unsent rows; they are published too. Find ours.
