@@ -1,0 +1,7 @@
+from services.notify.app import build_app
+from shared.service import serve
+from shared.settings import Settings
+
+if __name__ == "__main__":
+    settings = Settings()
+    serve(build_app(settings), settings, "notify")

@@ -1,0 +1,158 @@
+"""Operations the ``sp4n`` CLI calls: manage subscriptions, inspect and replay
+dead-lettered deliveries.
+
+Every function takes ``db``: an asyncpg connection or pool whose ``search_path`` is the
+notify schema (``connect(settings)`` gives one). Changes wake running dispatchers through
+NOTIFY, so a replayed delivery is sent at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+
+from services.notify import repository as repo
+from services.notify.signing import generate_secret
+from services.notify.subscriptions import Subscription
+from services.notify.usecases import dead_lettered_event
+from shared.db import create_pool, migrate
+from shared.outbox import add_to_outbox
+from shared.settings import Settings
+
+SCHEMA = "notify"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+__all__ = [
+    "DeadLetteredDelivery", "Subscription", "add_subscription", "connect", "generate_secret",
+    "list_dead_lettered", "list_subscriptions", "remove_subscription", "replay_all_dead_lettered",
+    "replay_dead_lettered", "set_subscription_enabled",
+]
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the notify schema (migrated first, so the CLI works before the
+    service ever started)."""
+    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _transaction(db) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
+
+
+async def add_subscription(db, *, name: str, url: str, event_types: list[str],
+                           opd_codes: list[str] | None = None, secret: str | None = None,
+                           enabled: bool = True, replace: bool = False) -> Subscription:
+    """Create a subscription (a new ``whsec_`` secret if none given) and return it, secret
+    included — show it to the operator once. ``ValueError`` if invalid, or if the name
+    exists and ``replace`` is False."""
+    sub = Subscription(name=name, url=url, secret=secret or generate_secret(),
+                       event_types=tuple(event_types),
+                       opd_codes=tuple(opd_codes) if opd_codes is not None else None,
+                       enabled=enabled)
+    async with _transaction(db) as conn:
+        if replace:
+            await repo.upsert_subscriptions(conn, [sub])
+        elif not await repo.insert_subscription(conn, sub):
+            raise ValueError(f"subscription {name!r} already exists")
+    return sub
+
+
+async def list_subscriptions(db) -> list[Subscription]:
+    async with _transaction(db) as conn:
+        return await repo.fetch_subscriptions(conn)
+
+
+async def set_subscription_enabled(db, name: str, enabled: bool) -> bool:
+    """Pause (deliveries wait, none are created) or resume a subscription; False if unknown."""
+    async with _transaction(db) as conn:
+        changed = await repo.set_subscription_enabled(conn, name, enabled)
+        if changed and enabled:
+            await repo.wake_dispatchers(conn)
+        return changed
+
+
+async def remove_subscription(db, name: str) -> bool:
+    """Delete a subscription; its unfinished deliveries become dead-lettered (replayable
+    if it is added again). False if there was no such subscription."""
+    async with _transaction(db) as conn:
+        if not await repo.delete_subscription(conn, name):
+            return False
+        dropped = await repo.dead_letter_pending_of(conn, name, "subscription removed")
+        await add_to_outbox(conn, *(
+            dead_lettered_event(r["complaint_id"], r["subscription"], r["event_id"],
+                                r["event_type"], r["attempts"], "subscription removed")
+            for r in dropped if r["complaint_id"] is not None))
+        return True
+
+
+@dataclass(frozen=True)
+class DeadLetteredDelivery:
+    id: int
+    subscription: str
+    event_id: str
+    event_type: str
+    complaint_id: uuid.UUID | None
+    webhook_id: str
+    attempts: int
+    round: int
+    last_status_code: int | None
+    last_error: str | None
+    event_time: datetime
+    dead_lettered_at: datetime
+
+
+async def list_dead_lettered(db, *, subscription: str | None = None,
+                             limit: int = 100) -> list[DeadLetteredDelivery]:
+    """Dead-lettered deliveries, oldest first (ids and errors; no payload)."""
+    async with _transaction(db) as conn:
+        rows = await repo.fetch_dead_lettered(conn, subscription=subscription, limit=limit)
+    return [DeadLetteredDelivery(
+        id=r["id"], subscription=r["subscription"], event_id=r["event_id"],
+        event_type=r["event_type"], complaint_id=r["complaint_id"], webhook_id=r["webhook_id"],
+        attempts=r["attempts"], round=r["round"], last_status_code=r["last_status_code"],
+        last_error=r["last_error"], event_time=r["event_time"],
+        dead_lettered_at=r["dead_lettered_at"]) for r in rows]
+
+
+async def replay_dead_lettered(db, delivery_id: int) -> bool:
+    """Send a dead-lettered delivery again with a fresh round of attempts (same webhook-id
+    and body). False if it is not dead-lettered; ``ValueError`` if its subscription is gone."""
+    async with _transaction(db) as conn:
+        row = await repo.fetch_delivery(conn, delivery_id)
+        if row is None or row["status"] != "dead_lettered":
+            return False
+        if await repo.fetch_subscription(conn, row["subscription"]) is None:
+            raise ValueError(f"subscription {row['subscription']!r} no longer exists; add it first")
+        replayed = await repo.requeue_dead_lettered(conn, delivery_id)
+        if replayed:
+            await repo.wake_dispatchers(conn)
+        return replayed
+
+
+async def replay_all_dead_lettered(db, *, subscription: str | None = None) -> int:
+    """Replay every dead-lettered delivery (of one subscription); returns how many."""
+    count = 0
+    for d in await list_dead_lettered(db, subscription=subscription, limit=1_000_000):
+        try:
+            count += await replay_dead_lettered(db, d.id)
+        except ValueError:
+            continue
+    return count
