@@ -155,6 +155,126 @@ class SlaBreached(_SlaAlert):
     event_name: ClassVar[str] = "sla.breached"
 
 
+# --- The lifecycle (issue: the whole complaint lifecycle). intake emits these when the admin
+# koordinator, an OPD or the portal acts; free text (titles, responses) stays in intake.
+
+Actor = Literal["admin_koordinator", "opd", "portal", "system"]
+ArchiveReason = Literal[
+    "format_salah", "terlalu_umum", "bukan_pelayanan_publik", "duplikat",
+    "tidak_ada_tanggapan_pelapor", "lainnya",
+]
+
+
+class ComplaintVerified(EventData):
+    event_name: ClassVar[str] = "complaint.verified"
+    verified_at: AwareDatetime
+    title_edited: bool = False
+
+
+class ComplaintDeferred(EventData):
+    """Tunda: waiting for information from the reporter; clocks that wait on the reporter pause."""
+    event_name: ClassVar[str] = "complaint.deferred"
+    deferred_at: AwareDatetime
+
+
+class ComplaintResumed(EventData):
+    """The reporter supplied what was asked (or the admin resumed): paused clocks run again."""
+    event_name: ClassVar[str] = "complaint.resumed"
+    resumed_at: AwareDatetime
+    deferred_at: AwareDatetime
+
+
+class ComplaintArchived(EventData):
+    event_name: ClassVar[str] = "complaint.archived"
+    archived_at: AwareDatetime
+    reason: ArchiveReason
+    duplicate_of: uuid.UUID | None = None
+
+
+class ComplaintForwarded(EventData):
+    """Dilimpahkan to an instansi outside the regency: the regency's clocks end."""
+    event_name: ClassVar[str] = "complaint.forwarded"
+    forwarded_at: AwareDatetime
+    instansi: str
+
+
+class ComplaintRoutingSuggested(EventData):
+    """A rule matched but does not dispose automatically: the admin koordinator decides."""
+    event_name: ClassVar[str] = "complaint.routing_suggested"
+    opd_code: str
+    opd_name: str
+    rule_id: int
+    rule_version: int
+    suggested_at: AwareDatetime
+
+
+class ComplaintReturned(EventData):
+    """Bukan wewenang: the OPD returns the complaint to the admin koordinator."""
+    event_name: ClassVar[str] = "complaint.returned"
+    opd_code: str
+    hop: int = Field(ge=1)
+    returned_at: AwareDatetime
+
+
+class ComplaintResponded(EventData):
+    """Tindak lanjut: the OPD posted a response (its text stays in intake)."""
+    event_name: ClassVar[str] = "complaint.responded"
+    opd_code: str
+    hop: int = Field(ge=1)
+    response_no: int = Field(ge=1)
+    responded_at: AwareDatetime
+
+
+class ComplaintReporterReplied(EventData):
+    """The reporter answered a response: the OPD's turn again."""
+    event_name: ClassVar[str] = "complaint.reporter_replied"
+    replied_at: AwareDatetime
+    opd_code: str | None = None
+    hop: int = 0
+
+
+class ComplaintRated(EventData):
+    event_name: ClassVar[str] = "complaint.rated"
+    rating: int = Field(ge=1, le=5)
+    rated_at: AwareDatetime
+
+
+class ComplaintClosed(EventData):
+    event_name: ClassVar[str] = "complaint.closed"
+    closed_at: AwareDatetime
+    closed_by: Literal["admin_koordinator", "system"]
+    opd_code: str | None = None
+    hop: int = 0
+
+
+class ComplaintReopened(EventData):
+    """Banding: the completion clock restarts; links to the closing it undoes."""
+    event_name: ClassVar[str] = "complaint.reopened"
+    reopened_at: AwareDatetime
+    closed_event_id: str
+    opd_code: str | None = None
+    hop: int = 0
+
+
+class ComplaintDuplicateSuspected(EventData):
+    event_name: ClassVar[str] = "complaint.duplicate_suspected"
+    candidate_ids: list[uuid.UUID] = Field(min_length=1)
+    category: str
+    desa: str
+    window_days: int
+
+
+class SlaReplyWindowElapsed(EventData):
+    """10 HK after a response with no reply from the reporter: intake closes (closed_by system)."""
+    event_name: ClassVar[str] = "sla.reply_window_elapsed"
+    responded_at: AwareDatetime
+    deadline: AwareDatetime
+    opd_code: str | None = None
+    hop: int = 0
+    calendar_version: str
+    policy_version: int
+
+
 class NotificationDelivered(EventData):
     event_name: ClassVar[str] = "notification.delivered"
     subscription: str
@@ -176,7 +296,11 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     m.event_name: m
     for m in (
         ComplaintSubmitted, ComplaintRouted, ComplaintTriageRequired,
-        SlaClockStarted, SlaClockStopped, SlaWarning, SlaBreached,
+        SlaClockStarted, SlaClockStopped, SlaWarning, SlaBreached, SlaReplyWindowElapsed,
+        ComplaintVerified, ComplaintDeferred, ComplaintResumed, ComplaintArchived,
+        ComplaintForwarded, ComplaintRoutingSuggested, ComplaintReturned, ComplaintResponded,
+        ComplaintReporterReplied, ComplaintRated, ComplaintClosed, ComplaintReopened,
+        ComplaintDuplicateSuspected,
         NotificationDelivered, NotificationDeadLettered,
     )
 }

@@ -71,15 +71,26 @@ class QueueSpec:
 
 # Every queue of the product, so tooling (readiness, DLQ replay, test clean-up) can enumerate them.
 INTAKE_SUBMISSIONS = QueueSpec("intake", "submissions", (SUBMISSION_ROUTING_KEY,), inbound=True)
+# Bindings may be added freely (they are not queue arguments); intake's own lifecycle
+# events are applied by intake directly, so its queue binds only what others decide.
 INTAKE_TIMELINE = QueueSpec(
     "intake", "timeline",
-    ("complaint.routed", "complaint.triage_required", "sla.clock_started",
-     "sla.clock_stopped", "sla.warning", "sla.breached"),
+    ("complaint.routed", "complaint.triage_required", "complaint.routing_suggested",
+     "complaint.duplicate_suspected", "sla.clock_started", "sla.clock_stopped",
+     "sla.warning", "sla.breached", "sla.reply_window_elapsed"),
 )
 ROUTING_SUBMITTED = QueueSpec("routing", "submitted", ("complaint.submitted",))
-SLA_COMPLAINTS = QueueSpec("sla", "complaints", ("complaint.submitted", "complaint.routed"))
+SLA_COMPLAINTS = QueueSpec(
+    "sla", "complaints",
+    ("complaint.submitted", "complaint.routed", "complaint.deferred", "complaint.resumed",
+     "complaint.archived", "complaint.forwarded", "complaint.returned", "complaint.responded",
+     "complaint.reporter_replied", "complaint.closed", "complaint.reopened"),
+)
 NOTIFY_ALERTS = QueueSpec(
-    "notify", "alerts", ("complaint.routed", "sla.warning", "sla.breached"),
+    "notify", "alerts",
+    ("complaint.routed", "complaint.triage_required", "complaint.routing_suggested",
+     "complaint.returned", "complaint.responded", "complaint.closed", "complaint.reopened",
+     "complaint.duplicate_suspected", "sla.warning", "sla.breached"),
 )
 ALL_QUEUES: tuple[QueueSpec, ...] = (
     INTAKE_SUBMISSIONS, INTAKE_TIMELINE, ROUTING_SUBMITTED, SLA_COMPLAINTS, NOTIFY_ALERTS,
