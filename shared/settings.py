@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # Keyed hash for pseudonymous reporter references. Must be set in production.
     reporter_ref_key: str = Field(default="dev-only-reporter-ref-key", repr=False)
 
+    # Lifecycle: after this many dispositions a returned complaint stays with the admin koordinator.
+    hop_cap: int = 3
+    # routing: same category in the same desa within this many days → duplicate suspected.
+    duplicate_window_days: int = 7
+
     # sla
     sla_scan_interval_s: float = 0.2
     sla_scan_batch_size: int = 500
