@@ -63,21 +63,23 @@ class OutboxRelay:
         self._wake = asyncio.Event()
 
     async def relay_once(self) -> int:
-        """Publish one batch of unsent events; returns how many were sent."""
+        """Publish one batch of unsent events; returns how many were sent.
+
+        The rows are claimed and marked sent in one statement, inside a transaction that
+        commits only after every publish was confirmed; a failed publish rolls the mark back.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT id, payload FROM outbox WHERE sent_at IS NULL"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "UPDATE outbox SET sent_at = now() WHERE id IN ("
+                " SELECT id FROM outbox WHERE sent_at IS NULL"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+                " RETURNING payload",
                 self._batch_size,
             )
             if not rows:
                 return 0
             events = [CloudEvent.model_validate(r["payload"]) for r in rows]
             await asyncio.gather(*(self._publish(e) for e in events))
-            await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
         if self._on_published:
             self._on_published(len(rows))
         return len(rows)
