@@ -52,6 +52,10 @@ DEMO_COMPLAINTS = [
 ]
 
 
+CLOCK_NAMES = {"verification": "verifikasi & disposisi", "completion": "penyelesaian",
+               "opd_response": "tindak lanjut pertama OPD", "auto_close": "penutupan otomatis"}
+
+
 async def _demo_key(settings: Settings) -> str:
     from services.cli import _intake_conn
     from services.intake.apikeys import create_api_key
@@ -83,17 +87,22 @@ async def run_demo(settings: Settings, url: str, api_key: str | None, timeout: f
                 return 1
             results.append((c, r.json()))
         print(f"posted {len(results)} complaints to {url}; waiting for routing…\n")
-        deadline = asyncio.get_running_loop().time() + timeout
         for c, accepted in results:
             status = {}
+            deadline = asyncio.get_running_loop().time() + timeout
             while asyncio.get_running_loop().time() < deadline:
                 status = (await client.get(f"/v1/complaints/{accepted['tracking_id']}")).json()
-                if status.get("opd_code") or status.get("needs_triage"):
+                decided = status.get("opd_code") or status.get("needs_triage")
+                # routed: verification, completion and the OPD's clock; triage: the first two.
+                if decided and len(status.get("clocks", [])) >= (3 if status.get("opd_code") else 2):
                     break
                 await asyncio.sleep(0.2)
             where = (status.get("opd_name") or ("triase admin koordinator" if status.get("needs_triage")
                                                 else "belum diproses"))
             print(f"{accepted['tracking_id']}  {c['category']:<28} {c['location']['kecamatan']:<15} → {where}")
             for clock in status.get("clocks", []):
-                print(f"    tenggat {clock['clock']:<13} {clock['deadline']}  ({clock['state']})")
+                due = datetime.fromisoformat(clock["deadline"]).astimezone(settings.tz)
+                print(f"    tenggat {CLOCK_NAMES.get(clock['clock'], clock['clock']):<28} "
+                      f"{due:%d-%m-%Y %H:%M} {settings.tz.key}  "
+                      f"({clock['working_days']} HK, {clock['state']})")
     return 0
