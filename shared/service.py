@@ -18,15 +18,18 @@ import aio_pika
 import asyncpg
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from shared.broker import declare_topology, make_broker, publish_event, subscribe
 from shared.db import create_pool, migrate
+from shared.events import EVENT_MODELS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 from shared.topology import QueueSpec
 
 log = logging.getLogger(__name__)
+VERSION = "0.1.0"
 Loop = Callable[["ServiceRuntime"], Awaitable[None]]
 
 
@@ -138,6 +141,20 @@ class ServiceRuntime:
         @app.get("/healthz", tags=["ops"])
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.name}
+
+        @app.get("/asyncapi.json", tags=["ops"])
+        async def asyncapi() -> Response:
+            """AsyncAPI 3.0 of the queues this service consumes (FastStream)."""
+            spec = AsyncAPI(self.broker, title=f"sp4n {self.name}", version=VERSION,
+                            description="Consumes CloudEvents; payloads in /events.schema.json")
+            return Response(spec.to_specification().to_json(), media_type="application/json")
+
+        @app.get("/events.schema.json", tags=["ops"])
+        async def event_schemas() -> dict:
+            """Every sp4n event: routing key, CloudEvents type and the JSON Schema of ``data``."""
+            return {name: {"routing_key": name, "type": model.ce_type(),
+                           "data": model.model_json_schema()}
+                    for name, model in EVENT_MODELS.items()}
 
         @app.get("/readyz", tags=["ops"])
         async def readyz() -> JSONResponse:

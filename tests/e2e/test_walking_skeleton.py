@@ -101,3 +101,8 @@ async def test_every_service_is_ready_and_exposes_metrics(running):
             assert "sp4n_outbox_published_total" in metrics
         routing_metrics = (await client.get(f"{running.url('routing')}/metrics")).text
         assert 'sp4n_complaints_routed_total{opd="dpupr"}' in routing_metrics
+        asyncapi = (await client.get(f"{running.url('routing')}/asyncapi.json")).json()
+        assert any(ch.endswith(".routing.submitted.v1") for ch in asyncapi["channels"])
+        schemas = (await client.get(f"{running.url('intake')}/events.schema.json")).json()
+        assert schemas["complaint.submitted"]["type"] == "id.go.sp4n.complaint.submitted.v1"
+        assert "reporter_ref" in schemas["complaint.submitted"]["data"]["properties"]
