@@ -13,7 +13,7 @@ from shared.topology import ROUTING_SUBMITTED
 from services.routing import repository
 from services.routing.handlers import submitted_handler
 from services.routing.metrics import RoutingMetrics
-from services.routing.rules import Routed, decide
+from services.routing.rules import Routed, Suggested, decide
 from services.routing.usecases import CachedRulebook
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,7 +27,7 @@ def build_app(settings: Settings, *, rules_ttl_s: float = RULES_TTL_S) -> FastAP
     rulebook = CachedRulebook(lambda: repository.load_rulebook(runtime.pool), ttl_s=rules_ttl_s)
     runtime.consume(ROUTING_SUBMITTED, submitted_handler(
         unit_of_work=lambda: repository.unit_of_work(runtime.pool),
-        rulebook=rulebook, metrics=metrics))
+        rulebook=rulebook, metrics=metrics, duplicate_window_days=settings.duplicate_window_days))
     runtime.app.include_router(_read_api(runtime, rulebook))
     runtime.app.state.runtime = runtime
     runtime.app.state.rulebook = rulebook
@@ -58,11 +58,15 @@ def _read_api(runtime: ServiceRuntime, rulebook: CachedRulebook) -> APIRouter:
     @api.get("/routing/preview")
     async def preview(category: str = Query(min_length=1, max_length=100),
                       kecamatan: str | None = Query(default=None, max_length=100)) -> dict:
-        """What a complaint with this category and kecamatan would get now (nothing stored)."""
+        """What a complaint with this category and kecamatan would get now (nothing stored):
+        ``routed`` (disposed at once), ``suggested`` (the rule does not auto-dispose: the admin
+        koordinator decides) or ``triage``."""
         book = await rulebook()
         decision = decide(book.rules, book.opd_names, category, kecamatan)
-        if isinstance(decision, Routed):
-            return {"outcome": "routed", "opd_code": decision.opd_code, "opd_name": decision.opd_name,
+        if isinstance(decision, Routed | Suggested):
+            return {"outcome": "routed" if isinstance(decision, Routed) else "suggested",
+                    "auto_dispose": isinstance(decision, Routed),
+                    "opd_code": decision.opd_code, "opd_name": decision.opd_name,
                     "rule_id": decision.rule_id, "rule_version": decision.rule_version}
         return {"outcome": "triage", "reason": decision.reason}
 

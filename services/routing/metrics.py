@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 class RoutingMetrics:
     routed: Counter
     triage: Counter
+    suggested: Counter
+    duplicate_suspected: Counter
     decision_seconds: Histogram
 
     @classmethod
@@ -24,6 +26,13 @@ class RoutingMetrics:
             triage=Counter("sp4n_complaints_triage",
                            "Complaints sent to the admin koordinator's triage queue",
                            registry=registry),
+            suggested=Counter("sp4n_complaints_routing_suggested",
+                              "Complaints whose matching rule only suggests an OPD (auto_dispose off);"
+                              " the admin koordinator decides", ["opd"], registry=registry),
+            duplicate_suspected=Counter(
+                "sp4n_complaints_duplicate_suspected",
+                "Complaints flagged as possible duplicates (same category and desa within the window)",
+                registry=registry),
             decision_seconds=Histogram(
                 "sp4n_routing_decision_seconds",
                 "Time to decide and store one routing decision (rules, transaction, outbox)",

@@ -23,7 +23,7 @@ class DecisionRecord:
 
     complaint_id: uuid.UUID
     hop: int
-    outcome: str  # 'routed' | 'triage'
+    outcome: str  # 'routed' | 'suggested' | 'triage'
     category: str
     kecamatan: str | None
     source_event_id: str

@@ -12,6 +12,7 @@ import asyncpg
 from shared.events import CloudEvent
 from shared.inbox import first_delivery
 from shared.outbox import add_to_outbox
+from services.routing.duplicates import SubmissionKey, window
 from services.routing.model import DecisionRecord, Rulebook
 from services.routing.rules import Rule
 
@@ -43,6 +44,32 @@ class RoutingRepository:
             d.complaint_id, d.hop, d.outcome, d.opd_code, d.rule_id, d.rule_version,
             d.reason, d.category, d.kecamatan, d.source_event_id, d.event_id, d.decided_at)
         return inserted is not None
+
+    async def suspect_duplicates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]:
+        """Remember this submission and return the other complaints of the same category and
+        desa received within the window, sorted by received_at (see ``duplicates``).
+
+        A transaction-scoped advisory lock on (category, desa) serialises two submissions of
+        the same key handled at once (two consumers or replicas): the second waits for the
+        first to commit, and its SELECT (a new snapshot under READ COMMITTED) then sees it.
+        Without the lock both could miss each other and neither would be flagged.
+        """
+        if not key.has_desa:
+            return []
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('routing.dup:' || $1 || '|' || $2, 0))",
+            key.category, key.desa)
+        await self._conn.execute(
+            "INSERT INTO recent_submissions (complaint_id, category, desa, received_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (complaint_id) DO NOTHING",
+            key.complaint_id, key.category, key.desa, key.received_at)
+        low, high = window(key.received_at, window_days)
+        rows = await self._conn.fetch(
+            "SELECT complaint_id FROM recent_submissions"
+            " WHERE category = $1 AND desa = $2 AND received_at BETWEEN $3 AND $4"
+            " AND complaint_id <> $5 ORDER BY received_at, complaint_id",
+            key.category, key.desa, low, high, key.complaint_id)
+        return [r["complaint_id"] for r in rows]
 
     async def add_to_outbox(self, *events: CloudEvent) -> None:
         await add_to_outbox(self._conn, *events)

@@ -9,6 +9,9 @@ Pure logic, no I/O. Invariants:
   wins; then the lowest id, so the outcome never depends on load order.
 - No match is not an error: the complaint goes to the admin koordinator's triage queue
   (keyword/ML classification may only suggest; explicit rules decide — DESIGN §2).
+- A winning rule with ``auto_dispose`` off only *suggests* its OPD: the complaint waits for
+  the admin koordinator, who accepts the suggestion or disposes elsewhere. A winner whose
+  OPD is missing from the directory is never used: triage, naming the broken rule.
 """
 
 from __future__ import annotations
@@ -75,12 +78,22 @@ class Routed:
 
 
 @dataclass(frozen=True)
+class Suggested:
+    """A rule matched but does not dispose automatically: the admin koordinator decides."""
+
+    opd_code: str
+    opd_name: str
+    rule_id: int
+    rule_version: int
+
+
+@dataclass(frozen=True)
 class Triage:
     reason: str  # Bahasa Indonesia: the admin koordinator reads it
     suggested_rule: Rule | None = None
 
 
-Decision = Routed | Triage
+Decision = Routed | Suggested | Triage
 
 
 def _area_text(kecamatan: str | None) -> str:
@@ -90,7 +103,8 @@ def _area_text(kecamatan: str | None) -> str:
 
 def decide(rules: Iterable[Rule], opd_names: Mapping[str, str],
            category: str | None, kecamatan: str | None) -> Decision:
-    """Route by the winning rule, or say in Bahasa Indonesia why triage is needed."""
+    """Route (or only suggest, when the rule does not auto-dispose) by the winning rule, or
+    say in Bahasa Indonesia why triage is needed."""
     rule = match(rules, category, kecamatan)
     cat_text = " ".join((category or "").split())
     if rule is None:
@@ -100,7 +114,5 @@ def decide(rules: Iterable[Rule], opd_names: Mapping[str, str],
         return Triage(f"Aturan disposisi #{rule.id} menunjuk OPD '{rule.opd_code}' "
                       "yang tidak ada di direktori OPD", rule)
     if not rule.auto_dispose:
-        return Triage(f"Aturan disposisi #{rule.id} (versi {rule.version}) menyarankan {name}, "
-                      "tetapi disposisi otomatis dinonaktifkan; perlu keputusan admin koordinator",
-                      rule)
+        return Suggested(rule.opd_code, name, rule.id, rule.version)
     return Routed(rule.opd_code, name, rule.id, rule.version)

@@ -5,6 +5,10 @@ Invariants:
   crash anywhere leaves either all of them or none (the redelivery then redoes it).
 - At most one decision per (complaint, hop): a complaint re-published under a new event id
   finds the stored decision and emits nothing.
+- The decision emits exactly one of complaint.routed (rule with auto_dispose),
+  complaint.routing_suggested (rule without it) or complaint.triage_required (no usable rule).
+- Duplicate suspicion runs in the same transaction and may add complaint.duplicate_suspected;
+  it never changes the decision (see ``duplicates`` for the matching and its symmetry).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -20,22 +25,27 @@ from typing import Literal, Protocol
 
 from shared.events import (
     CloudEvent,
+    ComplaintDuplicateSuspected,
     ComplaintRouted,
+    ComplaintRoutingSuggested,
     ComplaintSubmitted,
     ComplaintTriageRequired,
     make_event,
 )
+from services.routing.duplicates import SubmissionKey
 from services.routing.model import DecisionRecord, Rulebook
-from services.routing.rules import Decision, Routed, decide
+from services.routing.rules import Decision, Routed, Suggested, decide
 
 log = logging.getLogger(__name__)
 EVENT_SOURCE = "sp4n/routing"
 FIRST_HOP = 1
+DEFAULT_DUPLICATE_WINDOW_DAYS = 7
 
 
 class Repository(Protocol):
     async def first_delivery(self, event: CloudEvent) -> bool: ...
     async def add_decision(self, record: DecisionRecord) -> bool: ...
+    async def suspect_duplicates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]: ...
     async def add_to_outbox(self, *events: CloudEvent) -> None: ...
 
 
@@ -48,6 +58,7 @@ class RoutingResult:
     status: Literal["decided", "duplicate_event", "already_decided"]
     decision: Decision | None = None
     emitted: CloudEvent | None = None
+    duplicate_suspected: CloudEvent | None = None
 
 
 def _utcnow() -> datetime:
@@ -60,6 +71,11 @@ def _outcome(submitted: ComplaintSubmitted, decision: Decision, now: datetime) -
             complaint_id=submitted.complaint_id, opd_code=decision.opd_code,
             opd_name=decision.opd_name, hop=FIRST_HOP, rule_id=decision.rule_id,
             rule_version=decision.rule_version, routed_at=now, routed_by="rule")
+    elif isinstance(decision, Suggested):
+        data = ComplaintRoutingSuggested(
+            complaint_id=submitted.complaint_id, opd_code=decision.opd_code,
+            opd_name=decision.opd_name, rule_id=decision.rule_id,
+            rule_version=decision.rule_version, suggested_at=now)
     else:
         data = ComplaintTriageRequired(
             complaint_id=submitted.complaint_id, reason=decision.reason,
@@ -72,10 +88,11 @@ def _record(event: CloudEvent, submitted: ComplaintSubmitted, decision: Decision
     common = dict(complaint_id=submitted.complaint_id, hop=FIRST_HOP,
                   category=submitted.category, kecamatan=submitted.location.kecamatan,
                   source_event_id=event.id, event_id=emitted.id, decided_at=now)
-    if isinstance(decision, Routed):
-        return DecisionRecord(outcome="routed", opd_code=decision.opd_code,
+    if isinstance(decision, Routed | Suggested):
+        outcome = "routed" if isinstance(decision, Routed) else "suggested"
+        return DecisionRecord(outcome=outcome, opd_code=decision.opd_code,
                               rule_id=decision.rule_id, rule_version=decision.rule_version, **common)
-    # A triage may carry the rule that matched but may not dispose automatically.
+    # A triage may carry the rule that matched but could not be used (its OPD is unknown).
     suggested = decision.suggested_rule
     return DecisionRecord(
         outcome="triage", reason=decision.reason,
@@ -84,22 +101,37 @@ def _record(event: CloudEvent, submitted: ComplaintSubmitted, decision: Decision
         rule_version=suggested.version if suggested else None, **common)
 
 
+def _duplicate_event(submitted: ComplaintSubmitted, candidates: list[uuid.UUID],
+                     window_days: int, now: datetime) -> CloudEvent:
+    desa = " ".join((submitted.location.desa or "").split())
+    return make_event(EVENT_SOURCE, ComplaintDuplicateSuspected(
+        complaint_id=submitted.complaint_id, candidate_ids=candidates,
+        category=submitted.category, desa=desa, window_days=window_days), time=now)
+
+
 async def route_submitted(event: CloudEvent, submitted: ComplaintSubmitted, *,
                           unit_of_work: UnitOfWork, rulebook: RulebookSource,
-                          clock: Callable[[], datetime] = _utcnow) -> RoutingResult:
-    """Decide the first disposition of a newly submitted complaint."""
+                          clock: Callable[[], datetime] = _utcnow,
+                          duplicate_window_days: int = DEFAULT_DUPLICATE_WINDOW_DAYS) -> RoutingResult:
+    """Decide the first disposition of a newly submitted complaint, and flag it when it
+    looks like a duplicate of another recent one."""
     book = await rulebook()
     now = clock()
     decision = decide(book.rules, book.opd_names, submitted.category, submitted.location.kecamatan)
     emitted = _outcome(submitted, decision, now)
+    key = SubmissionKey.of(submitted.complaint_id, submitted.category, submitted.location.desa,
+                           submitted.received_at)
     async with unit_of_work() as repo:
         if not await repo.first_delivery(event):
             return RoutingResult("duplicate_event")
         if not await repo.add_decision(_record(event, submitted, decision, emitted, now)):
             # The inbox row still commits: this event id is consumed, with no effect.
             return RoutingResult("already_decided")
-        await repo.add_to_outbox(emitted)
-    return RoutingResult("decided", decision, emitted)
+        candidates = await repo.suspect_duplicates(key, duplicate_window_days)
+        duplicate = (_duplicate_event(submitted, candidates, duplicate_window_days, now)
+                     if candidates else None)
+        await repo.add_to_outbox(emitted, *([duplicate] if duplicate else []))
+    return RoutingResult("decided", decision, emitted, duplicate)
 
 
 class CachedRulebook:

@@ -143,6 +143,47 @@ async def test_unmatched_complaint_goes_to_triage(service, category, kecamatan):
     assert outcome == "triage"
 
 
+async def test_rule_without_auto_dispose_suggests_and_does_not_route(service):
+    _app, runtime, probe, db = service
+    rule_id, version = await seed_rule_id(db, "skd:pungutan_liar:*")
+    event = submission("pungutan_liar", "Sekadau Hilir")
+    complaint_id = uuid.UUID(event.subject)
+    await submit(runtime, event)
+    suggested = await probe.wait_for(complaint_id, "complaint.routing_suggested")
+    assert suggested["source"] == "sp4n/routing"
+    assert (suggested["data"]["opd_code"], suggested["data"]["opd_name"]) == \
+        ("inspektorat", "Inspektorat Daerah Kabupaten Sekadau")
+    assert (suggested["data"]["rule_id"], suggested["data"]["rule_version"]) == (rule_id, version)
+    row = await db.fetchrow("SELECT * FROM decisions WHERE complaint_id = $1", complaint_id)
+    assert (row["outcome"], row["opd_code"], row["rule_id"], row["rule_version"]) == \
+        ("suggested", "inspektorat", rule_id, version)
+    assert row["event_id"] == suggested["id"]
+    # Decision and event commit together: the stored outbox holds exactly this one outcome.
+    types = await db.fetch("SELECT payload->>'type' AS type FROM outbox WHERE payload->>'subject' = $1",
+                           str(complaint_id))
+    assert [r["type"] for r in types] == ["id.go.sp4n.complaint.routing_suggested.v1"]
+    await asyncio.sleep(0.3)
+    assert probe.of(complaint_id, "complaint.routed") == []
+    assert probe.of(complaint_id, "complaint.triage_required") == []
+
+
+async def test_switching_auto_dispose_off_takes_effect_and_bumps_the_version(service):
+    _app, runtime, probe, db = service
+    category = f"uji_{uuid.uuid4().hex[:8]}"
+    await db.execute("INSERT INTO categories (code, name, category_group) VALUES ($1, 'Uji', 'uji')", category)
+    rule_id = await db.fetchval(
+        "INSERT INTO rules (category, kecamatan, opd_code, priority) VALUES ($1, '*', 'dinsos', 10)"
+        " RETURNING id", category)
+    await db.execute("UPDATE rules SET auto_dispose = false WHERE id = $1", rule_id)
+    assert await db.fetchval("SELECT version FROM rules WHERE id = $1", rule_id) == 2
+    await asyncio.sleep(TTL_S * 2)
+    event = submission(category, "Belitang")
+    await submit(runtime, event)
+    suggested = await probe.wait_for(event.subject, "complaint.routing_suggested")
+    assert (suggested["data"]["opd_code"], suggested["data"]["rule_version"]) == ("dinsos", 2)
+    assert probe.of(event.subject, "complaint.routed") == []
+
+
 async def test_duplicates_produce_one_decision_and_one_event(service):
     _app, runtime, probe, db = service
     event = submission("kesehatan", "Belitang Hulu")
@@ -221,9 +262,13 @@ async def test_seed_rerun_keeps_operator_edits_and_adds_no_rows(service, setting
     before = tuple(await db.fetchrow(counts))
     assert await migrate(settings.database_url, "routing", MIGRATIONS) == []
     await db.execute((MIGRATIONS / "0002_seed_sekadau.sql").read_text())  # a forced re-run
+    await db.execute("UPDATE rules SET opd_code = 'setda' WHERE seed_key = 'skd:pungutan_liar:*'")
+    await db.execute((MIGRATIONS / "0003_routing_suggested.sql").read_text())
     assert tuple(await db.fetchrow(counts)) == before
     assert await db.fetchval("SELECT name FROM opds WHERE code = 'dinsos'") == "Dinas Sosial P3A"
+    assert await db.fetchval("SELECT opd_code FROM rules WHERE seed_key = 'skd:pungutan_liar:*'") == "setda"
     await db.execute("UPDATE opds SET name = 'Dinas Sosial' WHERE code = 'dinsos'")
+    await db.execute("UPDATE rules SET opd_code = 'inspektorat' WHERE seed_key = 'skd:pungutan_liar:*'")
 
 
 async def test_seed_has_no_catch_all_and_covers_sekadau(service):
@@ -247,13 +292,21 @@ async def test_read_api_and_metrics(service):
         preview = (await client.get("/v1/routing/preview",
                                     params={"category": "air_bersih", "kecamatan": "Nanga Mahap"})).json()
         assert (preview["outcome"], preview["opd_code"]) == ("routed", "disperkim")
+        assert preview["auto_dispose"] is True
+        preview = (await client.get("/v1/routing/preview",
+                                    params={"category": "pungutan_liar", "kecamatan": "Belitang"})).json()
+        assert (preview["outcome"], preview["auto_dispose"], preview["opd_code"]) == \
+            ("suggested", False, "inspektorat")
         preview = (await client.get("/v1/routing/preview", params={"category": "lainnya"})).json()
+        assert preview["outcome"] == "triage"
+        preview = (await client.get("/v1/routing/preview", params={"category": "pertanahan"})).json()
         assert preview["outcome"] == "triage"
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.json()
         metrics = (await client.get("/metrics")).text
     assert 'sp4n_complaints_routed_total{opd="disdikbud"}' in metrics
     assert "sp4n_complaints_triage_total" in metrics
+    assert 'sp4n_complaints_routing_suggested_total{opd="inspektorat"}' in metrics
     assert "sp4n_routing_decision_seconds_count" in metrics
     triage = [line for line in metrics.splitlines() if line.startswith("sp4n_complaints_triage_total")]
     assert float(triage[0].split()[-1]) >= 4

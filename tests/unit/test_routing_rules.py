@@ -7,6 +7,7 @@ import pytest
 from services.routing.rules import (
     Routed,
     Rule,
+    Suggested,
     Triage,
     decide,
     match,
@@ -127,12 +128,34 @@ def test_decide_without_match_gives_indonesian_triage_reason(kecamatan, area_tex
     assert decision.suggested_rule is None
 
 
-def test_decide_rule_without_auto_dispose_goes_to_triage_with_suggestion():
-    r = rule(4, "perizinan", opd="dishub", auto_dispose=False)
+def test_decide_rule_with_auto_dispose_routes():
+    r = rule(4, "perizinan", opd="dishub", version=2, auto_dispose=True)
+    assert decide([r], OPDS, "perizinan", "Belitang") == Routed("dishub", "Dinas Perhubungan", 4, 2)
+
+
+def test_decide_rule_without_auto_dispose_only_suggests():
+    r = rule(4, "perizinan", opd="dishub", version=2, auto_dispose=False)
+    assert decide([r], OPDS, "perizinan", "Belitang") == Suggested("dishub", "Dinas Perhubungan", 4, 2)
+
+
+def test_auto_dispose_belongs_to_the_winning_rule_only():
+    suggest_everywhere = rule(1, "air_bersih", opd="pdam", priority=10, auto_dispose=False)
+    route_here = rule(2, "air_bersih", "Nanga Taman", opd="disperkim", priority=20)
+    rules = [suggest_everywhere, route_here]
+    assert decide(rules, OPDS, "air_bersih", "Nanga Taman") == Routed("disperkim", "Disperkim", 2, 1)
+    assert decide(rules, OPDS, "air_bersih", "Belitang") == Suggested("pdam", "Perumda Air Minum", 1, 1)
+
+
+def test_disabled_suggesting_rule_leaves_triage():
+    r = rule(4, "perizinan", opd="dishub", auto_dispose=False, enabled=False)
+    assert isinstance(decide([r], OPDS, "perizinan", "Belitang"), Triage)
+
+
+def test_suggesting_rule_pointing_to_unknown_opd_goes_to_triage():
+    r = rule(4, "perizinan", opd="hilang", auto_dispose=False)
     decision = decide([r], OPDS, "perizinan", "Belitang")
-    assert isinstance(decision, Triage)
-    assert decision.suggested_rule is r
-    assert "Dinas Perhubungan" in decision.reason and "admin koordinator" in decision.reason
+    assert isinstance(decision, Triage) and decision.suggested_rule is r
+    assert "hilang" in decision.reason
 
 
 def test_decide_rule_pointing_to_unknown_opd_goes_to_triage():

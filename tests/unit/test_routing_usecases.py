@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from shared.events import ComplaintSubmitted, Location, make_event
+from services.routing.duplicates import select_candidates
 from services.routing.model import Rulebook
 from services.routing.rules import Rule
 from services.routing.usecases import CachedRulebook, route_submitted
 
 NOW = datetime(2026, 3, 16, 2, 0, tzinfo=timezone.utc)
-BOOK = Rulebook((Rule(11, "pendidikan", "*", "disdikbud", 10, version=2),),
-                {"disdikbud": "Dinas Pendidikan dan Kebudayaan"})
+BOOK = Rulebook((Rule(11, "pendidikan", "*", "disdikbud", 10, version=2),
+                 Rule(12, "pungutan_liar", "*", "inspektorat", 10, version=3, auto_dispose=False)),
+                {"disdikbud": "Dinas Pendidikan dan Kebudayaan",
+                 "inspektorat": "Inspektorat Daerah Kabupaten Sekadau"})
 
 
 class FakeStore:
@@ -25,6 +28,7 @@ class FakeStore:
         self.inbox: set[str] = set()
         self.decisions: dict[tuple, object] = {}
         self.outbox: list = []
+        self.submissions: dict = {}
         self.fail_on_outbox = False
 
     @contextlib.asynccontextmanager
@@ -33,12 +37,14 @@ class FakeStore:
         yield tx
         self.inbox |= tx.inbox
         self.decisions.update(tx.decisions)
+        self.submissions.update(tx.submissions)
         self.outbox += tx.outbox
 
 
 class FakeTx:
     def __init__(self, store: FakeStore) -> None:
         self.store, self.inbox, self.decisions, self.outbox = store, set(), {}, []
+        self.submissions = {}
 
     async def first_delivery(self, event):
         if event.id in self.store.inbox or event.id in self.inbox:
@@ -53,18 +59,27 @@ class FakeTx:
         self.decisions[key] = record
         return True
 
+    async def suspect_duplicates(self, key, window_days):
+        # The same selection as the SQL in RoutingRepository.suspect_duplicates.
+        if not key.has_desa:
+            return []
+        self.submissions.setdefault(key.complaint_id, key)
+        recent = {**self.store.submissions, **self.submissions}.values()
+        return select_candidates(key, recent, window_days)
+
     async def add_to_outbox(self, *events):
         if self.store.fail_on_outbox:
             raise ConnectionError("database gone")
         self.outbox += events
 
 
-def submitted(category="pendidikan", kecamatan="Belitang", complaint_id=None):
+def submitted(category="pendidikan", kecamatan="Belitang", complaint_id=None, desa=None,
+              received_at=NOW):
     data = ComplaintSubmitted(
         complaint_id=complaint_id or uuid.uuid4(), tracking_id="SKD-1", source="portal",
-        received_at=NOW, accepted_at=NOW, classification="pengaduan", category=category,
-        location=Location(kecamatan=kecamatan), anonymous=False, confidential=False,
-        reporter_ref="ref")
+        received_at=received_at, accepted_at=received_at, classification="pengaduan",
+        category=category, location=Location(kecamatan=kecamatan, desa=desa), anonymous=False,
+        confidential=False, reporter_ref="ref")
     return make_event("sp4n/intake", data), data
 
 
@@ -150,3 +165,88 @@ async def test_cached_rulebook_reloads_after_ttl():
     clock[0] = 2.5
     await cached()
     assert loads == [0.0, 2.5]
+
+
+async def test_rule_without_auto_dispose_emits_routing_suggested_not_routed():
+    store = FakeStore()
+    event, data = submitted(category="pungutan_liar")
+    result = await run(store, event, data)
+    assert result.status == "decided"
+    [out] = store.outbox
+    assert out.event_name == "complaint.routing_suggested"
+    assert out.data == {"complaint_id": str(data.complaint_id), "opd_code": "inspektorat",
+                        "opd_name": "Inspektorat Daerah Kabupaten Sekadau", "rule_id": 12,
+                        "rule_version": 3, "suggested_at": "2026-03-16T02:00:00Z"}
+    record = store.decisions[(data.complaint_id, 1)]
+    assert (record.outcome, record.opd_code, record.rule_id, record.rule_version, record.reason) == \
+        ("suggested", "inspektorat", 12, 3, None)
+    assert record.event_id == out.id
+
+
+async def test_rule_with_auto_dispose_records_routed_decision():
+    store = FakeStore()
+    event, data = submitted(category="pendidikan")
+    await run(store, event, data)
+    assert [e.event_name for e in store.outbox] == ["complaint.routed"]
+    assert store.decisions[(data.complaint_id, 1)].outcome == "routed"
+
+
+async def test_second_submission_in_same_desa_is_suspected_duplicate_without_changing_routing():
+    store = FakeStore()
+    first_event, first = submitted(desa="Sungai Ayak", received_at=NOW - timedelta(days=3))
+    await run(store, first_event, first)
+    assert [e.event_name for e in store.outbox] == ["complaint.routed"]
+    event, data = submitted(desa="  desa sungai-ayak ", kecamatan="Belitang Hilir")
+    result = await run(store, event, data)
+    routed, dup = store.outbox[1:]
+    assert routed.event_name == "complaint.routed" and routed.data["opd_code"] == "disdikbud"
+    assert dup.event_name == "complaint.duplicate_suspected" and dup.subject == str(data.complaint_id)
+    assert dup.data["candidate_ids"] == [str(first.complaint_id)]
+    assert (dup.data["category"], dup.data["desa"], dup.data["window_days"]) == \
+        ("pendidikan", "desa sungai-ayak", 7)
+    assert result.duplicate_suspected is dup
+
+
+async def test_duplicate_window_comes_from_the_caller():
+    store = FakeStore()
+    first_event, first = submitted(desa="Sungai Ayak", received_at=NOW - timedelta(days=3))
+    await run(store, first_event, first)
+    event, data = submitted(desa="Sungai Ayak")
+    await route_submitted(event, data, unit_of_work=store.unit_of_work, rulebook=book,
+                          clock=lambda: NOW, duplicate_window_days=2)
+    assert [e.event_name for e in store.outbox] == ["complaint.routed", "complaint.routed"]
+
+
+async def test_earlier_complaint_processed_later_names_the_later_one():
+    store = FakeStore()
+    late_event, late = submitted(desa="Sungai Ayak", received_at=NOW)
+    early_event, early = submitted(desa="Sungai Ayak", received_at=NOW - timedelta(days=2))
+    await run(store, late_event, late)
+    await run(store, early_event, early)
+    dups = [e for e in store.outbox if e.event_name == "complaint.duplicate_suspected"]
+    assert len(dups) == 1  # one flag per pair, on the one processed second
+    assert dups[0].subject == str(early.complaint_id)
+    assert dups[0].data["candidate_ids"] == [str(late.complaint_id)]
+
+
+async def test_redelivered_or_republished_duplicate_is_flagged_once():
+    store = FakeStore()
+    first_event, first = submitted(desa="Sungai Ayak")
+    await run(store, first_event, first)
+    event, data = submitted(desa="Sungai Ayak")
+    await run(store, event, data)
+    assert (await run(store, event, data)).status == "duplicate_event"
+    assert (await run(store, make_event("sp4n/intake", data), data)).status == "already_decided"
+    dups = [e for e in store.outbox if e.event_name == "complaint.duplicate_suspected"]
+    assert len(dups) == 1 and dups[0].subject == str(data.complaint_id)
+
+
+async def test_complaint_without_desa_is_never_flagged():
+    store = FakeStore()
+    for _ in range(2):
+        event, data = submitted(desa=None)
+        await run(store, event, data)
+    event, data = submitted(desa="   ")
+    await run(store, event, data)
+    assert [e.event_name for e in store.outbox] == ["complaint.routed"] * 3
+    assert store.submissions == {}

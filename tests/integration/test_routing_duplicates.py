@@ -1,0 +1,203 @@
+"""Duplicate suspicion in the routing service, in process against real PostgreSQL and
+RabbitMQ (the app, the exclusive tap queue and the helpers come from test_routing_service).
+
+Every test uses its own desa, so tests sharing the run's database never see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+
+from shared.events import ComplaintSubmitted, Location, make_event
+from services.routing.duplicates import SubmissionKey
+from services.routing.repository import RoutingRepository
+from tests.integration.test_routing_service import service, submit  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.integration
+CATEGORY = "infrastruktur_jalan"
+DUP_TYPE = "id.go.sp4n.complaint.duplicate_suspected.v1"
+
+
+def fresh_desa() -> str:
+    return f"Desa Uji {uuid.uuid4().hex[:8]}"
+
+
+def submission(desa: str | None, received_at: datetime, *, category: str = CATEGORY,
+               complaint_id: uuid.UUID | None = None):
+    return make_event("sp4n/intake", ComplaintSubmitted(
+        complaint_id=complaint_id or uuid.uuid4(), tracking_id=f"SKD-{uuid.uuid4().hex[:8]}",
+        source="portal-test", received_at=received_at, accepted_at=datetime.now(timezone.utc),
+        classification="pengaduan", category=category,
+        location=Location(kecamatan="Sekadau Hilir", desa=desa), anonymous=False,
+        confidential=False, reporter_ref="ref-test"))
+
+
+async def decided(db, event, timeout: float = 10.0) -> None:
+    """Wait until routing has committed its decision (and with it every outbox row) for event."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await db.fetchval("SELECT 1 FROM decisions WHERE complaint_id = $1", uuid.UUID(event.subject)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no decision for {event.subject}")
+
+
+async def stored_duplicate_events(db, complaint_id) -> list[dict]:
+    rows = await db.fetch("SELECT payload FROM outbox WHERE payload->>'subject' = $1"
+                          " AND payload->>'type' = $2", str(complaint_id), DUP_TYPE)
+    return [json.loads(r["payload"]) for r in rows]  # this connection has no jsonb codec
+
+
+async def test_same_category_and_desa_three_days_apart_flags_the_second(service):  # noqa: F811
+    _app, runtime, probe, db = service
+    desa, now = fresh_desa(), datetime.now(timezone.utc)
+    first = submission(desa, now - timedelta(days=3))
+    await submit(runtime, first)
+    await probe.wait_for(first.subject, "complaint.routed")
+    second = submission(f"  {desa.upper()} ", now)  # spelled differently, same desa
+    await submit(runtime, second)
+    dup = await probe.wait_for(second.subject, "complaint.duplicate_suspected")
+    assert dup["source"] == "sp4n/routing"
+    assert dup["data"]["candidate_ids"] == [first.subject]
+    assert (dup["data"]["category"], dup["data"]["window_days"]) == (CATEGORY, 7)
+    assert dup["data"]["desa"] == desa.upper()
+    # Flag, don't merge: the second is routed as usual, the first is not flagged afterwards.
+    routed = await probe.wait_for(second.subject, "complaint.routed")
+    assert routed["data"]["opd_code"] == "dpupr"
+    assert await stored_duplicate_events(db, first.subject) == []
+    assert probe.of(first.subject, "complaint.duplicate_suspected") == []
+
+
+async def test_ten_days_apart_other_category_or_no_desa_flag_nothing(service):  # noqa: F811
+    _app, runtime, probe, db = service
+    desa, now = fresh_desa(), datetime.now(timezone.utc)
+    first = submission(desa, now - timedelta(days=10))
+    await submit(runtime, first)
+    await decided(db, first)
+    later = [submission(desa, now),                                     # 10 days later
+             submission(desa, now - timedelta(days=9), category="pendidikan"),  # other category
+             submission(fresh_desa(), now - timedelta(days=10)),        # other desa
+             submission(None, now - timedelta(days=10)),                # no desa
+             submission(None, now - timedelta(days=10))]
+    for event in later:
+        await submit(runtime, event)
+    for event in later:
+        await decided(db, event)
+        assert await stored_duplicate_events(db, event.subject) == []
+    await probe.wait_for(later[-1].subject, "complaint.routed")
+    await asyncio.sleep(0.3)
+    for event in [first, *later]:
+        assert probe.of(event.subject, "complaint.duplicate_suspected") == []
+
+
+async def test_order_tolerant_earlier_complaint_arriving_later_names_the_other(service):  # noqa: F811
+    _app, runtime, probe, db = service
+    desa, now = fresh_desa(), datetime.now(timezone.utc)
+    b = submission(desa, now)
+    a = submission(desa, now - timedelta(days=2))  # received earlier, reaches routing later
+    await submit(runtime, b)
+    await decided(db, b)
+    await submit(runtime, a)
+    dup = await probe.wait_for(a.subject, "complaint.duplicate_suspected")
+    assert dup["data"]["candidate_ids"] == [b.subject]
+    assert await stored_duplicate_events(db, b.subject) == []
+
+
+async def test_redelivery_and_republish_emit_no_second_duplicate_event(service):  # noqa: F811
+    _app, runtime, probe, db = service
+    desa, now = fresh_desa(), datetime.now(timezone.utc)
+    first = submission(desa, now - timedelta(days=1))
+    await submit(runtime, first)
+    await decided(db, first)
+    second = submission(desa, now)
+    await submit(runtime, second)
+    await submit(runtime, second)  # the same event redelivered
+    republished = submission(desa, now, complaint_id=uuid.UUID(second.subject))  # new event id
+    await submit(runtime, republished)
+    for _ in range(100):
+        if await db.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", republished.id):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("republished event never consumed")
+    stored = await stored_duplicate_events(db, second.subject)
+    assert len(stored) == 1 and stored[0]["data"]["candidate_ids"] == [first.subject]
+    await probe.wait_for(second.subject, "complaint.duplicate_suspected")
+    await asyncio.sleep(0.5)
+    assert len(probe.of(second.subject, "complaint.duplicate_suspected")) == 1
+    assert len(probe.of(first.subject, "complaint.duplicate_suspected")) == 0
+    assert await db.fetchval("SELECT count(*) FROM recent_submissions WHERE complaint_id = $1",
+                             uuid.UUID(second.subject)) == 1
+
+
+async def test_window_edges_in_sql_match_the_pure_selection(service):  # noqa: F811
+    _app, runtime, _probe, _db = service
+    desa, t0 = fresh_desa(), datetime(2026, 3, 16, 2, 0, tzinfo=timezone.utc)
+    day = timedelta(days=1)
+    inside = {d: SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0 + d)
+              for d in (-7 * day, -day, 7 * day)}
+    outside = [SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0 - 7 * day - timedelta(microseconds=1)),
+               SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0 + 7 * day + timedelta(seconds=1)),
+               SubmissionKey.of(uuid.uuid4(), "pendidikan", desa, t0),
+               SubmissionKey.of(uuid.uuid4(), CATEGORY, fresh_desa(), t0)]
+    async with runtime.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            repo = RoutingRepository(conn)
+            for k in [*inside.values(), *outside]:
+                assert await repo.suspect_duplicates(k, 7) is not None
+            new = SubmissionKey.of(uuid.uuid4(), CATEGORY, f"  {desa.upper().replace(' ', '-')} ", t0)
+            assert await repo.suspect_duplicates(new, 7) == [
+                inside[-7 * day].complaint_id, inside[-day].complaint_id, inside[7 * day].complaint_id]
+            no_desa = SubmissionKey.of(uuid.uuid4(), CATEGORY, None, t0)
+            assert await repo.suspect_duplicates(no_desa, 7) == []
+            assert await conn.fetchval("SELECT count(*) FROM recent_submissions WHERE complaint_id = $1",
+                                       no_desa.complaint_id) == 0
+        finally:
+            await tx.rollback()  # leave nothing behind
+
+
+async def test_concurrent_submissions_of_the_same_key_see_each_other(service, settings):  # noqa: F811
+    """Two transactions at once (two consumers or replicas): the advisory lock makes the
+    second wait for the first to commit, so it is flagged instead of both missing each other."""
+    _app, _runtime, _probe, _db = service
+    desa, t0 = fresh_desa(), datetime.now(timezone.utc)
+    a = SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0)
+    b = SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0 + timedelta(hours=1))
+    conn_a = await asyncpg.connect(settings.database_url, server_settings={"search_path": "routing"})
+    conn_b = await asyncpg.connect(settings.database_url, server_settings={"search_path": "routing"})
+    try:
+        tx_a = conn_a.transaction()
+        await tx_a.start()
+        assert await RoutingRepository(conn_a).suspect_duplicates(a, 7) == []
+
+        async def in_b():
+            async with conn_b.transaction():
+                return await RoutingRepository(conn_b).suspect_duplicates(b, 7)
+
+        task = asyncio.create_task(in_b())
+        await asyncio.sleep(0.3)
+        assert not task.done()  # waiting on a's lock
+        await tx_a.commit()
+        assert await asyncio.wait_for(task, 5) == [a.complaint_id]
+    finally:
+        await conn_a.close()
+        await conn_b.close()
+
+
+async def test_duplicate_metric_is_exported(service):  # noqa: F811
+    import httpx
+
+    app, _runtime, _probe, _db = service
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://routing") as client:
+        metrics = (await client.get("/metrics")).text
+    line = [x for x in metrics.splitlines() if x.startswith("sp4n_complaints_duplicate_suspected_total")]
+    assert line and float(line[0].split()[-1]) >= 3
