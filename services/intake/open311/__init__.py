@@ -1,0 +1,20 @@
+"""Open311 GeoReport v2 facade of intake (JSON), so existing GeoReport clients work unchanged.
+
+Mounted at ``/open311/v2`` by intake's composition root. Submissions take the same path as
+intake's native API (``submit_complaint``); reads come from intake's own tables; the service
+list is data shipped here (``services.json``, mirroring routing's seed categories).
+"""
+
+from __future__ import annotations
+
+from services.intake.metrics import IntakeMetrics
+from services.intake.open311.api import install_routes
+from services.intake.usecases import IntakeConfig
+from shared.service import ServiceRuntime
+
+
+def install_open311(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
+    install_routes(runtime, cfg, metrics)
+
+
+__all__ = ["install_open311"]

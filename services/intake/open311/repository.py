@@ -1,0 +1,63 @@
+"""All of the Open311 facade's SQL: reads of intake's own tables (never another schema's).
+
+Reads ``intake.responses(complaint_id, opd_code, hop, response_no, body, attachments,
+created_at)`` — the OPD responses table of intake's lifecycle migration — for
+``status_notes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.intake.open311.mapping import CLOSED_STATUSES, RequestQuery
+
+# Rahasia (confidential) complaints are excluded here, in the only place requests are read:
+# no public listing or lookup can ever return one.
+_SELECT = """
+SELECT c.tracking_id, c.status, c.category, c.kecamatan, c.desa, c.opd_name,
+       c.received_at, c.updated_at,
+       c.submission ->> 'description' AS description,
+       c.submission #>> '{location,address}' AS address,
+       (c.submission #>> '{location,lat}')::float8 AS lat,
+       (c.submission #>> '{location,lon}')::float8 AS lon,
+       c.submission #>> '{attachments,0}' AS media_url,
+       (SELECT k.deadline FROM clocks k
+         WHERE k.complaint_id = c.id AND k.clock = 'completion' AND k.deadline IS NOT NULL
+         ORDER BY k.started_at DESC NULLS LAST, k.hop DESC LIMIT 1) AS expected_at,
+       (SELECT r.body FROM responses r
+         WHERE r.complaint_id = c.id
+         ORDER BY r.created_at DESC, r.hop DESC, r.response_no DESC LIMIT 1) AS status_notes
+FROM complaints c
+WHERE NOT c.confidential
+"""
+
+
+class Open311Repository:
+    def __init__(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
+        self.conn = conn
+
+    async def request(self, tracking_id: str) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(_SELECT + " AND c.tracking_id = $1", tracking_id.upper())
+
+    async def requests(self, q: RequestQuery) -> Sequence[asyncpg.Record]:
+        params: list = []
+
+        def arg(value) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        sql = _SELECT
+        if q.ids:
+            sql += f" AND c.tracking_id = ANY({arg(list(q.ids))}::text[])"
+        else:
+            sql += f" AND c.received_at BETWEEN {arg(q.start)} AND {arg(q.end)}"
+            if q.service_codes:
+                sql += f" AND c.category = ANY({arg(list(q.service_codes))}::text[])"
+            if q.open_ is True:
+                sql += f" AND c.status <> ALL({arg(list(CLOSED_STATUSES))}::text[])"
+            elif q.open_ is False:
+                sql += f" AND c.status = ANY({arg(list(CLOSED_STATUSES))}::text[])"
+        sql += f" ORDER BY c.received_at DESC, c.tracking_id LIMIT {arg(q.limit)}"
+        return await self.conn.fetch(sql, *params)
