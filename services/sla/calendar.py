@@ -88,6 +88,23 @@ class WorkingCalendar:
         """End of the Nth working day after the local date of ``start``."""
         return self.end_of_day(self.nth_working_day_after(self.local_date(start), working_days))
 
+    def move_deadline(self, deadline: datetime, working_days: int) -> datetime:
+        """``deadline`` moved later by ``working_days`` working days: the end of the Nth working
+        day after its local date. ``move_deadline(deadline(s, a), b) == deadline(s, a + b)``."""
+        return self.end_of_day(self.nth_working_day_after(self.local_date(deadline), working_days))
+
+    def paused_working_days(self, deferred_at: datetime, resumed_at: datetime) -> int:
+        """Working days a pause (DITUNDA) from ``deferred_at`` to ``resumed_at`` takes off a clock.
+
+        ``working_days_between``: the working days ``d`` with ``local(deferred_at) < d <=
+        local(resumed_at)``. A partial day counts as follows: the day of deferral still counts
+        against the clock (it had already begun running that day), the day of resumption is a
+        paused day (as with receipt, counting restarts on the next working day). So a pause
+        opened and closed on the same local day moves nothing; Fri → Mon moves one day (the
+        Monday); a resume stamped before the deferral (bad clocks upstream) moves nothing.
+        """
+        return max(0, self.working_days_between(deferred_at, resumed_at))
+
     def working_days_between(self, a: datetime, b: datetime) -> int:
         """Working days ``d`` with ``local(a) < d <= local(b)``; negative when ``b < a``.
 

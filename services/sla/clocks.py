@@ -1,8 +1,16 @@
 """Which clocks start and stop on which event, their deadlines and their timers. Pure.
 
-A clock is identified by (complaint, clock kind, hop). ``hop`` is 0 for the clocks of the
-complaint as a whole (verification, completion) and the routing hop (1, 2, …) for the
-per-OPD ``opd_response`` clock.
+A clock is identified by (complaint, clock kind, hop, instance); events carry ``hop`` only:
+- verification: hop 0, instance 0.
+- opd_response: hop = the routing hop (1, 2, …), instance 0.
+- completion: hop = the completion instance — 0 from receipt, k from the k-th reopen (banding)
+  — so every consumer keyed on (clock, hop) sees a reopened completion clock as a new clock.
+- auto_close: hop = the OPD hop of the response, instance = its ``response_no``: a newer
+  response restarts the window as a new instance of the same hop.
+
+Every lifecycle event is also kept as a ``Fact``; ``stop_for`` says which fact stops or
+cancels which clock, so a clock created after its stopping event (competing consumers
+reorder events) is created already stopped, and the earliest stop always wins.
 
 Invariants:
 - A deadline is a pure function of (start instant, policy, calendar): recomputed, never
@@ -11,6 +19,11 @@ Invariants:
   fires it (a late stop is a breach, not silence).
 - A clock whose deadline has already passed when it is created fires its breach at once and
   never warns.
+- auto_close is not an SLA: it has no warning and no breach; its only timer is ``elapse``
+  (``sla.reply_window_elapsed``), fired once, after which the clock is stopped at its deadline.
+- DITUNDA pauses verification and completion (the clocks that wait on the reporter): their
+  pending timers are cancelled; on resume the deadline is the initial deadline moved later by
+  all working days paused so far (``WorkingCalendar.paused_working_days``), with new timers.
 """
 
 from __future__ import annotations
@@ -21,15 +34,32 @@ from typing import Literal
 
 from services.sla.calendar import WorkingCalendar
 from services.sla.policy import (
+    AUTO_CLOSE,
     OPD_RESPONSE,
     VERIFICATION,
     Policy,
     completion_policy_key,
 )
-from shared.events import ClockKind, ComplaintRouted, ComplaintSubmitted
+from shared.events import (
+    ClockKind,
+    ComplaintArchived,
+    ComplaintClosed,
+    ComplaintDeferred,
+    ComplaintForwarded,
+    ComplaintReopened,
+    ComplaintReporterReplied,
+    ComplaintResponded,
+    ComplaintResumed,
+    ComplaintReturned,
+    ComplaintRouted,
+    ComplaintSubmitted,
+    EventData,
+)
 
 StopReason = Literal["stopped", "cancelled"]
-TimerKind = Literal["warning", "breach"]
+TimerKind = Literal["warning", "breach", "elapse"]
+# The clocks that wait on the reporter: DITUNDA pauses them.
+PAUSABLE: frozenset[str] = frozenset({"verification", "completion"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,7 @@ class ClockStart:
     policy_key: str
     started_at: datetime
     opd_code: str | None = None
+    instance: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,3 +173,172 @@ def initial_timers(deadline: Deadline, now: datetime, stop: ClockStop | None) ->
 def earliest_stop(*stops: ClockStop | None) -> ClockStop | None:
     present = [s for s in stops if s is not None]
     return min(present, key=lambda s: s.at) if present else None
+
+
+# -- the whole lifecycle ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fact:
+    """A lifecycle event as the clocks see it: what happened, when (the event's own time
+    field, never the arrival time), for which OPD hop. ``deferred_at`` only for ``resumed``."""
+
+    kind: str
+    at: datetime
+    hop: int = 0
+    deferred_at: datetime | None = None
+
+
+def fact_of(data: EventData) -> Fact | None:
+    """The fact a lifecycle event records; None for events that start clocks only."""
+    match data:
+        case ComplaintRouted():
+            return Fact("routed", data.routed_at, data.hop)
+        case ComplaintResponded():
+            return Fact("responded", data.responded_at, data.hop)
+        case ComplaintReturned():
+            return Fact("returned", data.returned_at, data.hop)
+        case ComplaintArchived():
+            return Fact("archived", data.archived_at)
+        case ComplaintForwarded():
+            return Fact("forwarded", data.forwarded_at)
+        case ComplaintClosed():
+            return Fact("closed", data.closed_at, data.hop)
+        case ComplaintReopened():
+            return Fact("reopened", data.reopened_at, data.hop)
+        case ComplaintReporterReplied():
+            return Fact("reporter_replied", data.replied_at, data.hop)
+        case ComplaintDeferred():
+            return Fact("deferred", data.deferred_at)
+        case ComplaintResumed():
+            return Fact("resumed", data.resumed_at, deferred_at=data.deferred_at)
+    return None
+
+
+_ENDS_REGENCY_CLOCKS = ("archived", "forwarded")
+
+
+def _stop_by(clock: str, hop: int, started_at: datetime, f: Fact) -> ClockStop | None:
+    def stop(reason: StopReason) -> ClockStop:
+        return ClockStop(clock, hop, f.at, reason)  # type: ignore[arg-type]
+
+    if clock == "verification":
+        # The admin koordinator's decision (dispose, archive, forward) meets the clock; a
+        # close without one (rare) just ends it.
+        if f.kind in ("routed", "archived", "forwarded"):
+            return stop("stopped")
+        if f.kind == "closed" and f.at >= started_at:
+            return stop("cancelled")
+    elif clock == "opd_response":
+        if f.kind in ("responded", "returned") and f.hop == hop:
+            return stop("stopped")  # a late response or return is a breach
+        if f.kind == "routed" and f.hop > hop:
+            return stop("cancelled")  # re-routed: a later hop supersedes this one
+        if f.kind in (*_ENDS_REGENCY_CLOCKS, "closed") and f.at >= started_at:
+            return stop("cancelled")
+    elif clock == "completion":
+        # Each completion instance is ended by the first close/archive/forward after its start;
+        # a close before a reopen belongs to the earlier instance.
+        if f.at < started_at:
+            return None
+        if f.kind == "closed":
+            return stop("stopped")
+        if f.kind in _ENDS_REGENCY_CLOCKS:
+            return stop("cancelled")
+    elif clock == "auto_close":
+        if f.kind in ("reporter_replied", "closed", "reopened", *_ENDS_REGENCY_CLOCKS) \
+                and f.at >= started_at:
+            return stop("cancelled")
+        if f.kind == "responded" and f.at > started_at:
+            return stop("cancelled")  # a newer response restarts the window
+    return None
+
+
+def stop_for(clock: str, hop: int, started_at: datetime, facts: list[Fact]) -> ClockStop | None:
+    """The earliest stop or cancel of a clock among ``facts``, or None."""
+    return earliest_stop(*(_stop_by(clock, hop, started_at, f) for f in facts))
+
+
+def starts_on(data: EventData) -> list[ClockStart]:
+    """Clocks a lifecycle event starts (the completion instance of a reopen is numbered by the
+    caller, which knows the existing instances)."""
+    match data:
+        case ComplaintSubmitted():
+            return starts_on_submission(data)
+        case ComplaintRouted():
+            return [plan_routing(data).start]
+        case ComplaintResponded():
+            return [ClockStart("auto_close", data.hop, AUTO_CLOSE, data.responded_at,
+                               opd_code=data.opd_code, instance=data.response_no)]
+    return []
+
+
+def reopened_completion(policy_key: str, reopened_at: datetime, instance: int) -> ClockStart:
+    """A reopen (banding) starts a new completion clock with the full working days."""
+    return ClockStart("completion", instance, policy_key, reopened_at)
+
+
+@dataclass(frozen=True)
+class Pause:
+    deferred_at: datetime
+    resumed_at: datetime | None  # None: still DITUNDA
+
+
+def pauses_for(clock: str, started_at: datetime, stop: ClockStop | None,
+               facts: list[Fact]) -> list[Pause]:
+    """The DITUNDA periods that pause this clock: deferred after it started and before it
+    stopped; a ``resumed`` fact alone is a whole period (it carries ``deferred_at``)."""
+    if clock not in PAUSABLE:
+        return []
+    periods: dict[datetime, datetime | None] = {}
+    for f in facts:
+        if f.kind == "deferred":
+            periods.setdefault(f.at, None)
+        elif f.kind == "resumed" and f.deferred_at is not None:
+            periods[f.deferred_at] = f.at
+    return [Pause(d, r) for d, r in sorted(periods.items())
+            if d >= started_at and (stop is None or d < stop.at)]
+
+
+def resumed_deadline(initial: Deadline, paused_working_days: int,
+                     calendar: WorkingCalendar) -> Deadline:
+    """The deadline after pauses: the initial deadline (and warning) moved later by the total
+    working days paused, recomputed from the initial one under the current calendar."""
+    return Deadline(
+        initial.working_days,
+        calendar.move_deadline(initial.deadline, paused_working_days),
+        None if initial.warn_at is None
+        else calendar.move_deadline(initial.warn_at, paused_working_days),
+        calendar.version, initial.policy_version)
+
+
+def deadline_at(deadline: datetime, paused_at: datetime | None, at: datetime,
+                calendar: WorkingCalendar) -> datetime:
+    """The deadline an action at ``at`` is judged against: while paused, the working days
+    paused up to ``at`` do not count against the clock."""
+    if paused_at is None or at < paused_at:
+        return deadline
+    return calendar.move_deadline(deadline, calendar.paused_working_days(paused_at, at))
+
+
+def auto_close_deadline(started_at: datetime, policy: Policy,
+                        calendar: WorkingCalendar) -> Deadline:
+    """The reply window: no warning (it is not an SLA the regency can miss)."""
+    d = calendar.deadline(started_at, policy.working_days)
+    return Deadline(policy.working_days, d, None, calendar.version, policy.version)
+
+
+def auto_close_timers(deadline: Deadline, now: datetime,
+                      stop: ClockStop | None) -> list[TimerPlan]:
+    """The reply window elapses at its deadline unless a stop came first. A stop after the
+    deadline (processed late) does not undo the elapse: it fires at once."""
+    if stop is not None and stop.at <= deadline.deadline:
+        return []
+    return [TimerPlan("elapse", deadline.deadline,
+                      fire_now=deadline.deadline <= now or stop is not None)]
+
+
+def resumed_timers(deadline: Deadline, now: datetime, fired: set[str]) -> list[TimerPlan]:
+    """Timers of a clock that runs again after DITUNDA: as for a new clock, except that what
+    already fired stays fired (a breach is reported once per clock; after it, no warning)."""
+    if "breach" in fired:
+        return []
+    return [p for p in initial_timers(deadline, now, None) if p.kind not in fired]

@@ -9,10 +9,10 @@ from services.sla.metrics import SlaMetrics
 from services.sla.repository import CalendarSource
 from shared.events import CloudEvent
 
-_USE_CASES = {
-    "complaint.submitted": usecases.on_complaint_submitted,
-    "complaint.routed": usecases.on_complaint_routed,
-}
+from shared.topology import SLA_COMPLAINTS
+
+# Every event the sla queue binds goes through the one lifecycle use case.
+_USE_CASES = {name: usecases.on_complaint_event for name in SLA_COMPLAINTS.routing_keys}
 
 
 def make_complaint_handler(runtime, calendars: CalendarSource, metrics: SlaMetrics):

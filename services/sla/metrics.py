@@ -25,6 +25,10 @@ class SlaMetrics:
                                 ["opd", "clock"], registry=registry)
         self.breaches = Counter("sp4n_sla_breaches", "SLA breaches fired",
                                 ["opd", "clock"], registry=registry)
+        self.reply_windows_elapsed = Counter(
+            "sp4n_sla_reply_windows_elapsed",
+            "Reply windows (auto_close) that elapsed with no reply from the reporter",
+            ["opd"], registry=registry)
         self.detection_lag = Histogram(
             "sp4n_sla_breach_detection_lag_seconds",
             "Breach fire time minus due time (or creation time, if created already due)",
@@ -37,6 +41,8 @@ class SlaMetrics:
                 self.breaches.labels(_opd(alert.opd_code), alert.clock).inc()
                 if alert.lag_s is not None:
                     self.detection_lag.observe(max(alert.lag_s, 0.0))
+            elif alert.kind == "elapsed":
+                self.reply_windows_elapsed.labels(_opd(alert.opd_code)).inc()
             else:
                 self.warnings.labels(_opd(alert.opd_code), alert.clock).inc()
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from services.sla.calendar import WorkingCalendar
-from services.sla.clocks import ClockStart, ClockStop, Deadline, TimerKind
+from services.sla.clocks import ClockStart, ClockStop, Deadline, Fact, TimerKind
 from services.sla.policy import Policy
 
 # Per-complaint advisory locks live in their own (classid, objid) key space.
@@ -31,10 +31,20 @@ class ClockRow:
     warn_at: datetime | None
     calendar_version: str
     policy_version: int
+    instance: int = 0
+    initial_deadline: datetime | None = None
+    initial_warn_at: datetime | None = None
+    paused_working_days: int = 0
+    paused_at: datetime | None = None
+    policy_key: str = ""
 
     def deadline_record(self) -> Deadline:
         return Deadline(self.working_days, self.deadline, self.warn_at, self.calendar_version,
                         self.policy_version)
+
+    def initial_deadline_record(self) -> Deadline:
+        return Deadline(self.working_days, self.initial_deadline or self.deadline,
+                        self.initial_warn_at, self.calendar_version, self.policy_version)
 
 
 @dataclass(frozen=True)
@@ -50,16 +60,21 @@ class DueTimer:
     deadline: datetime
     calendar_version: str
     policy_version: int
+    clock_id: int = 0
+    started_at: datetime | None = None
 
 
 def _clock(r: asyncpg.Record) -> ClockRow:
     return ClockRow(r["id"], r["complaint_id"], r["clock"], r["hop"], r["opd_code"],
                     r["started_at"], r["deadline"], r["stopped_at"], r["working_days"],
-                    r["warn_at"], r["calendar_version"], r["policy_version"])
+                    r["warn_at"], r["calendar_version"], r["policy_version"], r["instance"],
+                    r["initial_deadline"], r["initial_warn_at"], r["paused_working_days"],
+                    r["paused_at"], r["policy_key"])
 
 
 _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
-               " working_days, warn_at, calendar_version, policy_version")
+               " working_days, warn_at, calendar_version, policy_version, instance,"
+               " initial_deadline, initial_warn_at, paused_working_days, paused_at, policy_key")
 
 
 async def lock_complaint(conn: asyncpg.Connection, complaint_id: uuid.UUID) -> None:
@@ -144,39 +159,85 @@ class CalendarSource:
 # -- clocks --------------------------------------------------------------------------------
 async def insert_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, start: ClockStart,
                        deadline: Deadline) -> int | None:
-    """The new clock's id, or None when this (complaint, clock, hop) already exists."""
+    """The new clock's id, or None when this (complaint, clock, hop, instance) already exists."""
     return await conn.fetchval(
-        "INSERT INTO clocks (complaint_id, clock, hop, policy_key, opd_code, started_at,"
-        " working_days, deadline, warn_at, calendar_version, policy_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        " ON CONFLICT (complaint_id, clock, hop) DO NOTHING RETURNING id",
-        complaint_id, start.clock, start.hop, start.policy_key, start.opd_code,
+        "INSERT INTO clocks (complaint_id, clock, hop, instance, policy_key, opd_code, started_at,"
+        " working_days, deadline, warn_at, initial_deadline, initial_warn_at, calendar_version,"
+        " policy_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $10, $11, $12)"
+        " ON CONFLICT (complaint_id, clock, hop, instance) DO NOTHING RETURNING id",
+        complaint_id, start.clock, start.hop, start.instance, start.policy_key, start.opd_code,
         start.started_at, deadline.working_days, deadline.deadline, deadline.warn_at,
         deadline.calendar_version, deadline.policy_version)
 
 
-async def clock_for_update(conn: asyncpg.Connection, complaint_id: uuid.UUID, clock: str,
-                           hop: int) -> ClockRow | None:
-    r = await conn.fetchrow(
-        f"SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 AND clock = $2 AND hop = $3"
-        " FOR UPDATE", complaint_id, clock, hop)
-    return _clock(r) if r else None
-
-
-async def open_clocks_before_hop(conn: asyncpg.Connection, complaint_id: uuid.UUID, clock: str,
-                                 hop: int) -> list[ClockRow]:
+async def open_clocks(conn: asyncpg.Connection, complaint_id: uuid.UUID) -> list[ClockRow]:
+    """The complaint's running clocks, locked (clock rows before timer rows, as everywhere)."""
     rows = await conn.fetch(
-        f"SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 AND clock = $2 AND hop < $3"
-        " AND stopped_at IS NULL ORDER BY hop FOR UPDATE", complaint_id, clock, hop)
+        f"SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 AND stopped_at IS NULL"
+        " ORDER BY id FOR UPDATE", complaint_id)
     return [_clock(r) for r in rows]
 
 
-async def first_start_after_hop(conn: asyncpg.Connection, complaint_id: uuid.UUID, clock: str,
-                                hop: int) -> datetime | None:
-    """When the earliest later hop of this clock started (it supersedes this hop)."""
+async def clocks_of_kind(conn: asyncpg.Connection, complaint_id: uuid.UUID,
+                         clock: str) -> list[ClockRow]:
+    rows = await conn.fetch(
+        f"SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 AND clock = $2"
+        " ORDER BY hop, instance", complaint_id, clock)
+    return [_clock(r) for r in rows]
+
+
+async def set_paused(conn: asyncpg.Connection, clock_id: int, at: datetime | None) -> None:
+    await conn.execute("UPDATE clocks SET paused_at = $2 WHERE id = $1", clock_id, at)
+
+
+async def pause_applied(conn: asyncpg.Connection, clock_id: int, deferred_at: datetime) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM clock_pauses WHERE clock_id = $1 AND deferred_at = $2",
+        clock_id, deferred_at))
+
+
+async def record_pause(conn: asyncpg.Connection, clock_id: int, deferred_at: datetime,
+                       resumed_at: datetime, working_days: int, deadline_before: datetime,
+                       deadline_after: Deadline) -> None:
+    """Remember a DITUNDA period applied to a clock (idempotency and history)."""
+    await conn.execute(
+        "INSERT INTO clock_pauses (clock_id, deferred_at, resumed_at, working_days,"
+        " deadline_before, deadline_after, calendar_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        clock_id, deferred_at, resumed_at, working_days, deadline_before,
+        deadline_after.deadline, deadline_after.calendar_version)
+
+
+async def set_recomputed_deadline(conn: asyncpg.Connection, clock_id: int, deadline: Deadline,
+                                  paused_working_days: int, paused_at: datetime | None) -> None:
+    """Store the deadline recomputed from the initial one and the total paused working days."""
+    await conn.execute(
+        "UPDATE clocks SET deadline = $2, warn_at = $3, calendar_version = $4,"
+        " paused_working_days = $5, paused_at = $6 WHERE id = $1",
+        clock_id, deadline.deadline, deadline.warn_at, deadline.calendar_version,
+        paused_working_days, paused_at)
+
+
+async def record_fact(conn: asyncpg.Connection, complaint_id: uuid.UUID, fact: Fact,
+                      event_id: str) -> bool:
+    """Keep a lifecycle fact; False when the same fact is already known (re-published)."""
     return await conn.fetchval(
-        "SELECT min(started_at) FROM clocks WHERE complaint_id = $1 AND clock = $2 AND hop > $3",
-        complaint_id, clock, hop)
+        "INSERT INTO facts (complaint_id, kind, at, hop, deferred_at, event_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+        complaint_id, fact.kind, fact.at, fact.hop, fact.deferred_at, event_id) is not None
+
+
+async def facts(conn: asyncpg.Connection, complaint_id: uuid.UUID) -> list[Fact]:
+    rows = await conn.fetch(
+        "SELECT kind, at, hop, deferred_at FROM facts WHERE complaint_id = $1 ORDER BY at",
+        complaint_id)
+    return [Fact(r["kind"], r["at"], r["hop"], r["deferred_at"]) for r in rows]
+
+
+
+
+
+
 
 
 async def mark_stopped(conn: asyncpg.Connection, clock_id: int, at: datetime, reason: str) -> None:
@@ -185,22 +246,8 @@ async def mark_stopped(conn: asyncpg.Connection, clock_id: int, at: datetime, re
         clock_id, at, reason)
 
 
-async def record_early_stop(conn: asyncpg.Connection, complaint_id: uuid.UUID, stop: ClockStop) -> None:
-    """Remember a stop for a clock that does not exist yet; the earliest stop wins."""
-    await conn.execute(
-        "INSERT INTO early_stops (complaint_id, clock, hop, stopped_at, reason)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (complaint_id, clock, hop) DO UPDATE"
-        " SET stopped_at = EXCLUDED.stopped_at, reason = EXCLUDED.reason"
-        " WHERE EXCLUDED.stopped_at < early_stops.stopped_at",
-        complaint_id, stop.clock, stop.hop, stop.at, stop.reason)
 
 
-async def early_stop(conn: asyncpg.Connection, complaint_id: uuid.UUID, clock: str,
-                     hop: int) -> ClockStop | None:
-    r = await conn.fetchrow(
-        "SELECT stopped_at, reason FROM early_stops WHERE complaint_id = $1 AND clock = $2"
-        " AND hop = $3", complaint_id, clock, hop)
-    return ClockStop(clock, hop, r["stopped_at"], r["reason"]) if r else None  # type: ignore[arg-type]
 
 
 async def open_clock_counts(conn: asyncpg.Connection) -> dict[str, int]:
@@ -215,6 +262,14 @@ async def insert_timer(conn: asyncpg.Connection, clock_id: int, kind: TimerKind,
     return await conn.fetchval(
         "INSERT INTO timers (clock_id, kind, due_at, fired_at) VALUES ($1, $2, $3, $4)"
         " RETURNING id", clock_id, kind, due_at, fired_at)
+
+
+async def live_timer_kinds(conn: asyncpg.Connection, clock_id: int) -> tuple[set[str], set[str]]:
+    """(pending, fired) timer kinds of a clock, locked: waits for a scanner firing one now."""
+    rows = await conn.fetch(
+        "SELECT kind, fired_at IS NOT NULL AS fired FROM timers WHERE clock_id = $1"
+        " AND cancelled_at IS NULL FOR UPDATE", clock_id)
+    return ({r["kind"] for r in rows if not r["fired"]}, {r["kind"] for r in rows if r["fired"]})
 
 
 async def pending_timer_kinds(conn: asyncpg.Connection, clock_id: int) -> set[str]:
@@ -241,18 +296,20 @@ async def cancel_pending_timers(conn: asyncpg.Connection, clock_id: int, at: dat
 async def claim_due_timers(conn: asyncpg.Connection, limit: int) -> list[DueTimer]:
     """Claim up to ``limit`` due timers and mark them fired, in the caller's transaction.
 
-    ``FOR UPDATE OF t SKIP LOCKED``: concurrent scanners claim disjoint rows, and a row being
-    fired elsewhere is skipped rather than waited for; clock rows are not locked, so a
-    handler stopping a clock (clock row, then its timers) cannot deadlock with a scanner.
+    ``FOR UPDATE OF t, c SKIP LOCKED``: concurrent scanners claim disjoint rows, and a row
+    being fired or a clock being changed elsewhere is skipped rather than waited for (the
+    next scan takes it), so a handler (clock row, then its timers) never deadlocks with a
+    scanner, and the scanner may stop an elapsed reply-window clock.
     A warning whose deadline has already passed is cancelled, not fired: after the
     breach, a warning is noise.
     """
     rows = await conn.fetch(
         "SELECT t.id, t.kind, t.due_at, c.complaint_id, c.clock, c.hop, c.opd_code,"
-        "  c.deadline, c.calendar_version, c.policy_version, now() AS now"
+        "  c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id, c.started_at,"
+        "  now() AS now"
         " FROM timers t JOIN clocks c ON c.id = t.clock_id"
         " WHERE t.fired_at IS NULL AND t.cancelled_at IS NULL AND t.due_at <= now()"
-        " ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED", limit)
+        " ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t, c SKIP LOCKED", limit)
     if not rows:
         return []
     stale = [r["id"] for r in rows if r["kind"] == "warning" and r["deadline"] <= r["now"]]
@@ -266,5 +323,5 @@ async def claim_due_timers(conn: asyncpg.Connection, limit: int) -> list[DueTime
         fire_ids)}
     return [DueTimer(r["id"], r["kind"], r["due_at"], lags[r["id"]], r["complaint_id"],
                      r["clock"], r["hop"], r["opd_code"], r["deadline"], r["calendar_version"],
-                     r["policy_version"])
+                     r["policy_version"], r["clock_id"], r["started_at"])
             for r in rows if r["id"] in lags]

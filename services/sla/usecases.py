@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import asyncpg
 
 from services.sla import clocks, repository as repo
-from services.sla.clocks import ClockStart, ClockStop, Deadline
+from services.sla.calendar import WorkingCalendar
+from services.sla.clocks import ClockStart, ClockStop, Deadline, TimerKind
 from services.sla.repository import CalendarSource, ClockRow, DueTimer
 from shared.events import (
     CloudEvent,
-    ComplaintRouted,
+    ComplaintReopened,
     ComplaintSubmitted,
     SlaBreached,
     SlaClockStarted,
     SlaClockStopped,
+    SlaReplyWindowElapsed,
     SlaWarning,
     make_event,
 )
@@ -35,7 +37,7 @@ SOURCE = "sp4n/sla"
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # "warning" | "breach"
+    kind: str  # "warning" | "breach" | "elapsed" (the reply window; not an SLA alert)
     clock: str
     opd_code: str | None
     lag_s: float | None = None  # set only for scanner-detected timers
@@ -49,92 +51,224 @@ class Outcome:
 
 
 # -- inbound events ------------------------------------------------------------------------
-async def on_complaint_submitted(conn: asyncpg.Connection, event: CloudEvent,
-                                 calendars: CalendarSource, now: datetime) -> Outcome:
+async def on_complaint_event(conn: asyncpg.Connection, event: CloudEvent,
+                             calendars: CalendarSource, now: datetime) -> Outcome:
+    """Apply one lifecycle event to the complaint's clocks: record it as a fact, stop or cancel
+    the running clocks it ends, pause or resume, then start the clocks it starts (each created
+    already stopped/paused/moved if later facts arrived first)."""
     if not await first_delivery(conn, event):
         return Outcome(duplicate=True)
     data = event.parse_data()
-    assert isinstance(data, ComplaintSubmitted)
-    await repo.lock_complaint(conn, data.complaint_id)
+    complaint_id = data.complaint_id
+    await repo.lock_complaint(conn, complaint_id)
+    calendar = await calendars.current(conn)
     out = Outcome()
-    for start in clocks.starts_on_submission(data):
-        await _start_clock(conn, data.complaint_id, start, calendars, now, out)
+    fact = clocks.fact_of(data)
+    if fact is not None:
+        await repo.record_fact(conn, complaint_id, fact, event.id)
+        for row in await repo.open_clocks(conn, complaint_id):
+            stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact])
+            if stop is not None:
+                await _stop_clock(conn, row, stop, calendar, now, out)
+        if fact.kind == "deferred":
+            await _pause(conn, complaint_id, fact.at, now)
+        elif fact.kind == "resumed" and fact.deferred_at is not None:
+            await _resume(conn, complaint_id, fact.deferred_at, fact.at, calendar, now, out)
+    for start in clocks.starts_on(data):
+        await _start_clock(conn, complaint_id, start, calendar, now, out)
+    if isinstance(data, (ComplaintSubmitted, ComplaintReopened)):
+        await _start_reopened_completions(conn, complaint_id, calendar, now, out)
     await add_to_outbox(conn, *out.events)
     return out
 
 
-async def on_complaint_routed(conn: asyncpg.Connection, event: CloudEvent,
-                              calendars: CalendarSource, now: datetime) -> Outcome:
-    if not await first_delivery(conn, event):
-        return Outcome(duplicate=True)
-    data = event.parse_data()
-    assert isinstance(data, ComplaintRouted)
-    await repo.lock_complaint(conn, data.complaint_id)
-    plan = clocks.plan_routing(data)
-    out = Outcome()
-    await _stop_clock(conn, data.complaint_id, plan.stop_verification, now, out)
-    for previous in await repo.open_clocks_before_hop(conn, data.complaint_id, "opd_response",
-                                                      data.hop):
-        await _stop_clock(conn, data.complaint_id,
-                          ClockStop("opd_response", previous.hop, plan.cancel_previous_hops_at,
-                                    "cancelled"), now, out)
-    await _start_clock(conn, data.complaint_id, plan.start, calendars, now, out)
-    await add_to_outbox(conn, *out.events)
-    return out
+# The former per-event entry points (tests and tools call them).
+on_complaint_submitted = on_complaint_event
+on_complaint_routed = on_complaint_event
 
 
 async def _start_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, start: ClockStart,
-                       calendars: CalendarSource, now: datetime, out: Outcome) -> None:
-    policies = await repo.load_policies(conn)
-    policy = policies[start.policy_key]
-    calendar = await calendars.current(conn)
-    deadline = clocks.compute_deadline(start.started_at, policy, calendar)
-    clock_id = await repo.insert_clock(conn, complaint_id, start, deadline)
+                       calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
+    policy = (await repo.load_policies(conn))[start.policy_key]
+    if start.clock == "auto_close":
+        initial = clocks.auto_close_deadline(start.started_at, policy, calendar)
+    else:
+        initial = clocks.compute_deadline(start.started_at, policy, calendar)
+    clock_id = await repo.insert_clock(conn, complaint_id, start, initial)
     if clock_id is None:
-        log.info("clock %s/%s already exists for %s", start.clock, start.hop, complaint_id)
+        log.info("clock %s/%s/%s already exists for %s", start.clock, start.hop, start.instance,
+                 complaint_id)
         return
+
+    # Facts that arrived first (reordered events): a stop, DITUNDA periods.
+    facts = await repo.facts(conn, complaint_id)
+    stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts)
+    deadline, paused_at = initial, None
+    total_paused = 0
+    for pause in clocks.pauses_for(start.clock, start.started_at, stop, facts):
+        if pause.resumed_at is None:
+            paused_at = pause.deferred_at
+            continue
+        n = calendar.paused_working_days(pause.deferred_at, pause.resumed_at)
+        total_paused += n
+        moved = clocks.resumed_deadline(initial, total_paused, calendar)
+        await repo.record_pause(conn, clock_id, pause.deferred_at, pause.resumed_at, n,
+                                deadline.deadline, moved)
+        deadline = moved
+    if paused_at is not None and any(p.resumed_at is not None and p.deferred_at > paused_at
+                                     for p in clocks.pauses_for(start.clock, start.started_at,
+                                                                stop, facts)):
+        paused_at = None  # an unmatched deferral older than a completed one: stale, ignore
+    if deadline is not initial or paused_at is not None:
+        await repo.set_recomputed_deadline(conn, clock_id, deadline, total_paused, paused_at)
+    _started_event(out, complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
+                   deadline)
+
+    judged = deadline.deadline
+    if stop is not None:
+        judged = clocks.deadline_at(deadline.deadline, paused_at, stop.at, calendar)
+    if start.clock == "auto_close":
+        plans = clocks.auto_close_timers(deadline, now, stop)
+    elif stop is not None:
+        plans = clocks.initial_timers(replace(deadline, deadline=judged), now, stop)
+    elif paused_at is not None:
+        plans = []  # DITUNDA: timers come with the resume
+    else:
+        plans = clocks.initial_timers(deadline, now, None)
+    for plan in plans:
+        await repo.insert_timer(conn, clock_id, plan.kind, plan.due_at,
+                                fired_at=now if plan.fire_now else None)
+        if plan.fire_now and plan.kind == "elapse":
+            _elapsed(out, complaint_id, start.hop, start.opd_code, start.started_at, deadline)
+            stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
+        elif plan.fire_now:
+            _alert(out, SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
+                   replace(deadline, deadline=judged), plan.due_at)
+    if stop is not None:
+        await repo.mark_stopped(conn, clock_id, stop.at, stop.reason)
+        _stopped_event(out, complaint_id, start.clock, start.hop, start.opd_code, stop, judged)
+
+
+async def _start_reopened_completions(conn: asyncpg.Connection, complaint_id: uuid.UUID,
+                                      calendar: WorkingCalendar, now: datetime,
+                                      out: Outcome) -> None:
+    """One completion instance per reopen (banding), numbered 1, 2, … in the order sla learns of
+    them; a reopen re-published under a new event id (same ``reopened_at``) adds nothing.
+    Needs the first instance for the classification's policy: a reopen that arrives before
+    ``complaint.submitted`` is started when the submission arrives."""
+    existing = await repo.clocks_of_kind(conn, complaint_id, "completion")
+    first = next((c for c in existing if c.hop == 0), None)
+    if first is None:
+        return
+    started = {c.started_at for c in existing}
+    next_instance = max(c.hop for c in existing) + 1
+    for fact in await repo.facts(conn, complaint_id):
+        if fact.kind != "reopened" or fact.at in started:
+            continue
+        await _start_clock(conn, complaint_id,
+                           clocks.reopened_completion(first.policy_key, fact.at, next_instance),
+                           calendar, now, out)
+        started.add(fact.at)
+        next_instance += 1
+
+
+async def _stop_clock(conn: asyncpg.Connection, row: ClockRow, stop: ClockStop,
+                      calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
+    """Stop or cancel a running clock (locked by the caller). A late stop fires the breach if it
+    has not fired; a reply window that elapsed before the stop fires its elapse instead."""
+    if row.stopped_at is not None:
+        return
+    pending, fired = await repo.live_timer_kinds(conn, row.id)
+    judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
+    if row.clock == "auto_close":
+        if stop.at > row.deadline:
+            if "elapse" not in fired:
+                await _fire(conn, row.id, "elapse", row.deadline, pending, now)
+                _elapsed(out, row.complaint_id, row.hop, row.opd_code, row.started_at,
+                         row.deadline_record())
+            stop = ClockStop(stop.clock, stop.hop, row.deadline, "stopped")
+    else:
+        decision = clocks.stop_decision(judged, stop.at, breach_pending="breach" not in fired)
+        if decision.fire_breach:
+            await _fire(conn, row.id, "breach", judged, pending, now)
+            _alert(out, SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
+                   replace(row.deadline_record(), deadline=judged), judged)
+    await repo.cancel_pending_timers(conn, row.id, now)
+    await repo.mark_stopped(conn, row.id, stop.at, stop.reason)
+    _stopped_event(out, row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged)
+
+
+async def _fire(conn: asyncpg.Connection, clock_id: int, kind: TimerKind, due_at: datetime,
+                pending: set[str], now: datetime) -> None:
+    if kind in pending:
+        await repo.fire_timer(conn, clock_id, kind, now)
+    else:  # paused (timers cancelled) or never had one: record the firing
+        await repo.insert_timer(conn, clock_id, kind, due_at, fired_at=now)
+
+
+async def _pause(conn: asyncpg.Connection, complaint_id: uuid.UUID, deferred_at: datetime,
+                 now: datetime) -> None:
+    """DITUNDA: the clocks waiting on the reporter that run at ``deferred_at`` pause; their
+    pending timers are cancelled (the resume makes new ones)."""
+    for row in await repo.open_clocks(conn, complaint_id):
+        if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at \
+                or row.paused_at is not None:
+            continue
+        if await repo.pause_applied(conn, row.id, deferred_at):
+            continue  # its resume arrived first and has been applied
+        await repo.cancel_pending_timers(conn, row.id, now)
+        await repo.set_paused(conn, row.id, deferred_at)
+
+
+async def _resume(conn: asyncpg.Connection, complaint_id: uuid.UUID, deferred_at: datetime,
+                  resumed_at: datetime, calendar: WorkingCalendar, now: datetime,
+                  out: Outcome) -> None:
+    """The paused clocks run again: deadline = initial deadline moved later by all working days
+    paused so far; new timers; a new ``sla.clock_started`` carries the moved deadline."""
+    facts = await repo.facts(conn, complaint_id)
+    for row in await repo.open_clocks(conn, complaint_id):
+        if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at:
+            continue
+        if await repo.pause_applied(conn, row.id, deferred_at):
+            continue
+        n = calendar.paused_working_days(deferred_at, resumed_at)
+        total = row.paused_working_days + n
+        moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
+        await repo.cancel_pending_timers(conn, row.id, now)  # the deferral may not be seen yet
+        await repo.record_pause(conn, row.id, deferred_at, resumed_at, n, row.deadline, moved)
+        # A later deferral processed before this resume keeps the clock paused.
+        later = [p for p in clocks.pauses_for(row.clock, resumed_at, None, facts)
+                 if p.resumed_at is None]
+        paused_at = later[-1].deferred_at if later else None
+        await repo.set_recomputed_deadline(conn, row.id, moved, total, paused_at)
+        _started_event(out, complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
+        if paused_at is not None:
+            continue
+        _, fired = await repo.live_timer_kinds(conn, row.id)
+        for plan in clocks.resumed_timers(moved, now, fired):
+            await repo.insert_timer(conn, row.id, plan.kind, plan.due_at,
+                                    fired_at=now if plan.fire_now else None)
+            if plan.fire_now:
+                _alert(out, SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
+                       plan.due_at)
+
+
+def _started_event(out: Outcome, complaint_id: uuid.UUID, clock: str, hop: int,
+                   opd_code: str | None, started_at: datetime, deadline: Deadline) -> None:
     out.events.append(make_event(SOURCE, SlaClockStarted(
-        complaint_id=complaint_id, clock=start.clock, hop=start.hop, opd_code=start.opd_code,
-        started_at=start.started_at, working_days=deadline.working_days,
+        complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,  # type: ignore[arg-type]
+        started_at=started_at, working_days=deadline.working_days,
         deadline=deadline.deadline, warn_at=deadline.warn_at,
         calendar_version=deadline.calendar_version, policy_version=deadline.policy_version)))
 
-    # A stop that arrived first (reordered events), or a later hop that supersedes this one.
-    stop = await repo.early_stop(conn, complaint_id, start.clock, start.hop)
-    if start.clock == "opd_response":
-        superseded_at = await repo.first_start_after_hop(conn, complaint_id, start.clock, start.hop)
-        if superseded_at is not None:
-            stop = clocks.earliest_stop(stop, ClockStop(start.clock, start.hop, superseded_at,
-                                                        "cancelled"))
-    for plan in clocks.initial_timers(deadline, now, stop):
-        await repo.insert_timer(conn, clock_id, plan.kind, plan.due_at,
-                                fired_at=now if plan.fire_now else None)
-        if plan.fire_now:
-            _alert(out, SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
-                   deadline, plan.due_at)
-    if stop is not None:
-        await repo.mark_stopped(conn, clock_id, stop.at, stop.reason)
-        _stopped_event(out, complaint_id, start.clock, start.hop, start.opd_code, stop,
-                       deadline.deadline)
 
-
-async def _stop_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, stop: ClockStop,
-                      now: datetime, out: Outcome) -> None:
-    row = await repo.clock_for_update(conn, complaint_id, stop.clock, stop.hop)
-    if row is None:
-        await repo.record_early_stop(conn, complaint_id, stop)
-        return
-    if row.stopped_at is not None:
-        return
-    pending = await repo.pending_timer_kinds(conn, row.id)
-    decision = clocks.stop_decision(row.deadline, stop.at, breach_pending="breach" in pending)
-    if decision.fire_breach:
-        await repo.fire_timer(conn, row.id, "breach", now)
-        _alert(out, SlaBreached, complaint_id, row.clock, row.hop, row.opd_code,
-               row.deadline_record(), row.deadline)
-    await repo.cancel_pending_timers(conn, row.id, now)
-    await repo.mark_stopped(conn, row.id, stop.at, stop.reason)
-    _stopped_event(out, complaint_id, row.clock, row.hop, row.opd_code, stop, row.deadline)
+def _elapsed(out: Outcome, complaint_id: uuid.UUID, hop: int, opd_code: str | None,
+             responded_at: datetime, deadline: Deadline, lag_s: float | None = None) -> None:
+    out.events.append(make_event(SOURCE, SlaReplyWindowElapsed(
+        complaint_id=complaint_id, responded_at=responded_at, deadline=deadline.deadline,
+        opd_code=opd_code, hop=hop, calendar_version=deadline.calendar_version,
+        policy_version=deadline.policy_version)))
+    out.alerts.append(Alert("elapsed", "auto_close", opd_code, lag_s))
 
 
 def _stopped_event(out: Outcome, complaint_id: uuid.UUID, clock: str, hop: int,
@@ -160,6 +294,15 @@ async def fire_due_timers(conn: asyncpg.Connection, batch_size: int) -> Outcome:
     out = Outcome()
     due: list[DueTimer] = await repo.claim_due_timers(conn, batch_size)
     for t in due:
+        deadline = Deadline(0, t.deadline, None, t.calendar_version, t.policy_version)
+        if t.kind == "elapse":
+            # The reply window is over: intake closes (closed_by system); the clock is done.
+            assert t.started_at is not None
+            _elapsed(out, t.complaint_id, t.hop, t.opd_code, t.started_at, deadline, t.lag_s)
+            stop = ClockStop("auto_close", t.hop, t.deadline, "stopped")
+            await repo.mark_stopped(conn, t.clock_id, stop.at, stop.reason)
+            _stopped_event(out, t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
+            continue
         _alert(out, SlaBreached if t.kind == "breach" else SlaWarning, t.complaint_id, t.clock,
                t.hop, t.opd_code,
                Deadline(0, t.deadline, None, t.calendar_version, t.policy_version), t.due_at,
@@ -184,6 +327,6 @@ async def remove_calendar_override(conn: asyncpg.Connection, day: date) -> int:
 
 
 __all__ = [
-    "Alert", "ClockRow", "Outcome", "fire_due_timers", "on_complaint_routed",
+    "Alert", "ClockRow", "Outcome", "fire_due_timers", "on_complaint_event", "on_complaint_routed",
     "on_complaint_submitted", "remove_calendar_override", "set_calendar_override",
 ]

@@ -112,3 +112,30 @@ def test_naive_datetimes_are_refused():
 def test_calendar_version_names_library_and_override_revision():
     assert calendar_version(7) == f"holidays-{holidays.__version__}+ovr-7"
     assert WorkingCalendar("Asia/Pontianak", override_revision=3).version.endswith("+ovr-3")
+
+
+def test_paused_working_days_count_the_resume_day_not_the_defer_day():
+    # Rule: working days d with local(deferred_at) < d <= local(resumed_at). The defer day
+    # already counted against the clock; the resume day is paused (counting restarts the next
+    # working day, as after receipt).
+    # Tue 17 → Wed 25 Mar 2026: 18–24 are all off (cuti bersama, Nyepi, Idul Fitri, weekend),
+    # so only Wed 25 is a paused working day.
+    assert CAL.paused_working_days(wib(2026, 3, 17, 9), wib(2026, 3, 25, 14)) == 1
+    # Across a weekend: Fri 13 → Tue 17 Mar pauses Mon 16 and Tue 17.
+    assert CAL.paused_working_days(wib(2026, 3, 13, 16), wib(2026, 3, 17, 8)) == 2
+    # Across a weekend and the holidays: Fri 13 → Thu 26 Mar pauses 16, 17, 25, 26.
+    assert CAL.paused_working_days(wib(2026, 3, 13, 16), wib(2026, 3, 26, 8)) == 4
+    # A partial day: deferred and resumed the same day moves nothing, whatever the hours.
+    assert CAL.paused_working_days(wib(2026, 3, 16, 8), wib(2026, 3, 16, 17)) == 0
+    # Resumed "before" it was deferred (skewed upstream clocks): nothing, never negative.
+    assert CAL.paused_working_days(wib(2026, 3, 17), wib(2026, 3, 16)) == 0
+
+
+def test_move_deadline_adds_working_days_to_the_deadline_day():
+    # Fri 27 Mar moved by 1 → Mon 30 Mar; by 0 → unchanged.
+    assert CAL.move_deadline(end_of(2026, 3, 27), 1) == end_of(2026, 3, 30)
+    assert CAL.move_deadline(end_of(2026, 3, 27), 0) == end_of(2026, 3, 27)
+    # Moving composes with counting: deadline(s, a) moved by b == deadline(s, a + b).
+    start = wib(2026, 3, 12, 10)
+    for a, b in ((3, 1), (5, 4), (14, 7)):
+        assert CAL.move_deadline(CAL.deadline(start, a), b) == CAL.deadline(start, a + b)
