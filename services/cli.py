@@ -101,13 +101,17 @@ def cmd_create_api_key(settings: Settings, args) -> int:
     async def go():
         conn = await _intake_conn(settings)
         try:
-            return await create_api_key(conn, args.name, args.role, args.source)
+            return await create_api_key(conn, args.name, args.role, args.source, args.opd_code)
         finally:
             await conn.close()
 
-    key, plaintext = asyncio.run(go())
-    print(f"created API key #{key.id} '{key.name}' role={key.role} source={key.source or '*'}",
-          file=sys.stderr)
+    try:
+        key, plaintext = asyncio.run(go())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scope = f"opd={key.opd_code}" if key.opd_code else f"source={key.source or '*'}"
+    print(f"created API key #{key.id} '{key.name}' role={key.role} {scope}", file=sys.stderr)
     print("store it now; it is not shown again:", file=sys.stderr)
     print(plaintext)
     return 0
@@ -125,8 +129,9 @@ def cmd_list_api_keys(settings: Settings, _args) -> int:
 
     for r in asyncio.run(go()):
         state = f"revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "active"
+        scope = f"opd={r['opd_code']}" if r["opd_code"] else f"source={r['source'] or '*'}"
         print(f"#{r['id']:<4} {r['name']:<24} sp4n_{r['prefix']}_…  {r['role']:<18} "
-              f"source={r['source'] or '*':<16} {state}")
+              f"{scope:<23} {state}")
     return 0
 
 
@@ -159,16 +164,24 @@ def cmd_demo(settings: Settings, args) -> int:
     return asyncio.run(run_demo(settings, args.url, args.api_key, args.timeout))
 
 
+def cmd_import_lapor(settings: Settings, args) -> int:
+    from services.importer.command import run as run_import
+
+    return run_import(args, settings.tz)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sp4n", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if missing; apply every service's migrations")
     run = sub.add_parser("run", help="run one service, or all of them as separate processes")
     run.add_argument("service", choices=(*SERVICES, "all"))
-    key = sub.add_parser("create-api-key", help="create a portal API key and print it once")
+    key = sub.add_parser("create-api-key", help="create an API key and print it once")
     key.add_argument("--name", required=True)
-    key.add_argument("--role", default="portal", choices=("portal", "admin_koordinator"))
+    key.add_argument("--role", default="portal", choices=("portal", "admin_koordinator", "opd"),
+                     help="portal (source-bound), admin_koordinator, or opd (with --opd-code)")
     key.add_argument("--source", help="restrict the key to one portal source name")
+    key.add_argument("--opd-code", help="role opd: the OPD the key speaks for, e.g. dinkes")
     sub.add_parser("list-api-keys", help="list API keys (never their secrets)")
     rev = sub.add_parser("revoke-api-key", help="revoke an API key by its number")
     rev.add_argument("id", type=int)
@@ -176,12 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default="http://127.0.0.1:8000")
     demo.add_argument("--api-key", help="a portal key; by default a demo key is created")
     demo.add_argument("--timeout", type=float, default=15.0)
+    lapor = sub.add_parser("import-lapor", help="submit a LAPOR! Excel export through intake "
+                           "(source 'lapor'; a re-import is a no-op)")
+    lapor.add_argument("file", help="the .xlsx export")
+    lapor.add_argument("--url", default="http://127.0.0.1:8000", help="intake's base URL")
+    lapor.add_argument("--api-key", default=os.environ.get("SP4N_API_KEY"),
+                       help="a portal key bound to source 'lapor' (default: $SP4N_API_KEY)")
+    lapor.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    lapor.add_argument("--dry-run", action="store_true", help="read and validate only; send nothing")
     return p
 
 
 COMMANDS = {
     "migrate": cmd_migrate, "run": cmd_run, "create-api-key": cmd_create_api_key,
     "list-api-keys": cmd_list_api_keys, "revoke-api-key": cmd_revoke_api_key, "demo": cmd_demo,
+    "import-lapor": cmd_import_lapor,
 }
 
 

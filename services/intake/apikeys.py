@@ -1,4 +1,4 @@
-"""Portal API keys: ``sp4n_<prefix>_<secret>``.
+"""API keys (portals, the admin koordinator, OPDs): ``sp4n_<prefix>_<secret>``.
 
 Only SHA-256 of the key is stored: the secret is 256 random bits, so a fast hash is safe
 (no dictionary to guess from) and verification stays cheap on the hot path. The prefix
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -18,7 +19,10 @@ KEY_PREFIX = "sp4n"
 ROLES = {
     "portal": ("complaints:submit", "complaints:read"),
     "admin_koordinator": ("complaints:submit", "complaints:read", "complaints:admin"),
+    # pejabat penghubung of one OPD: reads and acts on complaints currently disposed to it.
+    "opd": ("complaints:read",),
 }
+_OPD_CODE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{1,39}$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class ApiKey:
     role: str
     scopes: tuple[str, ...]
     source: str | None = None  # a portal key may submit and read only this source's complaints
+    opd_code: str | None = None  # role "opd": the OPD it speaks for
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes
@@ -45,19 +50,32 @@ def split_key(raw: str) -> tuple[str, str] | None:
 
 
 async def create_api_key(conn: asyncpg.Connection, name: str, role: str = "portal",
-                         source: str | None = None) -> tuple[ApiKey, str]:
-    """Create a key; returns it and the plaintext, which is never stored."""
+                         source: str | None = None, opd_code: str | None = None
+                         ) -> tuple[ApiKey, str]:
+    """Create a key; returns it and the plaintext, which is never stored.
+
+    ``role`` may also be given as ``opd:<code>``.
+    """
+    if role.startswith("opd:"):
+        role, opd_code = "opd", opd_code or role[4:]
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role == "opd":
+        if not opd_code or not _OPD_CODE.match(opd_code):
+            raise ValueError("role 'opd' needs --opd-code: lower-case letters, digits, '_', '-', '.'")
+        if source:
+            raise ValueError("an OPD key is not bound to a portal source")
+    elif opd_code:
+        raise ValueError(f"--opd-code applies to role 'opd' only, not {role!r}")
     prefix = secrets.token_hex(4)
     plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     scopes = list(ROLES[role])
     key_id = await conn.fetchval(
-        "INSERT INTO api_keys (name, prefix, secret_hash, role, scopes, source)"
-        " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        name, prefix, _hash(plaintext), role, scopes, source,
+        "INSERT INTO api_keys (name, prefix, secret_hash, role, scopes, source, opd_code)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        name, prefix, _hash(plaintext), role, scopes, source, opd_code,
     )
-    return ApiKey(key_id, name, role, tuple(scopes), source), plaintext
+    return ApiKey(key_id, name, role, tuple(scopes), source, opd_code), plaintext
 
 
 async def verify_api_key(conn: asyncpg.Connection | asyncpg.Pool, raw: str) -> ApiKey | None:
@@ -66,16 +84,18 @@ async def verify_api_key(conn: asyncpg.Connection | asyncpg.Pool, raw: str) -> A
         return None
     prefix, full = parsed
     row = await conn.fetchrow(
-        "SELECT id, name, role, scopes, source, secret_hash FROM api_keys"
+        "SELECT id, name, role, scopes, source, opd_code, secret_hash FROM api_keys"
         " WHERE prefix = $1 AND revoked_at IS NULL", prefix)
     if row is None or not hmac.compare_digest(row["secret_hash"], _hash(full)):
         return None
-    return ApiKey(row["id"], row["name"], row["role"], tuple(row["scopes"]), row["source"])
+    return ApiKey(row["id"], row["name"], row["role"], tuple(row["scopes"]), row["source"],
+                  row["opd_code"])
 
 
 async def list_api_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id, name, prefix, role, source, created_at, revoked_at FROM api_keys ORDER BY id")
+        "SELECT id, name, prefix, role, source, opd_code, created_at, revoked_at FROM api_keys"
+        " ORDER BY id")
 
 
 async def revoke_api_key(conn: asyncpg.Connection, key_id: int) -> bool:

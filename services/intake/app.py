@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.intake.api import install_api
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
+from services.intake.open311 import install_open311
 from services.intake.usecases import IntakeConfig
 from shared.service import ServiceRuntime
 from shared.settings import Settings
@@ -25,6 +26,7 @@ def build_app(settings: Settings) -> FastAPI:
                        reporter_ref_key=settings.reporter_ref_key)
     metrics = IntakeMetrics(runtime.registry)
     install_api(runtime, cfg, metrics)
+    install_open311(runtime, cfg, metrics)
     install_consumers(runtime, cfg, metrics)
     runtime.app.state.runtime = runtime
     return runtime.app

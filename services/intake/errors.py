@@ -11,7 +11,9 @@ def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Pydantic/FastAPI errors as ``{"field": "location.lat", "reason": ..., "type": ...}``."""
     out = []
     for e in errors:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = [str(p) for p in e.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]  # where it came from; a field may itself be called "body"
         reason = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         out.append({"field": ".".join(loc) or "(body)", "reason": reason, "type": e.get("type", "")})
     return out

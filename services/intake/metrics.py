@@ -15,6 +15,12 @@ class IntakeMetrics:
         self.timeline_events = Counter(
             "sp4n_intake_timeline_events", "Downstream events applied to complaint status",
             ["event"], registry=registry)
+        self.actions = Counter(
+            "sp4n_intake_actions", "Lifecycle actions applied, by action and resulting status",
+            ["action", "status"], registry=registry)
+        self.actions_refused = Counter(
+            "sp4n_intake_actions_refused", "Lifecycle actions refused (403/409), by action and reason",
+            ["action", "reason"], registry=registry)
         self.http_latency = Histogram(
             "sp4n_http_request_seconds", "HTTP request latency by route",
             ["method", "route", "status"], registry=registry,

@@ -61,6 +61,113 @@ class IntakeRepository:
             return await self.conn.fetchrow("SELECT * FROM complaints WHERE tracking_id = $1", key.upper())
         return await self.conn.fetchrow("SELECT * FROM complaints WHERE id = $1", cid)
 
+    async def find_for_update(self, key: str) -> asyncpg.Record | None:
+        """Like ``find``, locking the row until the transaction ends (actions serialise on it)."""
+        try:
+            cid = uuid.UUID(key)
+        except ValueError:
+            return await self.conn.fetchrow(
+                "SELECT * FROM complaints WHERE tracking_id = $1 FOR UPDATE", key.upper())
+        return await self.conn.fetchrow("SELECT * FROM complaints WHERE id = $1 FOR UPDATE", cid)
+
+    async def lock(self, complaint_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self.conn.fetchrow("SELECT * FROM complaints WHERE id = $1 FOR UPDATE",
+                                        complaint_id)
+
+    async def update_complaint(self, complaint_id: uuid.UUID, **fields: Any) -> None:
+        """Set the given columns (names from code, never from input) and ``updated_at``."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        cols = list(fields)
+        assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
+        await self.conn.execute(
+            f"UPDATE complaints SET {assignments}, updated_at = now() WHERE id = $1",
+            complaint_id, *(fields[c] for c in cols))
+
+    async def insert_response(self, complaint_id: uuid.UUID, opd_code: str, hop: int, body: str,
+                              attachments: list[str], at: datetime) -> int:
+        """Store an OPD response; returns its number within the complaint (1, 2, …).
+        The caller holds the complaint's row lock, so numbering cannot race."""
+        return await self.conn.fetchval(
+            """INSERT INTO responses (complaint_id, opd_code, hop, response_no, body, attachments, created_at)
+               SELECT $1, $2, $3, COALESCE(max(response_no), 0) + 1, $4, $5, $6
+               FROM responses WHERE complaint_id = $1
+               RETURNING response_no""",
+            complaint_id, opd_code, hop, body, attachments, at)
+
+    async def insert_reply(self, complaint_id: uuid.UUID, hop: int, body: str,
+                           attachments: list[str], at: datetime) -> None:
+        await self.conn.execute(
+            "INSERT INTO reporter_replies (complaint_id, hop, body, attachments, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)", complaint_id, hop, body, attachments, at)
+
+    async def responses_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            "SELECT response_no, opd_code, hop, body, attachments, created_at FROM responses"
+            " WHERE complaint_id = $1 ORDER BY response_no", complaint_id)
+
+    async def replies_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            "SELECT hop, body, attachments, created_at FROM reporter_replies"
+            " WHERE complaint_id = $1 ORDER BY created_at, id", complaint_id)
+
+    async def reporter_of(self, complaint_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(
+            "SELECT name, phone, email, nik FROM reporters WHERE complaint_id = $1", complaint_id)
+
+    async def briefs(self, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            "SELECT id, tracking_id, status FROM complaints WHERE id = ANY($1::uuid[])", ids)
+
+    async def set_suggestion(self, complaint_id: uuid.UUID, opd_code: str, opd_name: str,
+                             rule_id: int, at: datetime) -> None:
+        # Only while the admin koordinator still has to decide the first disposition.
+        await self.conn.execute(
+            """UPDATE complaints SET suggested_opd_code = $2, suggested_opd_name = $3,
+                   suggested_rule_id = $4, suggested_at = $5,
+                   needs_triage = (hop = 0 AND status IN ('DITERIMA', 'TERVERIFIKASI', 'DITUNDA')),
+                   updated_at = now()
+               WHERE id = $1""",
+            complaint_id, opd_code, opd_name, rule_id, at)
+
+    async def add_duplicate_candidates(self, complaint_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+        await self.conn.execute(
+            """UPDATE complaints SET duplicate_candidates = ARRAY(
+                   SELECT DISTINCT x FROM unnest(duplicate_candidates || $2::uuid[]) AS x
+                   WHERE x <> $1), updated_at = now()
+               WHERE id = $1""",
+            complaint_id, ids)
+
+    async def list_complaints(self, *, status: str | None, needs_triage: bool | None,
+                              opd_code: str | None, source: str | None, opd_states: list[str] | None,
+                              limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
+        where, args = [], []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if status is not None:
+            where.append(f"status = {arg(status)}")
+        if needs_triage is not None:
+            where.append(f"needs_triage = {arg(needs_triage)}")
+        if opd_code is not None:
+            where.append(f"opd_code = {arg(opd_code)}")
+        if source is not None:
+            where.append(f"source = {arg(source)}")
+        if opd_states is not None:
+            where.append(f"status = ANY({arg(opd_states)}::text[])")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        total = await self.conn.fetchval(f"SELECT count(*) FROM complaints {clause}", *args)
+        rows = await self.conn.fetch(
+            f"""SELECT id, tracking_id, source, status, needs_triage, classification, category,
+                       title, kecamatan, desa, opd_code, opd_name, hop, received_at, updated_at,
+                       suggested_opd_code
+                FROM complaints {clause}
+                ORDER BY received_at DESC, id LIMIT {arg(limit)} OFFSET {arg(offset)}""", *args)
+        return total, rows
+
     async def exists(self, complaint_id: uuid.UUID) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM complaints WHERE id = $1", complaint_id))
 
@@ -80,13 +187,19 @@ class IntakeRepository:
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
             complaint_id, event.id, event.event_name, event.time, summary, event.data)
 
-    async def mark_routed(self, complaint_id: uuid.UUID, opd_code: str, opd_name: str, hop: int) -> None:
-        # Events may arrive out of order: an older hop never overwrites a newer one.
-        await self.conn.execute(
+    async def mark_routed(self, complaint_id: uuid.UUID, opd_code: str, opd_name: str, hop: int,
+                          at: datetime) -> bool:
+        """A rule's disposition. Events may arrive out of order and the admin koordinator may
+        have acted meanwhile: it applies only to a complaint still waiting for its first
+        disposition decision with a lower hop. True when applied."""
+        done = await self.conn.execute(
             """UPDATE complaints SET status = 'TERDISPOSISI', needs_triage = false,
-                   opd_code = $2, opd_name = $3, hop = $4, updated_at = now()
-               WHERE id = $1 AND hop < $4""",
-            complaint_id, opd_code, opd_name, hop)
+                   opd_code = $2, opd_name = $3, hop = $4, return_reason = NULL,
+                   last_transition_at = GREATEST(COALESCE(last_transition_at, received_at), $5),
+                   updated_at = now()
+               WHERE id = $1 AND hop < $4 AND status IN ('DITERIMA', 'TERVERIFIKASI')""",
+            complaint_id, opd_code, opd_name, hop, at)
+        return done.endswith(" 1")
 
     async def mark_needs_triage(self, complaint_id: uuid.UUID) -> None:
         await self.conn.execute(
@@ -127,6 +240,14 @@ class IntakeRepository:
 
     async def stage(self, *events: CloudEvent) -> None:
         await add_to_outbox(self.conn, *events)
+
+
+_UPDATABLE = frozenset({
+    "status", "title", "original_title", "resume_state", "deferred_at", "last_transition_at",
+    "archive_reason", "duplicate_of", "forwarded_to", "return_reason", "needs_triage",
+    "opd_code", "opd_name", "hop", "rating", "rated_at", "last_responded_at", "last_reply_at",
+    "closed_at", "closed_by", "closed_event_id",
+})
 
 
 def _dt(value: str | datetime | None) -> datetime | None:

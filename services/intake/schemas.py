@@ -162,3 +162,195 @@ class ComplaintStatus(BaseModel):
     hop: int
     clocks: list[ClockOut]
     timeline: list[TimelineEntry]
+
+
+# --- The lifecycle: one body per action (POST /v1/complaints/{key}/{action}) --------------
+ArchiveReasonIn = Literal[
+    "format_salah", "terlalu_umum", "bukan_pelayanan_publik", "duplikat",
+    "tidak_ada_tanggapan_pelapor", "lainnya",
+]
+_OPD_CODE = r"^[a-z0-9][a-z0-9_.\-]{1,39}$"
+
+
+class ActionIn(_Strict):
+    occurred_at: AwareDatetime | None = Field(
+        default=None,
+        description=("when the action really happened (importers, backfills); default now. "
+                     "Not in the future, not before the complaint's latest transition."))
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_not_in_future(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v > datetime.now(timezone.utc) + MAX_CLOCK_SKEW:
+            raise ValueError("must not be in the future")
+        return v
+
+
+class VerifyIn(ActionIn):
+    title: str | None = Field(default=None, min_length=3, max_length=200,
+                              description="a corrected title; the original is kept")
+
+
+class DeferIn(ActionIn):
+    reason: str | None = Field(default=None, max_length=1000,
+                               description="what information the reporter must supply")
+
+
+class ResumeIn(ActionIn):
+    pass
+
+
+class ArchiveIn(ActionIn):
+    reason: ArchiveReasonIn
+    # Declared after ``reason``: its validator reads it.
+    duplicate_of: str | None = Field(default=None, min_length=1, max_length=64,
+                                     validate_default=True,
+                                     description="complaint id or tracking id; required for duplikat")
+    note: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("duplicate_of")
+    @classmethod
+    def _duplicate_needs_original(cls, v: str | None, info: ValidationInfo) -> str | None:
+        reason = info.data.get("reason")
+        if reason == "duplikat" and not v:
+            raise ValueError("required when reason is 'duplikat'")
+        if reason is not None and reason != "duplikat" and v:
+            raise ValueError("only for reason 'duplikat'")
+        return v
+
+
+class DisposeIn(ActionIn):
+    opd_code: str = Field(pattern=_OPD_CODE, description="the OPD to dispose to, e.g. 'dinkes'")
+    opd_name: str | None = Field(default=None, min_length=2, max_length=200,
+                                 description="display name; defaults to routing's suggestion")
+
+
+class ForwardIn(ActionIn):
+    instansi: str = Field(min_length=2, max_length=200,
+                          description="the instansi outside the regency it is forwarded to")
+
+
+class CloseIn(ActionIn):
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class ReopenIn(ActionIn):
+    reason: str | None = Field(default=None, max_length=2000, description="the appeal's grounds")
+
+
+class RespondIn(ActionIn):
+    body: str = Field(min_length=1, max_length=4000, description="the tindak lanjut text")
+    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+
+
+class ReturnIn(ActionIn):
+    reason: str = Field(min_length=3, max_length=2000, description="why it is bukan wewenang")
+
+
+class ReplyIn(ActionIn):
+    body: str = Field(min_length=1, max_length=4000, description="the reporter's answer")
+    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+
+
+class RateIn(ActionIn):
+    rating: int = Field(ge=1, le=5)
+
+
+ACTION_BODIES: dict[str, type[ActionIn]] = {
+    "verify": VerifyIn, "defer": DeferIn, "resume": ResumeIn, "archive": ArchiveIn,
+    "dispose": DisposeIn, "forward": ForwardIn, "close": CloseIn, "reopen": ReopenIn,
+    "respond": RespondIn, "return": ReturnIn, "reply": ReplyIn, "rate": RateIn,
+}
+
+
+class ActionDone(BaseModel):
+    complaint_id: uuid.UUID
+    tracking_id: str
+    action: str
+    status: str
+    previous_status: str
+    hop: int
+    opd_code: str | None
+    event_id: str
+    allowed_actions: list[str]
+
+
+class ReporterOut(BaseModel):
+    name: str | None
+    phone: str | None
+    email: str | None
+    nik: str | None = None  # admin koordinator only, never an OPD
+
+
+class SuggestionOut(BaseModel):
+    opd_code: str
+    opd_name: str | None
+    rule_id: int | None
+    suggested_at: datetime | None
+
+
+class DuplicateCandidateOut(BaseModel):
+    complaint_id: uuid.UUID
+    tracking_id: str | None
+    status: str | None
+
+
+class ResponseOut(BaseModel):
+    response_no: int
+    opd_code: str
+    hop: int
+    body: str
+    attachments: list[str]
+    at: datetime
+
+
+class ReplyOut(BaseModel):
+    hop: int
+    body: str
+    attachments: list[str]
+    at: datetime
+
+
+class ComplaintDetail(ComplaintStatus):
+    """The status with the lifecycle: what the caller may do next and what was done so far."""
+    original_title: str | None = None
+    allowed_actions: list[str] = Field(default_factory=list)
+    suggestion: SuggestionOut | None = None  # admin koordinator only
+    duplicate_candidates: list[DuplicateCandidateOut] = Field(default_factory=list)  # admin only
+    responses: list[ResponseOut] = Field(default_factory=list)
+    replies: list[ReplyOut] = Field(default_factory=list)
+    rating: int | None = None
+    archive_reason: str | None = None
+    duplicate_of: uuid.UUID | None = None
+    forwarded_to: str | None = None
+    return_reason: str | None = None
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+    reporter: ReporterOut | None = Field(
+        default=None, description="admin koordinator and OPD only; never for anonim complaints")
+
+
+class ComplaintSummary(BaseModel):
+    complaint_id: uuid.UUID
+    tracking_id: str
+    source: str
+    status: str
+    needs_triage: bool
+    classification: str
+    category: str
+    title: str
+    kecamatan: str | None
+    desa: str | None
+    opd_code: str | None
+    opd_name: str | None
+    hop: int
+    received_at: datetime
+    updated_at: datetime
+    suggested_opd_code: str | None = None  # admin koordinator only
+
+
+class ComplaintPage(BaseModel):
+    items: list[ComplaintSummary]
+    total: int
+    limit: int
+    offset: int

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
+
+from services.intake.actions import SOURCE, close_by_system
+from services.intake.lifecycle import State
 
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
 from services.intake.idempotency import conflicting_fields
@@ -13,7 +16,6 @@ from services.intake.repository import IntakeRepository
 from services.intake.schemas import ComplaintIn
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
 
-SOURCE = "sp4n/intake"
 CLOCK_LABELS = {
     "verification": "verifikasi dan disposisi",
     "opd_response": "tindak lanjut pertama OPD",
@@ -103,22 +105,44 @@ def _reporter_ref(sub: ComplaintIn, cfg: IntakeConfig) -> str:
                         r and r.nik, r and r.phone, r and r.email, r and r.name)
 
 
-async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo) -> bool:
+async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo,
+                       now: datetime | None = None) -> bool:
     """Apply a downstream event to the complaint's status, clocks and timeline.
 
-    Returns False for a redelivery (no effect). Call inside a transaction.
+    Returns False for a redelivery (no effect). Call inside a transaction. Events that no
+    longer fit the complaint's state (reordered, or overtaken by a person's action) are
+    noted on the timeline and otherwise ignored.
     """
     complaint_id = uuid.UUID(event.subject or event.data["complaint_id"])
-    if not await repo.exists(complaint_id):
+    # Lock the row: lifecycle actions and these events serialise per complaint.
+    row = await repo.lock(complaint_id)
+    if row is None:
         raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
     if not await repo.first_delivery(event):
         return False
+    if event.source == SOURCE:
+        return False  # intake's own lifecycle event coming back: applied when it was emitted
     d = event.data
     name = event.event_name
     label = CLOCK_LABELS.get(d.get("clock", ""), d.get("clock", ""))
     if name == "complaint.routed":
-        await repo.mark_routed(complaint_id, d["opd_code"], d["opd_name"], d["hop"])
-        summary = f"Didisposisikan ke {d['opd_name']} (disposisi ke-{d['hop']})"
+        at = datetime.fromisoformat(d["routed_at"])
+        if await repo.mark_routed(complaint_id, d["opd_code"], d["opd_name"], d["hop"], at):
+            summary = f"Didisposisikan ke {d['opd_name']} (disposisi ke-{d['hop']})"
+        else:
+            summary = (f"Disposisi otomatis ke {d['opd_name']} (disposisi ke-{d['hop']}) diabaikan: "
+                       f"laporan sudah berstatus {row['status']} (disposisi ke-{row['hop']})")
+    elif name == "complaint.routing_suggested":
+        await repo.set_suggestion(complaint_id, d["opd_code"], d["opd_name"], d["rule_id"],
+                                  datetime.fromisoformat(d["suggested_at"]))
+        summary = f"Saran disposisi: {d['opd_name']} (menunggu keputusan admin koordinator)"
+    elif name == "complaint.duplicate_suspected":
+        ids = [uuid.UUID(c) for c in d["candidate_ids"]]
+        await repo.add_duplicate_candidates(complaint_id, ids)
+        summary = (f"Diduga duplikat: {len(ids)} laporan serupa di desa yang sama dalam "
+                   f"{d['window_days']} hari terakhir")
+    elif name == "sla.reply_window_elapsed":
+        summary = await _reply_window_elapsed(repo, row, d, tz, now or datetime.now(timezone.utc))
     elif name == "complaint.triage_required":
         await repo.mark_needs_triage(complaint_id)
         summary = f"Menunggu triase admin koordinator: {d['reason']}"
@@ -141,6 +165,24 @@ async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo) 
         summary = name
     await repo.add_timeline(complaint_id, event, summary)
     return True
+
+
+async def _reply_window_elapsed(repo: IntakeRepository, row, d: dict, tz: ZoneInfo,
+                                now: datetime) -> str:
+    """Close the complaint (``closed_by: system``) iff it still waits on the reporter after the
+    very response the window was about; returns the timeline summary either way."""
+    responded_at = datetime.fromisoformat(d["responded_at"])
+    last_response, last_reply = row["last_responded_at"], row["last_reply_at"]
+    deadline = _local(d["deadline"], tz)
+    if (row["status"] == State.DITINDAKLANJUTI and row["hop"] == d["hop"]
+            and last_response is not None and last_response <= responded_at
+            and (last_reply is None or last_reply < responded_at)):
+        await close_by_system(repo, row, max(now, row["last_transition_at"] or now), (
+            "Laporan ditutup otomatis oleh sistem: pelapor tidak menanggapi tindak lanjut hingga "
+            f"{deadline}"))
+        return f"Batas waktu tanggapan pelapor ({deadline}) lewat tanpa tanggapan"
+    return (f"Batas waktu tanggapan pelapor ({deadline}) lewat, tetapi laporan tidak ditutup: "
+            f"status {row['status']}, disposisi ke-{row['hop']}")
 
 
 def _local(value: str, tz: ZoneInfo) -> str:
