@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a portal key bound to source 'lapor' (default: $SP4N_API_KEY)")
     lapor.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     lapor.add_argument("--dry-run", action="store_true", help="read and validate only; send nothing")
+    from services import cli_admin  # operator commands: subscriptions, calendar, policy, dlq
+
+    for name, command in cli_admin.register(sub).items():
+        sub.choices[name].set_defaults(func=command)
     return p
 
 
@@ -209,7 +213,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](Settings(), args)
+    command = getattr(args, "func", None) or COMMANDS[args.command]
+    return command(Settings(), args)
 
 
 if __name__ == "__main__":

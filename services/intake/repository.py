@@ -215,7 +215,16 @@ class IntakeRepository:
                    opd_code = EXCLUDED.opd_code, started_at = EXCLUDED.started_at,
                    deadline = EXCLUDED.deadline, working_days = EXCLUDED.working_days,
                    calendar_version = EXCLUDED.calendar_version,
-                   policy_version = EXCLUDED.policy_version""",
+                   policy_version = EXCLUDED.policy_version,
+                   -- Another start time means a new instance of this clock (e.g. the reply
+                   -- window after a second response): the old one's outcome does not carry
+                   -- over. The same start time (a resumed clock's moved deadline) keeps it.
+                   stopped_at = CASE WHEN clocks.started_at <> EXCLUDED.started_at
+                                     THEN NULL ELSE clocks.stopped_at END,
+                   breached = CASE WHEN clocks.started_at <> EXCLUDED.started_at
+                                   THEN false ELSE clocks.breached END,
+                   warned = CASE WHEN clocks.started_at <> EXCLUDED.started_at
+                                 THEN false ELSE clocks.warned END""",
             complaint_id, d["clock"], d["hop"], d["opd_code"], _dt(d["started_at"]),
             _dt(d["deadline"]), d["working_days"], d["calendar_version"], d["policy_version"])
 
