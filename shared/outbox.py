@@ -36,8 +36,19 @@ async def add_to_outbox(conn: asyncpg.Connection, *events: CloudEvent) -> None:
         return
     await conn.executemany(
         "INSERT INTO outbox (event_id, routing_key, payload) VALUES ($1, $2, $3)",
-        [(e.id, e.event_name, e.model_dump(mode="json")) for e in events],
+        [outbox_row(e) for e in events],
     )
+    staged_on(conn)
+
+
+def outbox_row(event: CloudEvent) -> tuple[str, str, dict]:
+    """Values of ``outbox (event_id, routing_key, payload)``, for a repository that writes
+    its state change and the event in one statement (then calls ``staged_on``)."""
+    return event.id, event.event_name, event.model_dump(mode="json")
+
+
+def staged_on(conn: asyncpg.Connection) -> None:
+    """Record that ``conn``'s transaction wrote outbox rows: the relay wakes on release."""
     _staged.add(conn.get_server_pid())
 
 

@@ -80,7 +80,7 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
                 "error": "forbidden", "field": "source",
                 "message": f"this API key may only submit for source '{key.source}'"})
         try:
-            async with runtime.pool.acquire() as conn, conn.transaction():
+            async with runtime.pool.acquire() as conn:
                 accepted = await submit_complaint(IntakeRepository(conn), sub, cfg,
                                                   datetime.now(timezone.utc))
         except SubmissionConflict as exc:

@@ -37,7 +37,7 @@ def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: Intak
     async def on_submission(sub: ComplaintIn) -> None:
         """A portal's submission published on the broker: the same path as HTTP."""
         try:
-            async with runtime.pool.acquire() as conn, conn.transaction():
+            async with runtime.pool.acquire() as conn:
                 accepted = await submit_complaint(IntakeRepository(conn), sub, cfg,
                                                   datetime.now(timezone.utc))
         except SubmissionConflict as exc:

@@ -10,40 +10,50 @@ import asyncpg
 
 from shared.events import CloudEvent
 from shared.inbox import first_delivery
-from shared.outbox import add_to_outbox
+from shared.outbox import add_to_outbox, outbox_row, staged_on
 
 
 class IntakeRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def insert_complaint(self, row: dict[str, Any]) -> bool:
-        """Insert unless the (source, external_id) or the tracking id is taken.
-
-        True when this call created the complaint. On False the caller looks the submission
-        up: found means a retry; not found means the random tracking id clashed.
+    async def accept(self, row: dict[str, Any], reporter: dict[str, Any] | None,
+                     reporter_fp: str, event: CloudEvent, summary: str) -> bool:
+        """Insert the complaint, its reporter, its first timeline entry and its
+        ``complaint.submitted`` outbox row in ONE statement (atomic on its own; one round
+        trip on the hot path). Nothing is written when the (source, external_id) or the
+        tracking id is taken; True when this call created the complaint. On False the caller
+        looks the submission up: found means a retry; not found, a tracking-id clash.
         """
-        inserted = await self.conn.fetchval(
-            """INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
-                   submission, classification, category, title, kecamatan, desa, anonymous,
-                   confidential, reporter_ref, received_at, accepted_at)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
-               ON CONFLICT DO NOTHING RETURNING 1""",
+        r = reporter or {}
+        event_id, routing_key, payload = outbox_row(event)
+        created = await self.conn.fetchval(
+            """WITH c AS (
+                   INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
+                       submission, classification, category, title, kecamatan, desa, anonymous,
+                       confidential, reporter_ref, received_at, accepted_at)
+                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
+                   ON CONFLICT DO NOTHING RETURNING id
+               ), r AS (
+                   INSERT INTO reporters (complaint_id, name, phone, email, nik, fingerprint)
+                   SELECT id, $17, $18, $19, $20, $21 FROM c
+               ), t AS (
+                   INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
+                   SELECT id, $22, $23, $24, $25, $26 FROM c
+               ), o AS (
+                   INSERT INTO outbox (event_id, routing_key, payload) SELECT $22, $23, $26 FROM c
+               )
+               SELECT count(*) FROM c""",
             row["id"], row["tracking_id"], row["source"], row["external_id"],
             row["fingerprint"], row["submission"], row["classification"], row["category"],
             row["title"], row["kecamatan"], row["desa"], row["anonymous"],
             row["confidential"], row["reporter_ref"], row["received_at"], row["accepted_at"],
+            r.get("name"), r.get("phone"), r.get("email"), r.get("nik"), reporter_fp,
+            event_id, routing_key, event.time, summary, payload,
         )
-        return inserted is not None
-
-    async def insert_reporter(self, complaint_id: uuid.UUID, reporter: dict[str, Any] | None,
-                              fingerprint: str) -> None:
-        r = reporter or {}
-        await self.conn.execute(
-            "INSERT INTO reporters (complaint_id, name, phone, email, nik, fingerprint)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            complaint_id, r.get("name"), r.get("phone"), r.get("email"), r.get("nik"), fingerprint,
-        )
+        if created:
+            staged_on(self.conn)
+        return bool(created)
 
     async def find_by_source(self, source: str, external_id: str) -> asyncpg.Record | None:
         return await self.conn.fetchrow(

@@ -53,9 +53,10 @@ class IntakeConfig:
 
 async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: IntakeConfig,
                            now: datetime) -> Accepted:
-    """Accept a complaint exactly once per (source, external_id); call inside a transaction.
+    """Accept a complaint exactly once per (source, external_id).
 
-    The complaint, its reporter and its ``complaint.submitted`` event are written together.
+    The complaint, its reporter and its ``complaint.submitted`` event are written together,
+    in one statement: no surrounding transaction is needed.
     """
     canonical = sub.canonical()
     reporter = sub.reporter.model_dump() if sub.reporter else None
@@ -64,7 +65,14 @@ async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: Intake
     ref = _reporter_ref(sub, cfg)
     for _ in range(3):
         tracking_id = new_tracking_id(cfg.region_code, now, cfg.tz)
-        if await repo.insert_complaint({
+        event = make_event(SOURCE, ComplaintSubmitted(
+            complaint_id=complaint_id, tracking_id=tracking_id, source=sub.source,
+            received_at=sub.received_at, accepted_at=now, classification=sub.classification,
+            berkadar_pengawasan=sub.berkadar_pengawasan, category=sub.category,
+            location=Location(kecamatan=sub.location.kecamatan, desa=sub.location.desa),
+            anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
+        ), time=now)
+        row = {
             "id": complaint_id, "tracking_id": tracking_id, "source": sub.source,
             "external_id": sub.external_id, "fingerprint": fingerprint(canonical),
             "submission": canonical, "classification": sub.classification,
@@ -72,7 +80,8 @@ async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: Intake
             "kecamatan": sub.location.kecamatan, "desa": sub.location.desa,
             "anonymous": sub.anonymous, "confidential": sub.confidential,
             "reporter_ref": ref, "received_at": sub.received_at, "accepted_at": now,
-        }):
+        }
+        if await repo.accept(row, reporter, reporter_fp, event, f"Laporan diterima dari {sub.source}"):
             break
         existing = await repo.find_by_source(sub.source, sub.external_id)
         if existing is not None:
@@ -85,17 +94,6 @@ async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: Intake
     else:  # pragma: no cover - 30 random bits a day make three clashes in a row unheard of
         raise RuntimeError("could not allocate a unique tracking id")
 
-    await repo.insert_reporter(complaint_id, reporter, reporter_fp)
-    event = make_event(SOURCE, ComplaintSubmitted(
-        complaint_id=complaint_id, tracking_id=tracking_id, source=sub.source,
-        received_at=sub.received_at, accepted_at=now, classification=sub.classification,
-        berkadar_pengawasan=sub.berkadar_pengawasan, category=sub.category,
-        location=Location(kecamatan=sub.location.kecamatan, desa=sub.location.desa),
-        anonymous=sub.anonymous, confidential=sub.confidential,
-        reporter_ref=ref,
-    ), time=now)
-    await repo.add_timeline(complaint_id, event, f"Laporan diterima dari {sub.source}")
-    await repo.stage(event)
     return Accepted(complaint_id, tracking_id, "DITERIMA", created=True)
 
 
