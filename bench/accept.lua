@@ -28,8 +28,8 @@ function request()
     '{"source":"bench","external_id":"wrk-%s-%d-%d","received_at":"%s",' ..
     '"classification":"pengaduan","category":"%s","title":"Laporan uji beban %d",' ..
     '"description":"Laporan uji beban untuk mengukur kapasitas sp4n pada mesin ini.",' ..
-    '"location":{"kecamatan":"%s","desa":"Desa Uji"},' ..
+    '"location":{"kecamatan":"%s","desa":"Desa Uji %d"},' ..
     '"reporter":{"name":"Penguji","phone":"+6281200000000"}}',
-    run_id, tid, counter, received_at, c[1], counter, c[2])
+    run_id, tid, counter, received_at, c[1], counter, c[2], math.random(0, 499))
   return wrk.format(nil, "/v1/complaints", nil, body)
 end

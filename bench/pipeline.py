@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -59,7 +60,9 @@ def body(i: int, received_at: datetime) -> dict:
         "received_at": received_at.isoformat(), "classification": "pengaduan",
         "category": cat, "title": f"Laporan uji beban nomor {i}",
         "description": "Laporan uji beban untuk mengukur kapasitas sp4n pada mesin ini.",
-        "location": {"kecamatan": kec, "desa": "Desa Uji"},
+        # 500 desa: duplicates stay occasional, as in real traffic (the regency has ~90 desa;
+        # one desa per category per week seldom gets more than a few reports).
+        "location": {"kecamatan": kec, "desa": f"Desa Uji {random.randrange(500)}"},
         "reporter": {"name": "Penguji", "phone": "+6281200000000"},
     }
 

@@ -71,8 +71,16 @@ def is_candidate(new: SubmissionKey, other: SubmissionKey, window_days: int) -> 
             and low <= other.received_at <= high)
 
 
+# A flag is a hint to a person: the nearest few candidates are enough, and an unbounded list
+# would grow without limit for a much-reported problem (one pothole, hundreds of reports).
+MAX_CANDIDATES = 20
+
+
 def select_candidates(new: SubmissionKey, recent: Iterable[SubmissionKey],
                       window_days: int) -> list[uuid.UUID]:
-    """Candidate ids sorted by received_at (then id, so the order is total)."""
+    """The MAX_CANDIDATES candidates nearest in received_at (ties: lower id), listed by
+    received_at (then id, so the order is total)."""
     found = [o for o in recent if is_candidate(new, o, window_days)]
-    return [o.complaint_id for o in sorted(found, key=lambda o: (o.received_at, str(o.complaint_id)))]
+    nearest = sorted(found, key=lambda o: (abs((o.received_at - new.received_at).total_seconds()),
+                                           str(o.complaint_id)))[:MAX_CANDIDATES]
+    return [o.complaint_id for o in sorted(nearest, key=lambda o: (o.received_at, str(o.complaint_id)))]

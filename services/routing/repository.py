@@ -12,7 +12,7 @@ import asyncpg
 from shared.events import CloudEvent
 from shared.inbox import first_delivery
 from shared.outbox import add_to_outbox
-from services.routing.duplicates import SubmissionKey, window
+from services.routing.duplicates import MAX_CANDIDATES, SubmissionKey, window
 from services.routing.model import DecisionRecord, Rulebook
 from services.routing.rules import Rule
 
@@ -47,7 +47,8 @@ class RoutingRepository:
 
     async def suspect_duplicates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]:
         """Remember this submission and return the other complaints of the same category and
-        desa received within the window, sorted by received_at (see ``duplicates``).
+        desa received within the window: the MAX_CANDIDATES nearest, by received_at (see
+        ``duplicates``).
 
         A transaction-scoped advisory lock on (category, desa) serialises two submissions of
         the same key handled at once (two consumers or replicas): the second waits for the
@@ -65,10 +66,13 @@ class RoutingRepository:
             key.complaint_id, key.category, key.desa, key.received_at)
         low, high = window(key.received_at, window_days)
         rows = await self._conn.fetch(
-            "SELECT complaint_id FROM recent_submissions"
+            "SELECT complaint_id, received_at FROM recent_submissions"
             " WHERE category = $1 AND desa = $2 AND received_at BETWEEN $3 AND $4"
-            " AND complaint_id <> $5 ORDER BY received_at, complaint_id",
-            key.category, key.desa, low, high, key.complaint_id)
+            " AND complaint_id <> $5"
+            " ORDER BY abs(extract(epoch FROM received_at - $6::timestamptz)), complaint_id::text"
+            " LIMIT $7",
+            key.category, key.desa, low, high, key.complaint_id, key.received_at, MAX_CANDIDATES)
+        rows = sorted(rows, key=lambda r: (r["received_at"], str(r["complaint_id"])))
         return [r["complaint_id"] for r in rows]
 
     async def add_to_outbox(self, *events: CloudEvent) -> None:

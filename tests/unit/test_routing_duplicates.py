@@ -77,3 +77,19 @@ def test_candidates_sorted_by_received_at():
     far = key(at=T0 - 9 * DAY)
     assert select_candidates(new, [late, far, early, middle], 7) == \
         [early.complaint_id, middle.complaint_id, late.complaint_id]
+
+
+def test_candidates_are_capped_to_the_nearest_in_time():
+    from datetime import datetime, timedelta, timezone
+    import uuid as _uuid
+
+    from services.routing.duplicates import MAX_CANDIDATES, SubmissionKey, select_candidates
+
+    t0 = datetime(2026, 3, 17, 9, tzinfo=timezone.utc)
+    new = SubmissionKey.of(_uuid.uuid4(), "infrastruktur_jalan", "Sungai Ayak", t0)
+    others = [SubmissionKey.of(_uuid.uuid4(), "infrastruktur_jalan", "Sungai Ayak",
+                               t0 - timedelta(hours=i + 1)) for i in range(MAX_CANDIDATES + 15)]
+    picked = select_candidates(new, others, window_days=7)
+    assert len(picked) == MAX_CANDIDATES
+    # the nearest ones, listed oldest first
+    assert picked == [o.complaint_id for o in reversed(others[:MAX_CANDIDATES])]
