@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from services.intake import lifecycle
+from services.intake.catalog import load_catalog
 from services.intake.lifecycle import OPD_SCOPE_STATES, State
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
@@ -240,9 +241,12 @@ async def _archive(step: _Step, body: ArchiveIn) -> None:
 async def _dispose(step: _Step, body: DisposeIn) -> None:
     row = step.row
     hop = row["hop"] + 1
-    name = body.opd_name or (
-        row["suggested_opd_name"] if row["suggested_opd_code"] == body.opd_code else None) or (
-        row["opd_name"] if row["opd_code"] == body.opd_code else None) or body.opd_code
+    # intake's mirror of routing's OPD directory: a typo must not send a complaint to an
+    # office nobody reads.
+    opd = load_catalog().opd(body.opd_code)
+    if opd is None:
+        raise InvalidField("opd_code", f"unknown OPD '{body.opd_code}'; see GET /v1/opds on routing")
+    name = body.opd_name or opd.name
     step.changes.update(opd_code=body.opd_code, opd_name=name, hop=hop, needs_triage=False,
                         return_reason=None)
     step.emit(ComplaintRouted(complaint_id=step.id, opd_code=body.opd_code, opd_name=name, hop=hop,

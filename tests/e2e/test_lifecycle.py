@@ -43,7 +43,7 @@ async def keys(settings, running, portal_key):
     try:
         out = {"portal": portal_key}
         for name, role, opd in (("admin", "admin_koordinator", None), ("dinkes", "opd", "dinkes"),
-                                ("dpupr", "opd", "dpupr"), ("disdik", "opd", "disdik")):
+                                ("dpupr", "opd", "dpupr"), ("disdikbud", "opd", "disdikbud")):
             _, out[name] = await create_api_key(conn, f"e2e-lc-{name}", role, None, opd)
     finally:
         await conn.close()
@@ -153,7 +153,7 @@ async def test_bukan_wewenang_then_redisposition_starts_a_new_opd_clock(api, set
 
 async def test_hop_cap_leaves_it_to_the_admin_koordinator(api, settings):
     cid = await submit(api, datetime.now(timezone.utc) - timedelta(hours=2))
-    for opd in ("dinkes", "dpupr", "disdik")[: settings.hop_cap]:
+    for opd in ("dinkes", "dpupr", "disdikbud")[: settings.hop_cap]:
         await act(api, "admin", cid, "dispose", opd_code=opd)
         await act(api, opd, cid, "return", reason="Bukan wewenang")
     r = await api["admin"].post(f"/v1/complaints/{cid}/dispose", json={"opd_code": "dinkes"})

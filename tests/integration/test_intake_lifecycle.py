@@ -49,7 +49,7 @@ async def keys(settings, intake):
         for name, role, source, opd in (
                 ("portal", "portal", "portal-sekadau", None), ("other_portal", "portal", "wa-bot", None),
                 ("admin", "admin_koordinator", None, None), ("dinkes", "opd", None, "dinkes"),
-                ("dpupr", "opd", None, "dpupr"), ("disdik", "opd:disdik", None, None)):
+                ("dpupr", "opd", None, "dpupr"), ("disdikbud", "opd:disdikbud", None, None)):
             _, out[name] = await create_api_key(conn, f"lc-{name}", role, source, opd)
     finally:
         await conn.close()
@@ -219,7 +219,7 @@ async def test_defer_then_reporter_reply_resumes(intake, keys, db):
 async def test_return_redispose_up_to_the_hop_cap_then_409(intake, keys, db, settings):
     _, client = intake
     cid = (await submit(client, keys))["complaint_id"]
-    opds = ["dinkes", "dpupr", "disdik"]
+    opds = ["dinkes", "dpupr", "disdikbud"]
     assert settings.hop_cap == 3
     for hop, opd in enumerate(opds, start=1):
         r = await act(client, keys, "admin", cid, "dispose", opd_code=opd)
@@ -227,7 +227,7 @@ async def test_return_redispose_up_to_the_hop_cap_then_409(intake, keys, db, set
         r = await act(client, keys, opd, cid, "return", reason="Bukan wewenang kami")
         assert r["status"] == "DIKEMBALIKAN"
     returned = [e["data"] for e in await events_of(db, cid, "complaint.returned")]
-    assert [(d["opd_code"], d["hop"]) for d in returned] == [("dinkes", 1), ("dpupr", 2), ("disdik", 3)]
+    assert [(d["opd_code"], d["hop"]) for d in returned] == [("dinkes", 1), ("dpupr", 2), ("disdikbud", 3)]
     r = await client.post(f"/v1/complaints/{cid}/dispose", json={"opd_code": "dinkes"},
                           headers=keys["admin"])
     assert r.status_code == 409
@@ -555,7 +555,7 @@ async def test_concurrent_actions_serialise_on_the_complaint(intake, keys, db):
     cid = await reach(client, keys, S.TERVERIFIKASI)
     answers = await asyncio.gather(*(client.post(
         f"/v1/complaints/{cid}/dispose", json={"opd_code": opd}, headers=keys["admin"])
-        for opd in ("dinkes", "dpupr", "disdik", "dinkes")))
+        for opd in ("dinkes", "dpupr", "disdikbud", "dinkes")))
     assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
     assert len(await events_of(db, cid, "complaint.routed")) == 1
 
@@ -595,3 +595,18 @@ async def test_cli_creates_lists_and_revokes_opd_keys(intake, settings):
 
 def test_actions_cover_the_table():
     assert {a for a, _ in TRANSITIONS} == set(ACTIONS) and set(BODIES) == set(ACTIONS)
+
+
+async def test_dispose_to_an_unknown_opd_is_422_naming_opd_code(intake, keys):
+    _, client = intake
+    cid = (await submit(client, keys))["complaint_id"]
+    r = await client.post(f"/v1/complaints/{cid}/dispose", json={"opd_code": "dinkess"},
+                          headers=keys["admin"])
+    assert r.status_code == 422
+    body = r.json()
+    assert "opd_code" in json.dumps(body) and "dinkess" in json.dumps(body)
+    r = await client.post(f"/v1/complaints/{cid}/dispose", json={"opd_code": "inspektorat"},
+                          headers=keys["admin"])
+    assert r.status_code == 200 and r.json()["opd_code"] == "inspektorat"
+    detail = (await client.get(f"/v1/complaints/{cid}", headers=keys["admin"])).json()
+    assert detail["opd_name"] == "Inspektorat Daerah Kabupaten Sekadau"

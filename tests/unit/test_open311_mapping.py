@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.intake.open311.catalog import DATA, ROUTING_SEED, catalog_from_seed, load_catalog
+from services.intake.catalog import DATA, catalog_from_seed, load_catalog, routing_seed_sql
 from services.intake.open311.mapping import (
     MAX_REQUESTS,
     Form,
@@ -239,8 +239,8 @@ def test_services_and_definitions_follow_the_spec():
 
 
 def test_shipped_catalogue_mirrors_routing_seed():
-    """services.json is intake's copy of routing's categories: regenerate it when they change."""
+    """catalog.json is intake's copy of routing's directory: regenerate it when the seed changes."""
     shipped = json.loads(DATA.read_text(encoding="utf-8"))
-    fresh = catalog_from_seed(ROUTING_SEED.read_text(encoding="utf-8"), shipped["changeset"])
-    assert shipped == fresh, ("services/intake/open311/services.json is stale: run "
-                              "python -m services.intake.open311.catalog > services/intake/open311/services.json")
+    fresh = catalog_from_seed(routing_seed_sql(), shipped["changeset"])
+    assert shipped == fresh, ("services/intake/catalog.json is stale: run "
+                              "python -m services.intake.catalog > services/intake/catalog.json")

@@ -2,7 +2,7 @@
 
 Mounted at ``/open311/v2`` by intake's composition root. Submissions take the same path as
 intake's native API (``submit_complaint``); reads come from intake's own tables; the service
-list is data shipped here (``services.json``, mirroring routing's seed categories).
+list is intake's catalogue (``services/intake/catalog.json``, mirroring routing's seed).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from services.intake.apikeys import ApiKey, verify_api_key
 from services.intake.metrics import IntakeMetrics
-from services.intake.open311.catalog import Catalog, load_catalog
+from services.intake.catalog import Catalog, load_catalog
 from services.intake.open311.mapping import (
     DEFAULT_SOURCE,
     SPEC,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from services.intake.errors import field_errors
-from services.intake.open311.catalog import Catalog, Service
+from services.intake.catalog import Catalog, Service
 from services.intake.schemas import ComplaintIn
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"

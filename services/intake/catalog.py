@@ -1,11 +1,11 @@
-"""The Open311 service catalogue: routing's categories as GeoReport services.
+"""intake's copy of routing's directory: categories (Open311 services), kecamatan, OPDs.
 
 intake never reads routing's tables (one schema per service), so the catalogue ships as
-data inside intake: ``services.json`` mirrors the categories and kecamatan of routing's
-seed migration (``services/routing/migrations/0002_seed_sekadau.sql``). Regenerate it
-after editing that seed (a unit test fails while the two disagree)::
+data inside intake: ``catalog.json`` mirrors the categories, kecamatan and OPD directory
+of routing's seed migrations (``services/routing/migrations/*.sql``). Regenerate it after
+editing that seed (a unit test fails while the two disagree)::
 
-    python -m services.intake.open311.catalog > services/intake/open311/services.json
+    python -m services.intake.catalog > services/intake/catalog.json
 
 Another regency ships its own seed and regenerates this file from it. Operators' later
 edits of routing's tables do not reach this file: a category added at run time becomes a
@@ -21,8 +21,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-DATA = Path(__file__).parent / "services.json"
-ROUTING_SEED = (Path(__file__).parents[2] / "routing" / "migrations" / "0002_seed_sekadau.sql")
+DATA = Path(__file__).parent / "catalog.json"
+ROUTING_MIGRATIONS = Path(__file__).parents[1] / "routing" / "migrations"
+
+
+def routing_seed_sql() -> str:
+    """Every routing migration, in order: the seed and the later additions to it."""
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(ROUTING_MIGRATIONS.glob("*.sql")))
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,21 @@ class Kecamatan:
 
 
 @dataclass(frozen=True)
+class Opd:
+    code: str
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     changeset: str
     services: tuple[Service, ...]
     kecamatan: tuple[Kecamatan, ...]
+    opds: tuple[Opd, ...]
+
+    def opd(self, code: str) -> Opd | None:
+        return next((o for o in self.opds if o.code == code), None)
 
     def service(self, code: str) -> Service | None:
         return next((s for s in self.services if s.code == code), None)
@@ -68,6 +84,7 @@ def load_catalog(path: Path = DATA) -> Catalog:
         services=tuple(Service(s["service_code"], s["service_name"], s["group"],
                                tuple(s["keywords"]), s["description"]) for s in raw["services"]),
         kecamatan=tuple(Kecamatan(k["key"], k["name"]) for k in raw["kecamatan"]),
+        opds=tuple(Opd(o["code"], o["name"], o["kind"]) for o in raw["opds"]),
     )
 
 
@@ -80,9 +97,21 @@ _KECAMATAN = re.compile(
     r"\(\s*'(?P<code>[a-z][a-z0-9_]*)'\s*,\s*'(?P<name>[^']+)'\s*,\s*'kec_[a-z0-9_]+'\s*\)")
 
 
+_OPD = re.compile(
+    r"\(\s*'(?P<code>[a-z][a-z0-9_]*)'\s*,\s*'(?P<name>(?:[^']|'')*)'\s*,\s*'(?P<kind>[a-z_]+)'\s*\)")
+
+
 def _section(sql: str, table: str) -> str:
     start = sql.index(f"INSERT INTO {table} ")
     return sql[start:sql.index(";", start)]
+
+
+def _sections(sql: str, table: str) -> list[str]:
+    out, start = [], sql.find(f"INSERT INTO {table} ")
+    while start != -1:
+        out.append(sql[start:sql.index(";", start)])
+        start = sql.find(f"INSERT INTO {table} ", start + 1)
+    return out
 
 
 def catalog_from_seed(sql: str, changeset: str) -> dict:
@@ -97,11 +126,14 @@ def catalog_from_seed(sql: str, changeset: str) -> dict:
         })
     kecamatan = [{"key": m["code"], "name": m["name"]}
                  for m in _KECAMATAN.finditer(_section(sql, "kecamatan"))]
+    opds = {m["code"]: {"code": m["code"], "name": m["name"].replace("''", "'"), "kind": m["kind"]}
+            for section in _sections(sql, "opds") for m in _OPD.finditer(section)}
     return {
-        "mirrors": "services/routing/migrations/0002_seed_sekadau.sql (categories, kecamatan)",
+        "mirrors": "services/routing/migrations/*.sql (categories, kecamatan, opds)",
         "changeset": changeset,
         "services": services,
         "kecamatan": kecamatan,
+        "opds": sorted(opds.values(), key=lambda o: o["code"]),
     }
 
 
@@ -109,7 +141,7 @@ def main() -> None:  # pragma: no cover - a maintenance tool
     from datetime import datetime, timezone
 
     changeset = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    data = catalog_from_seed(ROUTING_SEED.read_text(encoding="utf-8"), changeset)
+    data = catalog_from_seed(routing_seed_sql(), changeset)
     json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
 
