@@ -91,10 +91,8 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
                             f"accepted with different content"),
                 "conflicting_fields": exc.fields,
                 "complaint_id": str(exc.complaint_id), "tracking_id": exc.tracking_id}) from exc
-        if accepted.created:
-            metrics.received.labels(sub.source, sub.classification).inc()
-        else:
-            metrics.duplicates.labels(sub.source).inc()
+        metrics.count_accepted(accepted.created, sub.source, sub.classification)
+        if not accepted.created:
             response.status_code = status.HTTP_200_OK
         status_url = f"{request.base_url}v1/complaints/{accepted.tracking_id}"
         response.headers["Location"] = status_url

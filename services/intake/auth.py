@@ -16,9 +16,30 @@ from services.intake.apikeys import ApiKey, verify_api_key
 CACHE_TTL_S = 10.0
 
 
-class Authenticator:
+class KeyCache:
+    """Verified keys by the SHA-256 of their plaintext, for ``CACHE_TTL_S``."""
+
     def __init__(self) -> None:
         self._cache: dict[str, tuple[float, ApiKey]] = {}
+
+    async def verify(self, pool: asyncpg.Pool, raw: str) -> ApiKey | None:
+        digest = hashlib.sha256(raw.encode()).hexdigest()
+        cached = self._cache.get(digest)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        key = await verify_api_key(pool, raw)
+        if key is None:
+            self._cache.pop(digest, None)
+            return None
+        self._cache[digest] = (time.monotonic() + CACHE_TTL_S, key)
+        return key
+
+
+class Authenticator:
+    """The native API's key, from ``Authorization: Bearer`` or ``X-API-Key``."""
+
+    def __init__(self) -> None:
+        self._keys = KeyCache()
 
     async def authenticate(self, pool: asyncpg.Pool, request: Request) -> ApiKey:
         raw = request.headers.get("x-api-key") or ""
@@ -27,15 +48,9 @@ class Authenticator:
             raw = authz[7:].strip()
         if not raw:
             raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
-        digest = hashlib.sha256(raw.encode()).hexdigest()
-        cached = self._cache.get(digest)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        key = await verify_api_key(pool, raw)
+        key = await self._keys.verify(pool, raw)
         if key is None:
-            self._cache.pop(digest, None)
             raise _unauthorized("invalid or revoked API key")
-        self._cache[digest] = (time.monotonic() + CACHE_TTL_S, key)
         return key
 
 

@@ -43,10 +43,7 @@ def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: Intak
         except SubmissionConflict as exc:
             metrics.rejected.labels("conflict").inc()
             raise PoisonMessage(f"conflict: {exc}") from exc
-        if accepted.created:
-            metrics.received.labels(sub.source, sub.classification).inc()
-        else:
-            metrics.duplicates.labels(sub.source).inc()
+        metrics.count_accepted(accepted.created, sub.source, sub.classification)
 
     async def on_event(event: CloudEvent) -> None:
         try:

@@ -25,3 +25,10 @@ class IntakeMetrics:
             "sp4n_http_request_seconds", "HTTP request latency by route",
             ["method", "route", "status"], registry=registry,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+    def count_accepted(self, created: bool, source: str, classification: str) -> None:
+        """A submission answered with ids: new, or an idempotent retry."""
+        if created:
+            self.received.labels(source, classification).inc()
+        else:
+            self.duplicates.labels(source).inc()

@@ -7,15 +7,14 @@ the spec's ``[{"code", "description"}]`` array.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from datetime import datetime, timezone
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.intake.apikeys import ApiKey, verify_api_key
+from services.intake.apikeys import ApiKey
+from services.intake.auth import KeyCache
 from services.intake.metrics import IntakeMetrics
 from services.intake.catalog import Catalog, load_catalog
 from services.intake.open311.mapping import (
@@ -45,7 +44,6 @@ from services.intake.usecases import IntakeConfig, SubmissionConflict, submit_co
 from shared.service import ServiceRuntime
 
 PREFIX = "/open311/v2"
-KEY_CACHE_TTL_S = 10.0  # as intake's Authenticator: a revocation reaches every replica within it
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _ERRORS = {code: {"model": list[Open311ErrorOut], "description": text} for code, text in (
     (400, "invalid request; each description names the field"),
@@ -58,20 +56,14 @@ class KeyVerifier:
     """GeoReport sends the key as the ``api_key`` parameter, not a header."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, ApiKey]] = {}
+        self._keys = KeyCache()
 
     async def verify(self, pool: asyncpg.Pool, raw: str | None) -> ApiKey:
         if not raw:
             raise Open311Error(403, "api_key: required to create a service request")
-        digest = hashlib.sha256(raw.encode()).hexdigest()
-        cached = self._cache.get(digest)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        key = await verify_api_key(pool, raw)
+        key = await self._keys.verify(pool, raw)
         if key is None:
-            self._cache.pop(digest, None)
             raise Open311Error(403, "api_key: invalid or revoked")
-        self._cache[digest] = (time.monotonic() + KEY_CACHE_TTL_S, key)
         return key
 
 
@@ -168,7 +160,7 @@ def install_routes(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMe
             metrics.rejected.labels("validation").inc()
             raise
         try:
-            async with runtime.pool.acquire() as conn, conn.transaction():
+            async with runtime.pool.acquire() as conn:
                 accepted = await submit_complaint(IntakeRepository(conn), sub, cfg, now)
         except SubmissionConflict as exc:
             if extras.received_at_defaulted and exc.fields == ["received_at"]:
@@ -180,10 +172,7 @@ def install_routes(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMe
             raise Open311Error(400, (
                 f"attribute[external_id]: '{sub.external_id}' was already used for a different "
                 f"report ({exc.tracking_id}); differing: {', '.join(exc.fields)}"), code=409) from exc
-        if accepted.created:
-            metrics.received.labels(source, sub.classification).inc()
-        else:
-            metrics.duplicates.labels(source).inc()
+        metrics.count_accepted(accepted.created, source, sub.classification)
         return _created(accepted.tracking_id, sub.confidential, extras.account_id)
 
     @router.get("/requests.{fmt}", response_model=list[RequestOut])
