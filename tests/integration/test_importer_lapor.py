@@ -12,24 +12,22 @@ import pytest
 
 from services.importer.command import EXIT_REJECTED, import_lapor
 from services.intake.apikeys import create_api_key
-from services.intake.app import build_app
 from tests.unit.test_importer_lapor import build_export, sample_rows
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def intake_client(settings):
-    app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-        try:
-            _, key = await create_api_key(conn, f"lapor-import-{uuid.uuid4().hex[:6]}", "portal", "lapor")
-        finally:
-            await conn.close()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake",
-                                     headers={"Authorization": f"Bearer {key}"}) as client:
-            yield client
+async def intake_client(settings, intake):
+    app, _ = intake
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
+    try:
+        _, key = await create_api_key(conn, f"lapor-import-{uuid.uuid4().hex[:6]}", "portal", "lapor")
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake",
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        yield client
 
 
 async def test_import_twice_creates_each_complaint_once(intake_client, settings, tmp_path):

@@ -10,25 +10,14 @@ from datetime import datetime, timezone
 
 import aio_pika
 import asyncpg
-import httpx
 import pytest
 
 from services.intake.apikeys import create_api_key
-from services.intake.app import build_app
 from shared.broker import publish_event
 from shared.events import ComplaintRouted, SlaClockStarted, make_event
 from shared.topology import INTAKE_SUBMISSIONS, SUBMISSION_ROUTING_KEY, inbound_exchange
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def intake(settings):
-    app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://intake") as client:
-            yield app, client
 
 
 @pytest.fixture(scope="module")

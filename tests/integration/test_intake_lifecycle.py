@@ -11,11 +11,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-import httpx
 import pytest
 
 from services.intake.apikeys import create_api_key
-from services.intake.app import build_app
 from services.intake.lifecycle import ACTIONS, State, TRANSITIONS, allowed_actions
 from shared.broker import publish_event
 from shared.events import (
@@ -30,15 +28,6 @@ from tests.e2e.system import ROOT, settings_env
 pytestmark = pytest.mark.integration
 S = State
 NAME, PHONE, EMAIL, NIK = "Budi Santoso", "+6281234567890", "budi@example.id", "6109011234567890"
-
-
-@pytest.fixture(scope="module")
-async def intake(settings):
-    app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://intake") as client:
-            yield app, client
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from services.intake.apikeys import create_api_key
-from services.intake.app import build_app
 from shared.broker import publish_event
 from shared.events import ComplaintRouted, SlaClockStarted, make_event
 
@@ -31,15 +30,6 @@ CREATE TABLE IF NOT EXISTS intake.responses (
     attachments  jsonb NOT NULL DEFAULT '[]',
     created_at   timestamptz NOT NULL
 )"""
-
-
-@pytest.fixture(scope="module")
-async def intake(settings):
-    app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://intake") as client:
-            yield app, client
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import asyncio
 import json
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import aio_pika
 import asyncpg

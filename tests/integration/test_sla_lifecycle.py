@@ -6,7 +6,6 @@ the service publishes and on its tables."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
