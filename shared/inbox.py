@@ -17,3 +17,9 @@ async def first_delivery(conn: asyncpg.Connection, event: CloudEvent) -> bool:
         event.id, event.type,
     )
     return row is not None
+
+
+# For a repository that merges the inbox record into its first statement (as a CTE): yields one
+# row iff this is the first delivery of the event. Parameters: $1 event id, $2 event type.
+INBOX_INSERT = ("INSERT INTO inbox (event_id, event_type) VALUES ($1, $2)"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING 1")

@@ -17,8 +17,9 @@ the commits of notifying transactions behind one global lock.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -117,3 +118,21 @@ class OutboxRelay:
                     pass
         finally:
             _relays.discard(self)
+
+
+# For a repository that stages events inside a larger statement (as a CTE): inserts the rows of
+# three parallel text arrays (event ids, routing keys, JSON payloads; see ``outbox_arrays``) in
+# array order. ``{ids}``, ``{keys}``, ``{payloads}``: the statement's parameter numbers. Call
+# ``staged_on`` once the statement has run.
+OUTBOX_INSERT_ARRAYS = (
+    "INSERT INTO outbox (event_id, routing_key, payload)"
+    " SELECT e.event_id, e.routing_key, e.payload::jsonb"
+    " FROM unnest(${ids}::text[], ${keys}::text[], ${payloads}::text[]) WITH ORDINALITY"
+    "  AS e(event_id, routing_key, payload, ord) ORDER BY e.ord")
+
+
+def outbox_arrays(events: Sequence[CloudEvent]) -> tuple[list[str], list[str], list[str]]:
+    """The values of ``OUTBOX_INSERT_ARRAYS`` for ``events`` (the payload as JSON text, encoded as
+    the pool's jsonb codec encodes it)."""
+    rows = [outbox_row(e) for e in events]
+    return [r[0] for r in rows], [r[1] for r in rows], [json.dumps(r[2]) for r in rows]

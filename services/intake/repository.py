@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,31 @@ import asyncpg
 from shared.events import CloudEvent
 from shared.inbox import first_delivery
 from shared.outbox import add_to_outbox, outbox_row, staged_on
+
+
+_CLOCK_STARTED_CONFLICT = """
+    ON CONFLICT (complaint_id, clock, hop) DO UPDATE SET
+        opd_code = EXCLUDED.opd_code, started_at = EXCLUDED.started_at,
+        deadline = EXCLUDED.deadline, working_days = EXCLUDED.working_days,
+        calendar_version = EXCLUDED.calendar_version,
+        policy_version = EXCLUDED.policy_version,
+        -- Another start time means a new instance of this clock (e.g. the reply
+        -- window after a second response): the old one's outcome does not carry
+        -- over. The same start time (a resumed clock's moved deadline) keeps it.
+        stopped_at = CASE WHEN clocks.started_at <> EXCLUDED.started_at
+                          THEN NULL ELSE clocks.stopped_at END,
+        breached = CASE WHEN clocks.started_at <> EXCLUDED.started_at
+                        THEN false ELSE clocks.breached END,
+        warned = CASE WHEN clocks.started_at <> EXCLUDED.started_at
+                      THEN false ELSE clocks.warned END"""
+# Any of started/stopped/warning/breached may arrive first; each only sets its own fields.
+_CLOCK_FLAG_CONFLICT = """
+    ON CONFLICT (complaint_id, clock, hop) DO UPDATE SET
+        stopped_at = COALESCE(EXCLUDED.stopped_at, clocks.stopped_at),
+        breached = clocks.breached OR EXCLUDED.breached,
+        warned = clocks.warned OR EXCLUDED.warned,
+        deadline = COALESCE(clocks.deadline, EXCLUDED.deadline),
+        opd_code = COALESCE(clocks.opd_code, EXCLUDED.opd_code)"""
 
 
 class IntakeRepository:
@@ -221,20 +247,7 @@ class IntakeRepository:
             """INSERT INTO clocks (complaint_id, clock, hop, opd_code, started_at, deadline,
                    working_days, calendar_version, policy_version)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               ON CONFLICT (complaint_id, clock, hop) DO UPDATE SET
-                   opd_code = EXCLUDED.opd_code, started_at = EXCLUDED.started_at,
-                   deadline = EXCLUDED.deadline, working_days = EXCLUDED.working_days,
-                   calendar_version = EXCLUDED.calendar_version,
-                   policy_version = EXCLUDED.policy_version,
-                   -- Another start time means a new instance of this clock (e.g. the reply
-                   -- window after a second response): the old one's outcome does not carry
-                   -- over. The same start time (a resumed clock's moved deadline) keeps it.
-                   stopped_at = CASE WHEN clocks.started_at <> EXCLUDED.started_at
-                                     THEN NULL ELSE clocks.stopped_at END,
-                   breached = CASE WHEN clocks.started_at <> EXCLUDED.started_at
-                                   THEN false ELSE clocks.breached END,
-                   warned = CASE WHEN clocks.started_at <> EXCLUDED.started_at
-                                 THEN false ELSE clocks.warned END""",
+               """ + _CLOCK_STARTED_CONFLICT,
             complaint_id, d["clock"], d["hop"], d["opd_code"], _dt(d["started_at"]),
             _dt(d["deadline"]), d["working_days"], d["calendar_version"], d["policy_version"])
 
@@ -242,23 +255,97 @@ class IntakeRepository:
                                 opd_code: str | None, *, stopped_at: datetime | None = None,
                                 breached: bool = False, warned: bool = False,
                                 deadline: datetime | None = None) -> None:
-        # Any of started/stopped/warning/breached may arrive first; each only sets its own fields.
         await self.conn.execute(
             """INSERT INTO clocks (complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-               ON CONFLICT (complaint_id, clock, hop) DO UPDATE SET
-                   stopped_at = COALESCE(EXCLUDED.stopped_at, clocks.stopped_at),
-                   breached = clocks.breached OR EXCLUDED.breached,
-                   warned = clocks.warned OR EXCLUDED.warned,
-                   deadline = COALESCE(clocks.deadline, EXCLUDED.deadline),
-                   opd_code = COALESCE(clocks.opd_code, EXCLUDED.opd_code)""",
+               """ + _CLOCK_FLAG_CONFLICT,
             complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
+
+    async def apply_event(self, complaint_id: uuid.UUID, event: CloudEvent, effect: str | None,
+                          effect_args: tuple, summary: str | None) -> EventApplied | None:
+        """``lock`` + ``first_delivery`` + the effect + ``add_timeline`` in ONE statement.
+
+        On the event's first delivery only: the effect (a key of ``_EFFECTS``, with its
+        arguments; None for none) runs, and the timeline gets ``summary`` (None: no entry) — for
+        a conditional effect (``mark_routed``) only when it applied. None when the complaint is
+        unknown (nothing written). ``status``/``hop`` are the complaint's before the effect.
+        """
+        sql, conditional = _EFFECTS[effect] if effect else ("SELECT 1 WHERE false", False)
+        r = await self.conn.fetchrow(
+            f"""WITH c AS MATERIALIZED (SELECT status, hop FROM complaints WHERE id = $1 FOR UPDATE),
+               first AS (
+                   INSERT INTO inbox (event_id, event_type) SELECT $2, $3 FROM c
+                   ON CONFLICT (event_id) DO NOTHING RETURNING 1
+               ), e AS ({sql}),
+               t AS (
+                   INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
+                   SELECT $1, $2, $4, $5, $6, $7 FROM first
+                   WHERE $6::text IS NOT NULL {"AND EXISTS (SELECT 1 FROM e)" if conditional else ""}
+                   ON CONFLICT (event_id) DO NOTHING
+               )
+               SELECT c.status, c.hop, EXISTS (SELECT 1 FROM first) AS first,
+                      EXISTS (SELECT 1 FROM e) AS applied FROM c""",
+            complaint_id, event.id, event.type, event.event_name, event.time, summary, event.data,
+            *effect_args)
+        return None if r is None else EventApplied(r["status"], r["hop"], r["first"], r["applied"])
 
     async def first_delivery(self, event: CloudEvent) -> bool:
         return await first_delivery(self.conn, event)
 
     async def stage(self, *events: CloudEvent) -> None:
         await add_to_outbox(self.conn, *events)
+
+
+@dataclass(frozen=True)
+class EventApplied:
+    status: str  # the complaint's, before the effect
+    hop: int
+    first: bool  # False: a redelivery, nothing was done
+    applied: bool  # the effect changed a row
+
+
+# The effects ``apply_event`` runs (as a CTE, on the first delivery only: ``first`` has a row),
+# each the same as the single-statement method named in its comment. Parameters: $1 the
+# complaint id, $8… the effect's own. ``True``: the timeline entry depends on the effect.
+_EFFECTS: dict[str, tuple[str, bool]] = {
+    "mark_routed": ("""
+        UPDATE complaints SET status = 'TERDISPOSISI', needs_triage = false,
+            opd_code = $8, opd_name = $9, hop = $10, return_reason = NULL,
+            last_transition_at = GREATEST(COALESCE(last_transition_at, received_at), $11),
+            updated_at = now()
+        WHERE id = $1 AND hop < $10 AND status IN ('DITERIMA', 'TERVERIFIKASI')
+            AND EXISTS (SELECT 1 FROM first)
+        RETURNING 1""", True),
+    "set_suggestion": ("""
+        UPDATE complaints SET suggested_opd_code = $8, suggested_opd_name = $9,
+            suggested_rule_id = $10, suggested_at = $11,
+            needs_triage = (hop = 0 AND status IN ('DITERIMA', 'TERVERIFIKASI', 'DITUNDA')),
+            updated_at = now()
+        WHERE id = $1 AND EXISTS (SELECT 1 FROM first)
+        RETURNING 1""", False),
+    "add_duplicate_candidates": ("""
+        UPDATE complaints SET duplicate_candidates = ARRAY(
+            SELECT DISTINCT x FROM unnest(duplicate_candidates || $8::uuid[]) AS x
+            WHERE x <> $1), updated_at = now()
+        WHERE id = $1 AND EXISTS (SELECT 1 FROM first)
+        RETURNING 1""", False),
+    "mark_needs_triage": ("""
+        UPDATE complaints SET needs_triage = true, updated_at = now()
+        WHERE id = $1 AND hop = 0 AND EXISTS (SELECT 1 FROM first)
+        RETURNING 1""", False),
+    "upsert_clock_started": (f"""
+        INSERT INTO clocks (complaint_id, clock, hop, opd_code, started_at, deadline,
+            working_days, calendar_version, policy_version)
+        SELECT $1, $8, $9, $10, $11, $12, $13, $14, $15 FROM first
+        {_CLOCK_STARTED_CONFLICT}
+        RETURNING 1""", False),
+    "upsert_clock_flag": (f"""
+        INSERT INTO clocks (complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
+        SELECT $1, $8, $9, $10, $11::timestamptz, $12::boolean, $13::boolean, $14::timestamptz
+        FROM first
+        {_CLOCK_FLAG_CONFLICT}
+        RETURNING 1""", False),
+}
 
 
 _UPDATABLE = frozenset({

@@ -110,57 +110,87 @@ async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo,
     Returns False for a redelivery (no effect). Call inside a transaction. Events that no
     longer fit the complaint's state (reordered, or overtaken by a person's action) are
     noted on the timeline and otherwise ignored.
+
+    The complaint row is locked first (lifecycle actions and these events serialise per
+    complaint), then the inbox decides; every event but the reply window's does that, its
+    effect and its timeline entry in one statement (``IntakeRepository.apply_event``).
     """
     complaint_id = uuid.UUID(event.subject or event.data["complaint_id"])
+    if event.source == SOURCE:
+        # intake's own lifecycle event coming back: applied when it was emitted
+        effect, args, summary = None, (), None
+    elif event.event_name == "sla.reply_window_elapsed":
+        return await _record_reply_window_elapsed(repo, complaint_id, event, tz, now)
+    else:
+        effect, args, summary = _effect_of(event, tz)
+    applied = await repo.apply_event(complaint_id, event, effect, args, summary)
+    if applied is None:
+        raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
+    if not applied.first or event.source == SOURCE:
+        return False
+    if effect == "mark_routed" and not applied.applied:
+        d = event.data
+        await repo.add_timeline(complaint_id, event, (
+            f"Disposisi otomatis ke {d['opd_name']} (disposisi ke-{d['hop']}) diabaikan: "
+            f"laporan sudah berstatus {applied.status} (disposisi ke-{applied.hop})"))
+    return True
+
+
+def _effect_of(event: CloudEvent, tz: ZoneInfo) -> tuple[str | None, tuple, str]:
+    """The repository effect an event has (its name and arguments) and its timeline summary."""
+    d = event.data
+    name = event.event_name
+    label = CLOCK_LABELS.get(d.get("clock", ""), d.get("clock", ""))
+    if name == "complaint.routed":
+        return ("mark_routed",
+                (d["opd_code"], d["opd_name"], d["hop"], datetime.fromisoformat(d["routed_at"])),
+                f"Didisposisikan ke {d['opd_name']} (disposisi ke-{d['hop']})")
+    if name == "complaint.routing_suggested":
+        return ("set_suggestion",
+                (d["opd_code"], d["opd_name"], d["rule_id"],
+                 datetime.fromisoformat(d["suggested_at"])),
+                f"Saran disposisi: {d['opd_name']} (menunggu keputusan admin koordinator)")
+    if name == "complaint.duplicate_suspected":
+        ids = [uuid.UUID(c) for c in d["candidate_ids"]]
+        return ("add_duplicate_candidates", (ids,),
+                f"Diduga duplikat: {len(ids)} laporan serupa di desa yang sama dalam "
+                f"{d['window_days']} hari terakhir")
+    if name == "complaint.triage_required":
+        return "mark_needs_triage", (), f"Menunggu triase admin koordinator: {d['reason']}"
+    if name == "sla.clock_started":
+        return ("upsert_clock_started",
+                (d["clock"], d["hop"], d["opd_code"], datetime.fromisoformat(d["started_at"]),
+                 datetime.fromisoformat(d["deadline"]), d["working_days"],
+                 d["calendar_version"], d["policy_version"]),
+                f"Tenggat {label}: {_local(d['deadline'], tz)} ({d['working_days']} hari kerja)")
+    if name == "sla.clock_stopped":
+        return ("upsert_clock_flag",
+                (d["clock"], d["hop"], d.get("opd_code"), datetime.fromisoformat(d["stopped_at"]),
+                 False, False, None),
+                f"Tenggat {label} berhenti ({'tepat waktu' if d['on_time'] else 'terlambat'})")
+    if name == "sla.warning":
+        return ("upsert_clock_flag", (d["clock"], d["hop"], d.get("opd_code"), None, False, True,
+                                      None),
+                f"Peringatan: tenggat {label} jatuh pada {_local(d['deadline'], tz)}")
+    if name == "sla.breached":
+        return ("upsert_clock_flag",
+                (d["clock"], d["hop"], d.get("opd_code"), None, True, False,
+                 datetime.fromisoformat(d["deadline"])),
+                f"Tenggat {label} terlampaui ({_local(d['deadline'], tz)})")
+    return None, (), name
+
+
+async def _record_reply_window_elapsed(repo: IntakeRepository, complaint_id: uuid.UUID,
+                                       event: CloudEvent, tz: ZoneInfo,
+                                       now: datetime | None) -> bool:
     # Lock the row: lifecycle actions and these events serialise per complaint.
     row = await repo.lock(complaint_id)
     if row is None:
         raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
     if not await repo.first_delivery(event):
         return False
-    if event.source == SOURCE:
-        return False  # intake's own lifecycle event coming back: applied when it was emitted
-    d = event.data
-    name = event.event_name
-    label = CLOCK_LABELS.get(d.get("clock", ""), d.get("clock", ""))
-    if name == "complaint.routed":
-        at = datetime.fromisoformat(d["routed_at"])
-        if await repo.mark_routed(complaint_id, d["opd_code"], d["opd_name"], d["hop"], at):
-            summary = f"Didisposisikan ke {d['opd_name']} (disposisi ke-{d['hop']})"
-        else:
-            summary = (f"Disposisi otomatis ke {d['opd_name']} (disposisi ke-{d['hop']}) diabaikan: "
-                       f"laporan sudah berstatus {row['status']} (disposisi ke-{row['hop']})")
-    elif name == "complaint.routing_suggested":
-        await repo.set_suggestion(complaint_id, d["opd_code"], d["opd_name"], d["rule_id"],
-                                  datetime.fromisoformat(d["suggested_at"]))
-        summary = f"Saran disposisi: {d['opd_name']} (menunggu keputusan admin koordinator)"
-    elif name == "complaint.duplicate_suspected":
-        ids = [uuid.UUID(c) for c in d["candidate_ids"]]
-        await repo.add_duplicate_candidates(complaint_id, ids)
-        summary = (f"Diduga duplikat: {len(ids)} laporan serupa di desa yang sama dalam "
-                   f"{d['window_days']} hari terakhir")
-    elif name == "sla.reply_window_elapsed":
-        summary = await _reply_window_elapsed(repo, row, d, tz, now or datetime.now(timezone.utc))
-    elif name == "complaint.triage_required":
-        await repo.mark_needs_triage(complaint_id)
-        summary = f"Menunggu triase admin koordinator: {d['reason']}"
-    elif name == "sla.clock_started":
-        await repo.upsert_clock_started(complaint_id, d)
-        summary = (f"Tenggat {label}: {_local(d['deadline'], tz)} "
-                   f"({d['working_days']} hari kerja)")
-    elif name == "sla.clock_stopped":
-        await repo.upsert_clock_flag(complaint_id, d["clock"], d["hop"], d.get("opd_code"),
-                                     stopped_at=datetime.fromisoformat(d["stopped_at"]))
-        summary = f"Tenggat {label} berhenti ({'tepat waktu' if d['on_time'] else 'terlambat'})"
-    elif name == "sla.warning":
-        await repo.upsert_clock_flag(complaint_id, d["clock"], d["hop"], d.get("opd_code"), warned=True)
-        summary = f"Peringatan: tenggat {label} jatuh pada {_local(d['deadline'], tz)}"
-    elif name == "sla.breached":
-        await repo.upsert_clock_flag(complaint_id, d["clock"], d["hop"], d.get("opd_code"),
-                                     breached=True, deadline=datetime.fromisoformat(d["deadline"]))
-        summary = f"Tenggat {label} terlampaui ({_local(d['deadline'], tz)})"
-    else:
-        summary = name
+    summary = await _reply_window_elapsed(repo, row, event.data, tz,
+                                          now or datetime.now(timezone.utc))
     await repo.add_timeline(complaint_id, event, summary)
     return True
 

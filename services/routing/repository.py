@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from shared.events import CloudEvent
-from shared.inbox import first_delivery
-from shared.outbox import add_to_outbox
+from shared.inbox import INBOX_INSERT, first_delivery
+from shared.outbox import add_to_outbox, outbox_row, staged_on
 from services.routing.duplicates import MAX_CANDIDATES, SubmissionKey, window
 from services.routing.model import DecisionRecord, Rulebook
 from services.routing.rules import Rule
 
+DecisionStatus = Literal["decided", "duplicate_event", "already_decided"]
 _RULE_COLUMNS = "id, category, kecamatan, opd_code, priority, version, enabled, auto_dispose"
 
 
@@ -45,25 +46,7 @@ class RoutingRepository:
             d.reason, d.category, d.kecamatan, d.source_event_id, d.event_id, d.decided_at)
         return inserted is not None
 
-    async def suspect_duplicates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]:
-        """Remember this submission and return the other complaints of the same category and
-        desa received within the window: the MAX_CANDIDATES nearest, by received_at (see
-        ``duplicates``).
-
-        A transaction-scoped advisory lock on (category, desa) serialises two submissions of
-        the same key handled at once (two consumers or replicas): the second waits for the
-        first to commit, and its SELECT (a new snapshot under READ COMMITTED) then sees it.
-        Without the lock both could miss each other and neither would be flagged.
-        """
-        if not key.has_desa:
-            return []
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('routing.dup:' || $1 || '|' || $2, 0))",
-            key.category, key.desa)
-        await self._conn.execute(
-            "INSERT INTO recent_submissions (complaint_id, category, desa, received_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (complaint_id) DO NOTHING",
-            key.complaint_id, key.category, key.desa, key.received_at)
+    async def _candidates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]:
         low, high = window(key.received_at, window_days)
         rows = await self._conn.fetch(
             "SELECT complaint_id, received_at FROM recent_submissions"
@@ -77,6 +60,55 @@ class RoutingRepository:
 
     async def add_to_outbox(self, *events: CloudEvent) -> None:
         await add_to_outbox(self._conn, *events)
+
+    async def record_decision(self, event: CloudEvent, d: DecisionRecord, emitted: CloudEvent,
+                              key: SubmissionKey) -> DecisionStatus:
+        """``first_delivery`` + ``add_decision`` + staging ``emitted`` + remembering the
+        submission for duplicate suspicion, in ONE statement: everything after the inbox
+        record happens only on the event's first delivery, and only when no decision for
+        (complaint, hop) exists yet. The inbox row commits either way.
+
+        It also takes a transaction-scoped advisory lock on (category, desa): two
+        submissions of the same key handled at once (two consumers or replicas) serialise,
+        and the second one's ``duplicate_candidates`` — a new statement, so a snapshot taken
+        after the lock under READ COMMITTED — sees the first. Without the lock both could
+        miss each other and neither would be flagged."""
+        event_id, routing_key, payload = outbox_row(emitted)
+        r = await self._conn.fetchrow(
+            f"""WITH first AS ({INBOX_INSERT}),
+               d AS (
+                   INSERT INTO decisions (complaint_id, hop, outcome, opd_code, rule_id,
+                       rule_version, reason, category, kecamatan, source_event_id, event_id,
+                       decided_at)
+                   SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13 FROM first
+                   ON CONFLICT (complaint_id, hop) DO NOTHING RETURNING 1
+               ), s AS (
+                   INSERT INTO recent_submissions (complaint_id, category, desa, received_at)
+                   SELECT $3, $14, $15, $16 FROM d WHERE $15 <> ''
+                   ON CONFLICT (complaint_id) DO NOTHING
+               ), o AS (
+                   INSERT INTO outbox (event_id, routing_key, payload) SELECT $12, $17, $18 FROM d
+               )
+               SELECT (SELECT count(*) FROM first) AS first, (SELECT count(*) FROM d) AS decided,
+                      CASE WHEN $15 <> '' AND EXISTS (SELECT 1 FROM d) THEN pg_advisory_xact_lock(
+                          hashtextextended('routing.dup:' || $14 || '|' || $15, 0))::text END""",
+            event.id, event.type, d.complaint_id, d.hop, d.outcome, d.opd_code, d.rule_id,
+            d.rule_version, d.reason, d.category, d.kecamatan, event_id, d.decided_at,
+            key.category, key.desa, key.received_at, routing_key, payload)
+        if not r["first"]:
+            return "duplicate_event"
+        if not r["decided"]:
+            return "already_decided"
+        staged_on(self._conn)
+        return "decided"
+
+    async def duplicate_candidates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]:
+        """The other complaints of the same category and desa received within the window: the
+        MAX_CANDIDATES nearest, listed by received_at (see ``duplicates``); call after
+        ``record_decision`` remembered ``key`` and took its lock."""
+        if not key.has_desa:
+            return []
+        return await self._candidates(key, window_days)
 
 
 @contextlib.asynccontextmanager

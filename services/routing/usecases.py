@@ -43,9 +43,13 @@ DEFAULT_DUPLICATE_WINDOW_DAYS = 7
 
 
 class Repository(Protocol):
-    async def first_delivery(self, event: CloudEvent) -> bool: ...
-    async def add_decision(self, record: DecisionRecord) -> bool: ...
-    async def suspect_duplicates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]: ...
+    async def record_decision(self, event: CloudEvent, record: DecisionRecord, emitted: CloudEvent,
+                              key: SubmissionKey
+                              ) -> Literal["decided", "duplicate_event", "already_decided"]:
+        """Record the event in the inbox; on its first delivery store the decision unless
+        (complaint, hop) has one; when stored, stage ``emitted`` and remember the submission for
+        duplicate suspicion (serialised per (category, desa))."""
+    async def duplicate_candidates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]: ...
     async def add_to_outbox(self, *events: CloudEvent) -> None: ...
 
 
@@ -122,15 +126,16 @@ async def route_submitted(event: CloudEvent, submitted: ComplaintSubmitted, *,
     key = SubmissionKey.of(submitted.complaint_id, submitted.category, submitted.location.desa,
                            submitted.received_at)
     async with unit_of_work() as repo:
-        if not await repo.first_delivery(event):
-            return RoutingResult("duplicate_event")
-        if not await repo.add_decision(_record(event, submitted, decision, emitted, now)):
+        status = await repo.record_decision(
+            event, _record(event, submitted, decision, emitted, now), emitted, key)
+        if status != "decided":
             # The inbox row still commits: this event id is consumed, with no effect.
-            return RoutingResult("already_decided")
-        candidates = await repo.suspect_duplicates(key, duplicate_window_days)
+            return RoutingResult(status)
+        candidates = await repo.duplicate_candidates(key, duplicate_window_days)
         duplicate = (_duplicate_event(submitted, candidates, duplicate_window_days, now)
                      if candidates else None)
-        await repo.add_to_outbox(emitted, *([duplicate] if duplicate else []))
+        if duplicate is not None:
+            await repo.add_to_outbox(duplicate)
     return RoutingResult("decided", decision, emitted, duplicate)
 
 

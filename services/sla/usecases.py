@@ -16,7 +16,8 @@ import asyncpg
 from services.sla import clocks, repository as repo
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import ClockStart, ClockStop, Deadline, TimerKind
-from services.sla.repository import CalendarSource, ClockRow, DueTimer
+from services.sla.policy import Policy
+from services.sla.repository import CalendarSource, ClockRow, ComplaintClocks, DueTimer
 from shared.events import (
     CloudEvent,
     ComplaintReopened,
@@ -28,7 +29,6 @@ from shared.events import (
     SlaWarning,
     make_event,
 )
-from shared.inbox import first_delivery
 from shared.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
@@ -55,30 +55,36 @@ async def on_complaint_event(conn: asyncpg.Connection, event: CloudEvent,
                              calendars: CalendarSource, now: datetime) -> Outcome:
     """Apply one lifecycle event to the complaint's clocks: record it as a fact, stop or cancel
     the running clocks it ends, pause or resume, then start the clocks it starts (each created
-    already stopped/paused/moved if later facts arrived first)."""
-    if not await first_delivery(conn, event):
-        return Outcome(duplicate=True)
+    already stopped/paused/moved if later facts arrived first).
+
+    Round trips: the inbox record with the complaint lock, one read of the complaint's clocks
+    (with the fact, the calendar revision and the policies), the decisions in memory, one write
+    of every change and event (see ``repository.ComplaintClocks``)."""
     data = event.parse_data()
     complaint_id = data.complaint_id
-    await repo.lock_complaint(conn, complaint_id)
-    calendar = await calendars.current(conn)
-    out = Outcome()
+    if not await repo.claim_event(conn, event.id, event.type, complaint_id):
+        return Outcome(duplicate=True)
     fact = clocks.fact_of(data)
+    state = await repo.load_clocks(conn, complaint_id, fact, event.id,
+                                   with_pauses=fact is not None
+                                   and fact.kind in ("deferred", "resumed"))
+    calendar = await calendars.at_revision(conn, state.calendar_revision)
+    policies = calendars.policies(state.policy_rows)
+    out = Outcome()
     if fact is not None:
-        await repo.record_fact(conn, complaint_id, fact, event.id)
-        for row in await repo.open_clocks(conn, complaint_id):
+        for row in state.open_clocks():
             stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact])
             if stop is not None:
-                await _stop_clock(conn, row, stop, calendar, now, out)
+                _stop_clock(state, row, stop, calendar, now, out)
         if fact.kind == "deferred":
-            await _pause(conn, complaint_id, fact.at, now)
+            _pause(state, fact.at, now)
         elif fact.kind == "resumed" and fact.deferred_at is not None:
-            await _resume(conn, complaint_id, fact.deferred_at, fact.at, calendar, now, out)
+            _resume(state, fact.deferred_at, fact.at, calendar, now, out)
     for start in clocks.starts_on(data):
-        await _start_clock(conn, complaint_id, start, calendar, now, out)
+        _start_clock(state, policies, start, calendar, now, out)
     if isinstance(data, (ComplaintSubmitted, ComplaintReopened)):
-        await _start_reopened_completions(conn, complaint_id, calendar, now, out)
-    await add_to_outbox(conn, *out.events)
+        _start_reopened_completions(state, policies, calendar, now, out)
+    await state.save(conn, out.events)
     return out
 
 
@@ -87,21 +93,22 @@ on_complaint_submitted = on_complaint_event
 on_complaint_routed = on_complaint_event
 
 
-async def _start_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, start: ClockStart,
-                       calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
-    policy = (await repo.load_policies(conn))[start.policy_key]
+def _start_clock(state: ComplaintClocks, policies: dict[str, Policy], start: ClockStart,
+                 calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
+    complaint_id = state.complaint_id
+    policy = policies[start.policy_key]
     if start.clock == "auto_close":
         initial = clocks.auto_close_deadline(start.started_at, policy, calendar)
     else:
         initial = clocks.compute_deadline(start.started_at, policy, calendar)
-    clock_id = await repo.insert_clock(conn, complaint_id, start, initial)
+    clock_id = state.insert_clock(start, initial)
     if clock_id is None:
         log.info("clock %s/%s/%s already exists for %s", start.clock, start.hop, start.instance,
                  complaint_id)
         return
 
     # Facts that arrived first (reordered events): a stop, DITUNDA periods.
-    facts = await repo.facts(conn, complaint_id)
+    facts = state.facts
     stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts)
     deadline, paused_at = initial, None
     total_paused = 0
@@ -112,15 +119,15 @@ async def _start_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, start:
         n = calendar.paused_working_days(pause.deferred_at, pause.resumed_at)
         total_paused += n
         moved = clocks.resumed_deadline(initial, total_paused, calendar)
-        await repo.record_pause(conn, clock_id, pause.deferred_at, pause.resumed_at, n,
-                                deadline.deadline, moved)
+        state.record_pause(clock_id, pause.deferred_at, pause.resumed_at, n, deadline.deadline,
+                           moved)
         deadline = moved
     if paused_at is not None and any(p.resumed_at is not None and p.deferred_at > paused_at
                                      for p in clocks.pauses_for(start.clock, start.started_at,
                                                                 stop, facts)):
         paused_at = None  # an unmatched deferral older than a completed one: stale, ignore
     if deadline is not initial or paused_at is not None:
-        await repo.set_recomputed_deadline(conn, clock_id, deadline, total_paused, paused_at)
+        state.set_recomputed_deadline(clock_id, deadline, total_paused, paused_at)
     _started_event(out, complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
                    deadline)
 
@@ -136,8 +143,8 @@ async def _start_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, start:
     else:
         plans = clocks.initial_timers(deadline, now, None)
     for plan in plans:
-        await repo.insert_timer(conn, clock_id, plan.kind, plan.due_at,
-                                fired_at=now if plan.fire_now else None)
+        state.insert_timer(clock_id, plan.kind, plan.due_at,
+                           fired_at=now if plan.fire_now else None)
         if plan.fire_now and plan.kind == "elapse":
             _elapsed(out, complaint_id, start.hop, start.opd_code, start.started_at, deadline)
             stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
@@ -145,109 +152,107 @@ async def _start_clock(conn: asyncpg.Connection, complaint_id: uuid.UUID, start:
             _alert(out, SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
                    replace(deadline, deadline=judged), plan.due_at)
     if stop is not None:
-        await repo.mark_stopped(conn, clock_id, stop.at, stop.reason)
+        state.mark_stopped(clock_id, stop.at, stop.reason)
         _stopped_event(out, complaint_id, start.clock, start.hop, start.opd_code, stop, judged)
 
 
-async def _start_reopened_completions(conn: asyncpg.Connection, complaint_id: uuid.UUID,
-                                      calendar: WorkingCalendar, now: datetime,
-                                      out: Outcome) -> None:
+def _start_reopened_completions(state: ComplaintClocks, policies: dict[str, Policy],
+                                calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
     """One completion instance per reopen (banding), numbered 1, 2, … in the order sla learns of
     them; a reopen re-published under a new event id (same ``reopened_at``) adds nothing.
     Needs the first instance for the classification's policy: a reopen that arrives before
     ``complaint.submitted`` is started when the submission arrives."""
-    existing = await repo.clocks_of_kind(conn, complaint_id, "completion")
+    existing = state.clocks_of_kind("completion")
     first = next((c for c in existing if c.hop == 0), None)
     if first is None:
         return
     started = {c.started_at for c in existing}
     next_instance = max(c.hop for c in existing) + 1
-    for fact in await repo.facts(conn, complaint_id):
+    for fact in state.facts:
         if fact.kind != "reopened" or fact.at in started:
             continue
-        await _start_clock(conn, complaint_id,
-                           clocks.reopened_completion(first.policy_key, fact.at, next_instance),
-                           calendar, now, out)
+        _start_clock(state, policies,
+                     clocks.reopened_completion(first.policy_key, fact.at, next_instance),
+                     calendar, now, out)
         started.add(fact.at)
         next_instance += 1
 
 
-async def _stop_clock(conn: asyncpg.Connection, row: ClockRow, stop: ClockStop,
-                      calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
+def _stop_clock(state: ComplaintClocks, row: ClockRow, stop: ClockStop,
+                calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
     """Stop or cancel a running clock (locked by the caller). A late stop fires the breach if it
     has not fired; a reply window that elapsed before the stop fires its elapse instead."""
     if row.stopped_at is not None:
         return
-    pending, fired = await repo.live_timer_kinds(conn, row.id)
+    pending, fired = state.live_timer_kinds(row.id)
     judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
     if row.clock == "auto_close":
         if stop.at > row.deadline:
             if "elapse" not in fired:
-                await _fire(conn, row.id, "elapse", row.deadline, pending, now)
+                _fire(state, row.id, "elapse", row.deadline, pending, now)
                 _elapsed(out, row.complaint_id, row.hop, row.opd_code, row.started_at,
                          row.deadline_record())
             stop = ClockStop(stop.clock, stop.hop, row.deadline, "stopped")
     else:
         decision = clocks.stop_decision(judged, stop.at, breach_pending="breach" not in fired)
         if decision.fire_breach:
-            await _fire(conn, row.id, "breach", judged, pending, now)
+            _fire(state, row.id, "breach", judged, pending, now)
             _alert(out, SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
                    replace(row.deadline_record(), deadline=judged), judged)
-    await repo.cancel_pending_timers(conn, row.id, now)
-    await repo.mark_stopped(conn, row.id, stop.at, stop.reason)
+    state.cancel_pending_timers(row.id, now)
+    state.mark_stopped(row.id, stop.at, stop.reason)
     _stopped_event(out, row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged)
 
 
-async def _fire(conn: asyncpg.Connection, clock_id: int, kind: TimerKind, due_at: datetime,
-                pending: set[str], now: datetime) -> None:
+def _fire(state: ComplaintClocks, clock_id: int, kind: TimerKind, due_at: datetime,
+          pending: set[str], now: datetime) -> None:
     if kind in pending:
-        await repo.fire_timer(conn, clock_id, kind, now)
+        state.fire_timer(clock_id, kind, now)
     else:  # paused (timers cancelled) or never had one: record the firing
-        await repo.insert_timer(conn, clock_id, kind, due_at, fired_at=now)
+        state.insert_timer(clock_id, kind, due_at, fired_at=now)
 
 
-async def _pause(conn: asyncpg.Connection, complaint_id: uuid.UUID, deferred_at: datetime,
-                 now: datetime) -> None:
+def _pause(state: ComplaintClocks, deferred_at: datetime, now: datetime) -> None:
     """DITUNDA: the clocks waiting on the reporter that run at ``deferred_at`` pause; their
     pending timers are cancelled (the resume makes new ones)."""
-    for row in await repo.open_clocks(conn, complaint_id):
+    for row in state.open_clocks():
         if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at \
                 or row.paused_at is not None:
             continue
-        if await repo.pause_applied(conn, row.id, deferred_at):
+        if state.pause_applied(row.id, deferred_at):
             continue  # its resume arrived first and has been applied
-        await repo.cancel_pending_timers(conn, row.id, now)
-        await repo.set_paused(conn, row.id, deferred_at)
+        state.cancel_pending_timers(row.id, now)
+        state.set_paused(row.id, deferred_at)
 
 
-async def _resume(conn: asyncpg.Connection, complaint_id: uuid.UUID, deferred_at: datetime,
-                  resumed_at: datetime, calendar: WorkingCalendar, now: datetime,
-                  out: Outcome) -> None:
+def _resume(state: ComplaintClocks, deferred_at: datetime, resumed_at: datetime,
+            calendar: WorkingCalendar, now: datetime, out: Outcome) -> None:
     """The paused clocks run again: deadline = initial deadline moved later by all working days
     paused so far; new timers; a new ``sla.clock_started`` carries the moved deadline."""
-    facts = await repo.facts(conn, complaint_id)
-    for row in await repo.open_clocks(conn, complaint_id):
+    complaint_id = state.complaint_id
+    facts = state.facts
+    for row in state.open_clocks():
         if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at:
             continue
-        if await repo.pause_applied(conn, row.id, deferred_at):
+        if state.pause_applied(row.id, deferred_at):
             continue
         n = calendar.paused_working_days(deferred_at, resumed_at)
         total = row.paused_working_days + n
         moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
-        await repo.cancel_pending_timers(conn, row.id, now)  # the deferral may not be seen yet
-        await repo.record_pause(conn, row.id, deferred_at, resumed_at, n, row.deadline, moved)
+        state.cancel_pending_timers(row.id, now)  # the deferral may not be seen yet
+        state.record_pause(row.id, deferred_at, resumed_at, n, row.deadline, moved)
         # A later deferral processed before this resume keeps the clock paused.
         later = [p for p in clocks.pauses_for(row.clock, resumed_at, None, facts)
                  if p.resumed_at is None]
         paused_at = later[-1].deferred_at if later else None
-        await repo.set_recomputed_deadline(conn, row.id, moved, total, paused_at)
+        state.set_recomputed_deadline(row.id, moved, total, paused_at)
         _started_event(out, complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
         if paused_at is not None:
             continue
-        _, fired = await repo.live_timer_kinds(conn, row.id)
+        _, fired = state.live_timer_kinds(row.id)
         for plan in clocks.resumed_timers(moved, now, fired):
-            await repo.insert_timer(conn, row.id, plan.kind, plan.due_at,
-                                    fired_at=now if plan.fire_now else None)
+            state.insert_timer(row.id, plan.kind, plan.due_at,
+                               fired_at=now if plan.fire_now else None)
             if plan.fire_now:
                 _alert(out, SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
                        plan.due_at)

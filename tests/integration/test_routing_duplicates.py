@@ -14,8 +14,9 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from shared.events import ComplaintSubmitted, Location, make_event
+from shared.events import ComplaintSubmitted, ComplaintTriageRequired, Location, make_event
 from services.routing.duplicates import SubmissionKey
+from services.routing.model import DecisionRecord
 from services.routing.repository import RoutingRepository
 from tests.integration.test_routing_service import service, submit  # noqa: F401 - the fixture
 
@@ -152,42 +153,71 @@ async def test_window_edges_in_sql_match_the_pure_selection(service):  # noqa: F
         await tx.start()
         try:
             repo = RoutingRepository(conn)
-            for k in [*inside.values(), *outside]:
-                assert await repo.suspect_duplicates(k, 7) is not None
             new = SubmissionKey.of(uuid.uuid4(), CATEGORY, f"  {desa.upper().replace(' ', '-')} ", t0)
-            assert await repo.suspect_duplicates(new, 7) == [
+            await conn.executemany(
+                "INSERT INTO recent_submissions (complaint_id, category, desa, received_at)"
+                " VALUES ($1, $2, $3, $4)",
+                [(k.complaint_id, k.category, k.desa, k.received_at)
+                 for k in [*inside.values(), *outside, new]])
+            assert await repo.duplicate_candidates(new, 7) == [
                 inside[-7 * day].complaint_id, inside[-day].complaint_id, inside[7 * day].complaint_id]
             no_desa = SubmissionKey.of(uuid.uuid4(), CATEGORY, None, t0)
-            assert await repo.suspect_duplicates(no_desa, 7) == []
-            assert await conn.fetchval("SELECT count(*) FROM recent_submissions WHERE complaint_id = $1",
-                                       no_desa.complaint_id) == 0
+            assert await repo.duplicate_candidates(no_desa, 7) == []
         finally:
             await tx.rollback()  # leave nothing behind
 
 
-async def test_concurrent_submissions_of_the_same_key_see_each_other(service, settings):  # noqa: F811
-    """Two transactions at once (two consumers or replicas): the advisory lock makes the
-    second wait for the first to commit, so it is flagged instead of both missing each other."""
+async def test_concurrent_decisions_of_the_same_key_see_each_other(service, settings):  # noqa: F811
+    """The handler's path: ``record_decision`` remembers the submission and takes the
+    (category, desa) lock in the statement that stores the decision; the second transaction
+    waits there, and its ``duplicate_candidates`` (a later statement) sees the first."""
     _app, _runtime, _probe, _db = service
     desa, t0 = fresh_desa(), datetime.now(timezone.utc)
     a = SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0)
     b = SubmissionKey.of(uuid.uuid4(), CATEGORY, desa, t0 + timedelta(hours=1))
+
+    def decision(key):
+        event = make_event("sp4n/intake", ComplaintSubmitted(
+            complaint_id=key.complaint_id, tracking_id="SKD-T", source="portal",
+            received_at=key.received_at, accepted_at=key.received_at, classification="pengaduan",
+            category=CATEGORY, location=Location(kecamatan="Belitang", desa=desa),
+            anonymous=False, confidential=False, reporter_ref="ref"))
+        emitted = make_event("sp4n/routing", ComplaintTriageRequired(
+            complaint_id=key.complaint_id, reason="uji", category=CATEGORY))
+        record = DecisionRecord(complaint_id=key.complaint_id, hop=1, outcome="triage",
+                                category=CATEGORY, kecamatan="Belitang", source_event_id=event.id,
+                                event_id=emitted.id, decided_at=t0, reason="uji")
+        return event, record, emitted
+
     conn_a = await asyncpg.connect(settings.database_url, server_settings={"search_path": "routing"})
     conn_b = await asyncpg.connect(settings.database_url, server_settings={"search_path": "routing"})
+    for conn in (conn_a, conn_b):  # as the pool's connections (shared.db)
+        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     try:
         tx_a = conn_a.transaction()
         await tx_a.start()
-        assert await RoutingRepository(conn_a).suspect_duplicates(a, 7) == []
+        repo_a = RoutingRepository(conn_a)
+        assert await repo_a.record_decision(*decision(a), a) == "decided"
+        assert await repo_a.duplicate_candidates(a, 7) == []
 
         async def in_b():
             async with conn_b.transaction():
-                return await RoutingRepository(conn_b).suspect_duplicates(b, 7)
+                repo_b = RoutingRepository(conn_b)
+                assert await repo_b.record_decision(*decision(b), b) == "decided"
+                return await repo_b.duplicate_candidates(b, 7)
 
         task = asyncio.create_task(in_b())
         await asyncio.sleep(0.3)
         assert not task.done()  # waiting on a's lock
         await tx_a.commit()
         assert await asyncio.wait_for(task, 5) == [a.complaint_id]
+        event, record, emitted = decision(b)  # b re-published: consumed, nothing stored
+        assert await RoutingRepository(conn_b).record_decision(event, record, emitted, b) == \
+            "already_decided"
+        assert await RoutingRepository(conn_b).record_decision(event, record, emitted, b) == \
+            "duplicate_event"
+        assert await conn_b.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1",
+                                     emitted.id) == 0
     finally:
         await conn_a.close()
         await conn_b.close()

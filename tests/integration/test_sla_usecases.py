@@ -12,7 +12,14 @@ from services.sla import usecases
 from services.sla.app import MIGRATIONS
 from services.sla.repository import CalendarSource, set_policy
 from shared.db import create_pool, migrate
-from shared.events import ComplaintRouted, ComplaintSubmitted, Location, make_event
+from shared.events import (
+    ComplaintDeferred,
+    ComplaintResumed,
+    ComplaintRouted,
+    ComplaintSubmitted,
+    Location,
+    make_event,
+)
 
 pytestmark = pytest.mark.integration
 SCHEMA = "sla_usecases_test"
@@ -233,6 +240,80 @@ async def test_overrides_and_policy_edits_version_new_deadlines(pool, calendars)
     with pytest.raises(ValueError):
         async with pool.acquire() as conn:
             await usecases.set_calendar_override(conn, date(2026, 3, 26), False, "  ")
+
+
+async def test_policy_and_calendar_edits_apply_to_the_next_message(pool, calendars):
+    """The calendar and policies are cached in process, checked against the override revision
+    and the policy rows read with each message's clocks: an operator's edit applies to the very
+    next clock started through the same (warm) cache, with no restart and no TTL to wait for."""
+    first = uuid.uuid4()
+    await submit(pool, calendars, first)  # fills the cache
+    assert (await clocks_of(pool, first))[("verification", 0)]["deadline"] == VERIFICATION_DEADLINE
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchval("SELECT version FROM policies WHERE clock = 'verification'")
+        await set_policy(conn, "verification", 4)
+    rev = None
+    try:
+        second = uuid.uuid4()
+        await submit(pool, calendars, second)
+        v = (await clocks_of(pool, second))[("verification", 0)]
+        assert (v["working_days"], v["policy_version"]) == (4, before + 1)
+        assert v["deadline"] == datetime(2026, 3, 30, 23, 59, 59, 999999, tzinfo=WIB)
+        async with pool.acquire() as conn, conn.transaction():
+            rev = await usecases.set_calendar_override(conn, date(2026, 3, 30), False, "Penutupan")
+        third = uuid.uuid4()
+        await submit(pool, calendars, third)
+        v = (await clocks_of(pool, third))[("verification", 0)]
+        assert v["calendar_version"].endswith(f"+ovr-{rev}")
+        async with pool.acquire() as conn:
+            fresh = await CalendarSource("Asia/Pontianak").current(conn)
+        assert fresh.override_revision == rev
+        assert v["deadline"] == fresh.deadline(T0, 4) > datetime(2026, 3, 30, 23, 59, 59, 999999, tzinfo=WIB)
+    finally:
+        async with pool.acquire() as conn, conn.transaction():
+            await set_policy(conn, "verification", 3)
+            if rev is not None:
+                await usecases.remove_calendar_override(conn, date(2026, 3, 30))
+    fourth = uuid.uuid4()
+    await submit(pool, calendars, fourth)
+    v = (await clocks_of(pool, fourth))[("verification", 0)]
+    assert (v["working_days"], v["deadline"]) == (3, VERIFICATION_DEADLINE)
+
+
+async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calendars):
+    """A resume processed before its deferral (reordered) cancels the pending timers and makes
+    new ones for the moved deadline in the same message; the deferral then changes nothing."""
+    cid = uuid.uuid4()
+    await submit(pool, calendars, cid)
+    initial = {k: r["deadline"] for k, r in (await clocks_of(pool, cid)).items()}
+    deferred_at, resumed_at = T0 + timedelta(days=1), T0 + timedelta(days=22)
+    resumed = make_event("test", ComplaintResumed(complaint_id=cid, resumed_at=resumed_at,
+                                                  deferred_at=deferred_at))
+    deferred = make_event("test", ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at))
+    await apply(pool, usecases.on_complaint_event, resumed, calendars, resumed_at)
+    out = await apply(pool, usecases.on_complaint_event, deferred, calendars, resumed_at)
+    assert out.events == [] and not out.duplicate
+    async with pool.acquire() as conn:
+        calendar = await calendars.current(conn)
+    n = calendar.paused_working_days(deferred_at, resumed_at)
+    assert n > 0
+    clocks = await clocks_of(pool, cid)
+    rows = await pool.fetch(
+        "SELECT c.clock, t.kind, t.due_at, t.cancelled_at FROM timers t"
+        " JOIN clocks c ON c.id = t.clock_id WHERE c.complaint_id = $1", cid)
+    for key in (("verification", 0), ("completion", 0)):
+        c = clocks[key]
+        moved = calendar.move_deadline(initial[key], n)
+        assert (c["deadline"], c["paused_working_days"], c["paused_at"]) == (moved, n, None)
+        live = sorted((r["kind"], r["due_at"]) for r in rows
+                      if r["clock"] == key[0] and r["cancelled_at"] is None)
+        assert [k for k, _ in live] == ["breach", "warning"] and live[0][1] == moved
+        assert sum(1 for r in rows if r["clock"] == key[0] and r["cancelled_at"] is not None) == 2
+    assert await pool.fetchval(
+        "SELECT count(*) FROM clock_pauses p JOIN clocks c ON c.id = p.clock_id"
+        " WHERE c.complaint_id = $1", cid) == 2
+    started = [d for k, d in await outbox_of(pool, cid) if k == "sla.clock_started"]
+    assert len(started) == 4  # the two starts, then the two moved deadlines
 
 
 async def test_scanner_skips_warning_whose_deadline_passed(pool, calendars):

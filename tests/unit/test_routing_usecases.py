@@ -59,11 +59,21 @@ class FakeTx:
         self.decisions[key] = record
         return True
 
-    async def suspect_duplicates(self, key, window_days):
-        # The same selection as the SQL in RoutingRepository.suspect_duplicates.
+    async def record_decision(self, event, record, emitted, key):
+        # As RoutingRepository.record_decision: inbox, decision, staged event, remembered key.
+        if not await self.first_delivery(event):
+            return "duplicate_event"
+        if not await self.add_decision(record):
+            return "already_decided"
+        if key.has_desa:
+            self.submissions.setdefault(key.complaint_id, key)
+        await self.add_to_outbox(emitted)
+        return "decided"
+
+    async def duplicate_candidates(self, key, window_days):
+        # The same selection as the SQL in RoutingRepository.duplicate_candidates.
         if not key.has_desa:
             return []
-        self.submissions.setdefault(key.complaint_id, key)
         recent = {**self.store.submissions, **self.submissions}.values()
         return select_candidates(key, recent, window_days)
 
