@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import random
 import shutil
 import subprocess
@@ -86,6 +87,8 @@ class Tap:
 
     async def _on(self, msg) -> None:
         now = time.monotonic()
+        if msg.routing_key == "sla.clock_started" and b'"opd_response"' not in msg.body:
+            return  # only the OPD's clock marks a complaint as through the pipeline
         ev = json.loads(msg.body)
         name = ev["type"].removeprefix("id.go.sp4n.").rsplit(".", 1)[0]
         key = (name, ev["subject"])
@@ -201,6 +204,31 @@ async def phase_latency(client, tap, rate, seconds, concurrency) -> None:
           f"p99 {pct(delays, 99) * 1000:.1f} ms, max {max(delays) * 1000:.1f} ms")
 
 
+async def phase_pipeline_wrk(url, key, tap, seconds, concurrency) -> None:
+    """Sustained end-to-end rate: wrk posts for ``seconds``; done when sla has set the OPD's
+    clock for every accepted complaint (every bench category routes)."""
+    before = sum(1 for (name, _s) in tap.seen if name == "sla.clock_started:opd_response")
+    env = {**os.environ, "SP4N_KEY": key, "SP4N_RECEIVED_AT": datetime.now(timezone.utc).isoformat()}
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s",
+           str(ROOT / "bench" / "accept.lua"), url]
+    t0 = time.monotonic()
+    out = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True)
+    sent = int(re.search(r"(\d+) requests in", out.stdout)[1])
+    non2xx = int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)) else 0
+    accepted = sent - non2xx
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = sum(1 for (name, _s) in tap.seen if name == "sla.clock_started:opd_response") - before
+        if done >= accepted:
+            break
+        await asyncio.sleep(0.2)
+    elapsed = max(ts for (name, _s), ts in tap.seen.items() if name == "sla.clock_started:opd_response") - t0
+    print(f"\n[pipeline/wrk] {' '.join(cmd)}")
+    print(f"[pipeline/wrk] {accepted} accepted ({non2xx} refused) in {seconds}s; all routed with "
+          f"clocks set {elapsed:.1f}s after the first POST → {done / elapsed:.0f} complaints/s end to end "
+          f"({accepted - done} incomplete)")
+
+
 async def phase_pipeline(client, tap, n, concurrency) -> None:
     """accepted → routed → clocks set (the OPD's hop clock started by sla)."""
     now = datetime.now(timezone.utc)
@@ -297,13 +325,16 @@ async def main() -> int:
         async with httpx.AsyncClient(base_url=system.url("intake"), limits=limits, timeout=30,
                                      headers={"Authorization": f"Bearer {key}"}) as client:
             await post_all(client, [body(i, datetime.now(timezone.utc)) for i in range(50)], 8, None)  # warm-up
+            await asyncio.sleep(3)  # let the warm-up's events drain before counting
             if "accept" in phases and args.client == "wrk":
                 await phase_accept_wrk(system.url("intake"), key, tap, args.accept_seconds, args.concurrency)
             elif "accept" in phases:
                 await phase_accept(client, tap, args.n, args.concurrency)
             if "latency" in phases:
                 await phase_latency(client, tap, args.rate, args.seconds, min(args.concurrency, 16))
-            if "pipeline" in phases:
+            if "pipeline" in phases and args.client == "wrk":
+                await phase_pipeline_wrk(system.url("intake"), key, tap, args.accept_seconds, 16)
+            elif "pipeline" in phases:
                 await phase_pipeline(client, tap, args.n, args.concurrency)
             if "breach" in phases:
                 await phase_breach_lag(client, tap, settings, args.open_timers, args.breaching)
