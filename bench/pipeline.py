@@ -37,7 +37,7 @@ from services.cli import migrations_of  # noqa: E402
 from services.intake.apikeys import create_api_key  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from shared.topology import events_exchange  # noqa: E402
+from shared.topology import ALL_QUEUES, events_exchange  # noqa: E402
 from tests.e2e import system as sp4n  # noqa: E402
 from tests.infra import create_database, delete_namespace, drop_database, with_database  # noqa: E402
 
@@ -146,6 +146,26 @@ async def post_all(client: httpx.AsyncClient, bodies: list[dict], concurrency: i
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return accepted, latencies, errors
+
+
+async def drain(amqp_url: str, ns: str, services: list[str], timeout: float = 600) -> float:
+    """Wait until the queues of the running services are empty (the previous phase's backlog
+    is processed), so phases do not measure each other; returns the seconds waited."""
+    t0 = time.monotonic()
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        quiet = 0
+        while time.monotonic() - t0 < timeout and quiet < 3:
+            pending = 0
+            for spec in (s for s in ALL_QUEUES if s.service in services):
+                async with conn.channel() as ch:
+                    q = await ch.declare_queue(spec.name(ns), passive=True)
+                    pending += q.declaration_result.message_count
+            quiet = quiet + 1 if pending == 0 else 0
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    return time.monotonic() - t0
 
 
 async def phase_accept_wrk(url, key, tap, seconds, concurrency) -> None:
@@ -325,18 +345,22 @@ async def main() -> int:
         async with httpx.AsyncClient(base_url=system.url("intake"), limits=limits, timeout=30,
                                      headers={"Authorization": f"Bearer {key}"}) as client:
             await post_all(client, [body(i, datetime.now(timezone.utc)) for i in range(50)], 8, None)  # warm-up
-            await asyncio.sleep(3)  # let the warm-up's events drain before counting
+            await drain(args.amqp, ns, services)  # the warm-up's events are processed before counting
             if "accept" in phases and args.client == "wrk":
                 await phase_accept_wrk(system.url("intake"), key, tap, args.accept_seconds, args.concurrency)
             elif "accept" in phases:
                 await phase_accept(client, tap, args.n, args.concurrency)
             if "latency" in phases:
+                print(f"\n(backlog drained in {await drain(args.amqp, ns, services):.0f}s)")
                 await phase_latency(client, tap, args.rate, args.seconds, min(args.concurrency, 16))
+            if "pipeline" in phases:
+                print(f"\n(backlog drained in {await drain(args.amqp, ns, services):.0f}s)")
             if "pipeline" in phases and args.client == "wrk":
                 await phase_pipeline_wrk(system.url("intake"), key, tap, args.accept_seconds, 16)
             elif "pipeline" in phases:
                 await phase_pipeline(client, tap, args.n, args.concurrency)
             if "breach" in phases:
+                print(f"\n(backlog drained in {await drain(args.amqp, ns, services):.0f}s)")
                 await phase_breach_lag(client, tap, settings, args.open_timers, args.breaching)
         await tap.stop()
     finally:
