@@ -104,3 +104,13 @@ def unique_suffix() -> str:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+async def next_message(queue: aio_pika.abc.AbstractQueue, timeout: float = 5.0):
+    """The next message of ``queue`` (unacked), or None if none arrives within ``timeout``."""
+    for _ in range(int(timeout / 0.1)):
+        msg = await queue.get(fail=False)
+        if msg is not None:
+            return msg
+        await asyncio.sleep(0.1)
+    return None

@@ -141,11 +141,11 @@ class TimelineEntry(BaseModel):
     summary: str
 
 
-class ComplaintStatus(BaseModel):
+class ComplaintCore(BaseModel):
+    """What every view of a complaint shows (a listing row, the status)."""
     complaint_id: uuid.UUID
     tracking_id: str
     source: str
-    external_id: str
     status: str
     needs_triage: bool
     classification: str
@@ -153,13 +153,17 @@ class ComplaintStatus(BaseModel):
     title: str
     kecamatan: str | None
     desa: str | None
-    anonymous: bool
-    confidential: bool
-    received_at: datetime
-    accepted_at: datetime
     opd_code: str | None
     opd_name: str | None
     hop: int
+    received_at: datetime
+
+
+class ComplaintStatus(ComplaintCore):
+    external_id: str
+    anonymous: bool
+    confidential: bool
+    accepted_at: datetime
     clocks: list[ClockOut]
     timeline: list[TimelineEntry]
 
@@ -330,21 +334,7 @@ class ComplaintDetail(ComplaintStatus):
         default=None, description="admin koordinator and OPD only; never for anonim complaints")
 
 
-class ComplaintSummary(BaseModel):
-    complaint_id: uuid.UUID
-    tracking_id: str
-    source: str
-    status: str
-    needs_triage: bool
-    classification: str
-    category: str
-    title: str
-    kecamatan: str | None
-    desa: str | None
-    opd_code: str | None
-    opd_name: str | None
-    hop: int
-    received_at: datetime
+class ComplaintSummary(ComplaintCore):
     updated_at: datetime
     suggested_opd_code: str | None = None  # admin koordinator only
 

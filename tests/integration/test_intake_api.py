@@ -16,6 +16,7 @@ from services.intake.apikeys import create_api_key
 from shared.broker import publish_event
 from shared.events import ComplaintRouted, SlaClockStarted, make_event
 from shared.topology import INTAKE_SUBMISSIONS, SUBMISSION_ROUTING_KEY, inbound_exchange
+from tests.infra import next_message
 
 pytestmark = pytest.mark.integration
 
@@ -176,12 +177,7 @@ async def test_broker_submission_takes_the_same_path_and_invalid_goes_to_dlq(int
     try:
         ch = await amqp.channel()
         dlq = await ch.declare_queue(INTAKE_SUBMISSIONS.dlq_name(settings.namespace), durable=True)
-        msg = None
-        for _ in range(50):
-            msg = await dlq.get(fail=False)
-            if msg:
-                break
-            await asyncio.sleep(0.1)
+        msg = await next_message(dlq, timeout=5)
         assert msg is not None
         await msg.ack()
         assert json.loads(msg.body)["external_id"] == bad["external_id"]

@@ -23,6 +23,7 @@ from shared.events import ComplaintTriageRequired, make_event
 from shared.inbox import first_delivery
 from shared.outbox import OutboxRelay, add_to_outbox
 from shared.topology import QueueSpec, events_exchange
+from tests.infra import next_message
 
 pytestmark = pytest.mark.integration
 SCHEMA = "messaging_test"
@@ -167,12 +168,7 @@ async def test_poison_message_ends_in_dlq_with_reason(settings, topology, own_qu
                              routing_key="test.submitted", persist=True)
         ch = await topology.channel()
         dlq = await ch.declare_queue(own_queue.dlq_name(settings.namespace), durable=True)
-        msg = None
-        for _ in range(50):
-            msg = await dlq.get(fail=False)
-            if msg:
-                break
-            await asyncio.sleep(0.1)
+        msg = await next_message(dlq, timeout=5)
         assert msg is not None, "poison message did not reach the DLQ"
         await msg.ack()
         assert msg.body == b'{"hello": "world"}'
@@ -207,12 +203,7 @@ async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(
                              routing_key="test.submitted", persist=True)
         ch = await topology.channel()
         dlq = await ch.declare_queue(own_queue.dlq_name(settings.namespace), durable=True)
-        msg = None
-        for _ in range(100):
-            msg = await dlq.get(fail=False)
-            if msg:
-                break
-            await asyncio.sleep(0.1)
+        msg = await next_message(dlq, timeout=10)
         assert msg is not None, "message failing forever was never dead-lettered"
         await msg.ack()
         assert json.loads(msg.body)["id"] == event.id
