@@ -158,7 +158,6 @@ class SlaBreached(_SlaAlert):
 # --- The lifecycle (issue: the whole complaint lifecycle). intake emits these when the admin
 # koordinator, an OPD or the portal acts; free text (titles, responses) stays in intake.
 
-Actor = Literal["admin_koordinator", "opd", "portal", "system"]
 ArchiveReason = Literal[
     "format_salah", "terlalu_umum", "bukan_pelayanan_publik", "duplikat",
     "tidak_ada_tanggapan_pelapor", "lainnya",

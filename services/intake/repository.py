@@ -156,25 +156,6 @@ class IntakeRepository:
         return await self.conn.fetch(
             "SELECT id, tracking_id, status FROM complaints WHERE id = ANY($1::uuid[])", ids)
 
-    async def set_suggestion(self, complaint_id: uuid.UUID, opd_code: str, opd_name: str,
-                             rule_id: int, at: datetime) -> None:
-        # Only while the admin koordinator still has to decide the first disposition.
-        await self.conn.execute(
-            """UPDATE complaints SET suggested_opd_code = $2, suggested_opd_name = $3,
-                   suggested_rule_id = $4, suggested_at = $5,
-                   needs_triage = (hop = 0 AND status IN ('DITERIMA', 'TERVERIFIKASI', 'DITUNDA')),
-                   updated_at = now()
-               WHERE id = $1""",
-            complaint_id, opd_code, opd_name, rule_id, at)
-
-    async def add_duplicate_candidates(self, complaint_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
-        await self.conn.execute(
-            """UPDATE complaints SET duplicate_candidates = ARRAY(
-                   SELECT DISTINCT x FROM unnest(duplicate_candidates || $2::uuid[]) AS x
-                   WHERE x <> $1), updated_at = now()
-               WHERE id = $1""",
-            complaint_id, ids)
-
     async def list_complaints(self, *, status: str | None, needs_triage: bool | None,
                               opd_code: str | None, source: str | None, opd_states: list[str] | None,
                               limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
@@ -204,9 +185,6 @@ class IntakeRepository:
                 ORDER BY received_at DESC, id LIMIT {arg(limit)} OFFSET {arg(offset)}""", *args)
         return total, rows
 
-    async def exists(self, complaint_id: uuid.UUID) -> bool:
-        return bool(await self.conn.fetchval("SELECT 1 FROM complaints WHERE id = $1", complaint_id))
-
     async def clocks_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
         return await self.conn.fetch(
             "SELECT * FROM clocks WHERE complaint_id = $1 ORDER BY started_at NULLS LAST, clock, hop",
@@ -222,44 +200,6 @@ class IntakeRepository:
             "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
             complaint_id, event.id, event.event_name, event.time, summary, event.data)
-
-    async def mark_routed(self, complaint_id: uuid.UUID, opd_code: str, opd_name: str, hop: int,
-                          at: datetime) -> bool:
-        """A rule's disposition. Events may arrive out of order and the admin koordinator may
-        have acted meanwhile: it applies only to a complaint still waiting for its first
-        disposition decision with a lower hop. True when applied."""
-        done = await self.conn.execute(
-            """UPDATE complaints SET status = 'TERDISPOSISI', needs_triage = false,
-                   opd_code = $2, opd_name = $3, hop = $4, return_reason = NULL,
-                   last_transition_at = GREATEST(COALESCE(last_transition_at, received_at), $5),
-                   updated_at = now()
-               WHERE id = $1 AND hop < $4 AND status IN ('DITERIMA', 'TERVERIFIKASI')""",
-            complaint_id, opd_code, opd_name, hop, at)
-        return done.endswith(" 1")
-
-    async def mark_needs_triage(self, complaint_id: uuid.UUID) -> None:
-        await self.conn.execute(
-            "UPDATE complaints SET needs_triage = true, updated_at = now() WHERE id = $1 AND hop = 0",
-            complaint_id)
-
-    async def upsert_clock_started(self, complaint_id: uuid.UUID, d: dict[str, Any]) -> None:
-        await self.conn.execute(
-            """INSERT INTO clocks (complaint_id, clock, hop, opd_code, started_at, deadline,
-                   working_days, calendar_version, policy_version)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               """ + _CLOCK_STARTED_CONFLICT,
-            complaint_id, d["clock"], d["hop"], d["opd_code"], _dt(d["started_at"]),
-            _dt(d["deadline"]), d["working_days"], d["calendar_version"], d["policy_version"])
-
-    async def upsert_clock_flag(self, complaint_id: uuid.UUID, clock: str, hop: int,
-                                opd_code: str | None, *, stopped_at: datetime | None = None,
-                                breached: bool = False, warned: bool = False,
-                                deadline: datetime | None = None) -> None:
-        await self.conn.execute(
-            """INSERT INTO clocks (complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-               """ + _CLOCK_FLAG_CONFLICT,
-            complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
 
     async def apply_event(self, complaint_id: uuid.UUID, event: CloudEvent, effect: str | None,
                           effect_args: tuple, summary: str | None) -> EventApplied | None:
@@ -304,9 +244,9 @@ class EventApplied:
     applied: bool  # the effect changed a row
 
 
-# The effects ``apply_event`` runs (as a CTE, on the first delivery only: ``first`` has a row),
-# each the same as the single-statement method named in its comment. Parameters: $1 the
-# complaint id, $8… the effect's own. ``True``: the timeline entry depends on the effect.
+# The effects ``apply_event`` runs (as a CTE, on the first delivery only: ``first`` has a row).
+# Parameters: $1 the complaint id, $8… the effect's own (see ``usecases._effect_of``).
+# ``True``: the timeline entry depends on the effect.
 _EFFECTS: dict[str, tuple[str, bool]] = {
     "mark_routed": ("""
         UPDATE complaints SET status = 'TERDISPOSISI', needs_triage = false,
@@ -354,9 +294,3 @@ _UPDATABLE = frozenset({
     "opd_code", "opd_name", "hop", "rating", "rated_at", "last_responded_at", "last_reply_at",
     "closed_at", "closed_by", "closed_event_id",
 })
-
-
-def _dt(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import asyncpg
 
 from shared.events import CloudEvent
-from shared.inbox import INBOX_INSERT, first_delivery
+from shared.inbox import INBOX_INSERT
 from shared.outbox import add_to_outbox, outbox_row, staged_on
 from services.routing.duplicates import MAX_CANDIDATES, SubmissionKey, window
 from services.routing.model import DecisionRecord, Rulebook
@@ -31,20 +31,6 @@ class RoutingRepository:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
-
-    async def first_delivery(self, event: CloudEvent) -> bool:
-        return await first_delivery(self._conn, event)
-
-    async def add_decision(self, d: DecisionRecord) -> bool:
-        """False when a decision for (complaint, hop) already exists (it is kept)."""
-        inserted = await self._conn.fetchval(
-            "INSERT INTO decisions (complaint_id, hop, outcome, opd_code, rule_id, rule_version,"
-            " reason, category, kecamatan, source_event_id, event_id, decided_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            " ON CONFLICT (complaint_id, hop) DO NOTHING RETURNING 1",
-            d.complaint_id, d.hop, d.outcome, d.opd_code, d.rule_id, d.rule_version,
-            d.reason, d.category, d.kecamatan, d.source_event_id, d.event_id, d.decided_at)
-        return inserted is not None
 
     async def _candidates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]:
         low, high = window(key.received_at, window_days)

@@ -81,13 +81,6 @@ _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, st
                " stop_reason")
 
 
-async def lock_complaint(conn: asyncpg.Connection, complaint_id: uuid.UUID) -> None:
-    """Serialise this transaction with others touching the same complaint's clocks, so two
-    reordered events (submitted, routed) processed at once cannot both miss each other."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                       _COMPLAINT_LOCK_CLASS, str(complaint_id))
-
-
 # -- policy and calendar -------------------------------------------------------------------
 async def load_policies(conn: asyncpg.Connection) -> dict[str, Policy]:
     rows = await conn.fetch(
@@ -111,11 +104,6 @@ async def set_policy(conn: asyncpg.Connection, key: str, working_days: int,
 
 async def calendar_revision(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT revision FROM calendar_revision")
-
-
-async def calendar_overrides(conn: asyncpg.Connection) -> dict[date, bool]:
-    return {r["day"]: r["working"]
-            for r in await conn.fetch("SELECT day, working FROM calendar_overrides")}
 
 
 async def list_calendar_overrides(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -246,36 +234,10 @@ async def set_recomputed_deadline(conn: asyncpg.Connection, clock_id: int, deadl
         paused_working_days, paused_at)
 
 
-async def record_fact(conn: asyncpg.Connection, complaint_id: uuid.UUID, fact: Fact,
-                      event_id: str) -> bool:
-    """Keep a lifecycle fact; False when the same fact is already known (re-published)."""
-    return await conn.fetchval(
-        "INSERT INTO facts (complaint_id, kind, at, hop, deferred_at, event_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
-        complaint_id, fact.kind, fact.at, fact.hop, fact.deferred_at, event_id) is not None
-
-
-async def facts(conn: asyncpg.Connection, complaint_id: uuid.UUID) -> list[Fact]:
-    rows = await conn.fetch(
-        "SELECT kind, at, hop, deferred_at FROM facts WHERE complaint_id = $1 ORDER BY at",
-        complaint_id)
-    return [Fact(r["kind"], r["at"], r["hop"], r["deferred_at"]) for r in rows]
-
-
-
-
-
-
-
-
 async def mark_stopped(conn: asyncpg.Connection, clock_id: int, at: datetime, reason: str) -> None:
     await conn.execute(
         "UPDATE clocks SET stopped_at = $2, stop_reason = $3 WHERE id = $1 AND stopped_at IS NULL",
         clock_id, at, reason)
-
-
-
-
 
 
 async def open_clock_counts(conn: asyncpg.Connection) -> dict[str, int]:
@@ -298,14 +260,6 @@ async def live_timer_kinds(conn: asyncpg.Connection, clock_id: int) -> tuple[set
         "SELECT kind, fired_at IS NOT NULL AS fired FROM timers WHERE clock_id = $1"
         " AND cancelled_at IS NULL FOR UPDATE", clock_id)
     return ({r["kind"] for r in rows if not r["fired"]}, {r["kind"] for r in rows if r["fired"]})
-
-
-async def pending_timer_kinds(conn: asyncpg.Connection, clock_id: int) -> set[str]:
-    """Pending timers of a clock, locked: waits for a scanner that is firing one right now."""
-    rows = await conn.fetch(
-        "SELECT kind FROM timers WHERE clock_id = $1 AND fired_at IS NULL"
-        " AND cancelled_at IS NULL FOR UPDATE", clock_id)
-    return {r["kind"] for r in rows}
 
 
 async def fire_timer(conn: asyncpg.Connection, clock_id: int, kind: str, at: datetime) -> bool:
