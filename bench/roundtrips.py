@@ -49,7 +49,7 @@ from services.routing.usecases import CachedRulebook  # noqa: E402
 from services.sla.handlers import make_complaint_handler  # noqa: E402
 from services.sla.metrics import SlaMetrics  # noqa: E402
 from services.sla.repository import CalendarSource  # noqa: E402
-from shared.db import _init_connection, _on_release, migrate  # noqa: E402
+from shared.db import create_pool, migrate  # noqa: E402
 from shared.events import CloudEvent  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.infra import create_database, drop_database, with_database  # noqa: E402
@@ -75,15 +75,7 @@ class Counter:
 
 
 async def counted_pool(dsn: str, schema: str, counter: Counter) -> asyncpg.Pool:
-    """``shared.db.create_pool`` with a query logger on every connection."""
-
-    async def init(conn: asyncpg.Connection) -> None:
-        await _init_connection(conn)
-        conn.add_query_logger(counter)
-
-    return await asyncpg.create_pool(
-        dsn, min_size=1, max_size=2, init=init, reset=_on_release,
-        server_settings={"search_path": f"{schema},public", "application_name": f"bench-{schema}"})
+    return await create_pool(dsn, schema=schema, min_size=1, max_size=2, query_logger=counter)
 
 
 class Runtime:

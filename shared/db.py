@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+
+from shared.outbox import connection_released
 
 log = logging.getLogger(__name__)
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,14 +33,21 @@ async def _on_release(conn: asyncpg.Connection) -> None:
     # asyncpg has already rolled back any open transaction and dropped local listeners.
     # Invariant: pool connections never change session state (SET, session advisory locks),
     # so the default per-release ``RESET ALL; UNLISTEN *; …`` round trip is not needed.
-    from shared.outbox import connection_released
-
     connection_released(conn)
 
 
-async def create_pool(dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10,
+                      query_logger: Callable[[Any], None] | None = None) -> asyncpg.Pool:
+    """A pool on one service schema; ``query_logger`` (asyncpg's, called per query) is for
+    tooling that counts or traces statements."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if query_logger is not None:
+            conn.add_query_logger(query_logger)
+
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_on_release,
+        dsn, min_size=min_size, max_size=max_size, init=init, reset=_on_release,
         server_settings={"search_path": f"{schema},public", "application_name": f"sp4n-{schema}"},
     )
 
