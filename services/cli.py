@@ -59,10 +59,10 @@ def cmd_run(settings: Settings, args) -> int:
     if args.service != "all":
         os.execvp(sys.executable, [sys.executable, "-m", f"services.{args.service}"])
     cmd_migrate(settings, args)
-    return run_all(SERVICES)
+    return run_all(SERVICES, settings.graceful_timeout_s)
 
 
-def run_all(services: tuple[str, ...]) -> int:
+def run_all(services: tuple[str, ...], graceful_timeout_s: float) -> int:
     """Each service in its own process; Ctrl-C or SIGTERM stops them all gracefully."""
     procs = {svc: subprocess.Popen([sys.executable, "-m", f"services.{svc}"]) for svc in services}
     stopping = False
@@ -86,7 +86,7 @@ def run_all(services: tuple[str, ...]) -> int:
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + Settings().graceful_timeout_s + 5
+    deadline = time.monotonic() + graceful_timeout_s + 5
     for proc in procs.values():
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
