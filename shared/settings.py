@@ -1,14 +1,48 @@
-"""Settings shared by every service, read from ``SP4N_*`` environment variables."""
+"""Settings of every service, read from ``SP4N_*`` environment variables.
+
+Top-level fields are shared by all services. Each service's own knobs live in a section
+(a nested model): ``SP4N_ROUTING__RULES_TTL_S=5`` sets ``settings.routing.rules_ttl_s``;
+a whole section may also be given as JSON (``SP4N_ROUTING='{"rules_ttl_s": 5}'``).
+"""
 
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class IntakeSettings(BaseModel):
+    # A revoked API key stops working within this many seconds on every replica.
+    key_cache_ttl_s: float = 10.0
+
+
+class RoutingSettings(BaseModel):
+    # An operator's rule edit takes effect within this many seconds on every replica.
+    rules_ttl_s: float = 2.0
+    # A duplicate flag names at most this many candidates (the nearest in time).
+    max_duplicate_candidates: int = 20
+
+
+class SlaSettings(BaseModel):
+    # How often the open-clocks gauge is recomputed (a count over all open clocks).
+    open_clocks_refresh_s: float = 5.0
+
+
+class NotifySettings(BaseModel):
+    # A claimed delivery's lease = the request timeout plus this margin.
+    lease_margin_s: float = 30.0
+    # Deliveries claimed per dispatcher round.
+    batch_size: int = 16
+    # How often the pending-deliveries gauge is recomputed.
+    pending_gauge_refresh_s: float = 1.0
+    # How much of a receiver's answer, and of an error text, is kept with an attempt.
+    max_answer_bytes: int = 1000
+    max_error_chars: int = 1000
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SP4N_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SP4N_", extra="ignore", env_nested_delimiter="__")
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/sp4n"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -54,6 +88,11 @@ class Settings(BaseSettings):
     notify_subscriptions_file: str | None = None
 
     log_level: str = "INFO"
+
+    intake: IntakeSettings = IntakeSettings()
+    routing: RoutingSettings = RoutingSettings()
+    sla: SlaSettings = SlaSettings()
+    notify: NotifySettings = NotifySettings()
 
     @cached_property
     def tz(self) -> ZoneInfo:

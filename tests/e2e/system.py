@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -29,7 +30,8 @@ def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
     values = settings.model_dump() | extra
     for key, value in values.items():
         if value is not None:
-            env[f"SP4N_{key.upper()}"] = str(value)
+            # A settings section (nested model) travels as JSON, which pydantic-settings parses.
+            env[f"SP4N_{key.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
     env["PYTHONPATH"] = str(ROOT)
     return env
 

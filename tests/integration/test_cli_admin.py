@@ -13,13 +13,15 @@ import pytest
 from services.cli import main as sp4n_main
 from shared.broker import declare_topology
 from shared.topology import ROUTING_SUBMITTED, dead_letter_exchange
+from tests.e2e.system import settings_env
 
 pytestmark = pytest.mark.integration
 
 
 def run_cli(settings, monkeypatch, capsys, *argv: str) -> tuple[int, str]:
-    for key, value in settings.model_dump().items():
-        monkeypatch.setenv(f"SP4N_{key.upper()}", str(value))
+    for key, value in settings_env(settings).items():
+        if key.startswith("SP4N_"):
+            monkeypatch.setenv(key, value)
     code = sp4n_main(list(argv))
     return code, capsys.readouterr().out
 
