@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.intake import lifecycle
@@ -21,7 +20,7 @@ from services.intake.actions import (
 )
 from services.intake.apikeys import ApiKey
 from services.intake.auth import Authenticator, require
-from services.intake.errors import validation_problem
+from services.intake.errors import ApiError
 from services.intake.lifecycle import OPD_SCOPE_STATES, State
 from services.intake.metrics import IntakeMetrics
 from services.intake.repository import IntakeRepository
@@ -55,11 +54,6 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
 
     Key = Annotated[ApiKey, Depends(api_key)]
     router = APIRouter(prefix="/v1", tags=["complaints"])
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.rejected.labels("validation").inc()
-        return JSONResponse(validation_problem(list(exc.errors())), status_code=422)
 
     app.add_middleware(TimingMiddleware, metrics=metrics)
 
@@ -100,10 +94,6 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
                                  status=accepted.status, status_url=status_url)
 
     hop_cap = runtime.settings.hop_cap
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status_code)
 
     @router.get("/complaints", response_model=ComplaintPage, name="list_complaints",
                 responses={403: {"description": "an OPD key asking for another OPD's list"},
@@ -292,15 +282,6 @@ class TimingMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.http_latency.labels(scope["method"], route, str(status_code)).observe(
                 time.perf_counter() - started)
-
-
-class ApiError(Exception):
-    """A 4xx answer with a top-level JSON body: ``{"error", "message", …}``."""
-
-    def __init__(self, status_code: int, error: str, message: str, **extra) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.body = {"error": error, "message": message, **extra}
 
 
 def actor_of(key: ApiKey) -> Actor:

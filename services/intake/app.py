@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.intake.api import install_api
+from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
@@ -25,6 +26,7 @@ def build_app(settings: Settings) -> FastAPI:
     cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
                        reporter_ref_key=settings.reporter_ref_key)
     metrics = IntakeMetrics(runtime.registry)
+    install_error_handlers(runtime.app, metrics)
     install_api(runtime, cfg, metrics)
     install_open311(runtime, cfg, metrics)
     install_consumers(runtime, cfg, metrics)
