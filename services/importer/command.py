@@ -8,6 +8,7 @@ on the network or with 5xx after retries (re-run later; nothing is duplicated).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -16,12 +17,16 @@ from datetime import tzinfo
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from services.importer.lapor import ExportRow, ExportUnreadable, LaporExport, read_export
 from services.importer.submit import ImportAborted, Job, Outcome, RetryPolicy, submit_all
+from services.intake.errors import describe
+from services.intake.schemas import ComplaintIn
 
 EXIT_OK, EXIT_REJECTED, EXIT_UNREADABLE, EXIT_FAILED = 0, 1, 2, 3
+DEFAULT_RETRY = RetryPolicy()  # frozen: safe to share as a default
 
 
 @dataclass
@@ -131,7 +136,7 @@ class ImportReport:
 async def import_lapor(path: str | Path, *, url: str, api_key: str | None, tz: tzinfo,
                        concurrency: int = 8, dry_run: bool = False,
                        client: httpx.AsyncClient | None = None,
-                       retry: RetryPolicy = RetryPolicy(), progress: bool = True,
+                       retry: RetryPolicy = DEFAULT_RETRY, progress: bool = True,
                        timeout_s: float = 30.0) -> ImportReport:
     """Import one export. ``client`` (its base URL and Authorization header set) replaces
     the one built from ``url`` and ``api_key``: tests pass an in-process ASGI transport."""
@@ -160,7 +165,8 @@ async def import_lapor(path: str | Path, *, url: str, api_key: str | None, tz: t
                          "tolak": tally["rejected"], "gagal": tally["failed"]}, refresh=False)
         bar.update()
 
-    jobs = [Job(r.row_number, r.tracking_id, r.submission) for r in sendable]
+    jobs = [Job(r.row_number, r.tracking_id, r.submission) for r in sendable
+            if r.submission is not None]  # always: sendable rows have one
     owned = client is None
     if client is None:
         client = httpx.AsyncClient(
@@ -180,11 +186,6 @@ async def import_lapor(path: str | Path, *, url: str, api_key: str | None, tz: t
 
 def _validate(row: ExportRow) -> Outcome:
     """Dry run: the same contract intake applies, without sending."""
-    from pydantic import ValidationError
-
-    from services.intake.errors import describe
-    from services.intake.schemas import ComplaintIn
-
     try:
         ComplaintIn.model_validate(row.submission)
     except ValidationError as exc:
@@ -192,15 +193,14 @@ def _validate(row: ExportRow) -> Outcome:
     return Outcome(row.row_number, row.tracking_id, "valid")
 
 
-def run(args, tz: tzinfo, print_out: Callable[[str], None] = print) -> int:
-    """The CLI entry: arguments parsed by ``services.cli``."""
-    import asyncio
-
-    if not args.dry_run and not args.api_key:
+def run(file: str | Path, *, url: str, api_key: str | None, tz: tzinfo, concurrency: int = 8,
+        dry_run: bool = False, print_out: Callable[[str], None] = print) -> int:
+    """The CLI entry (``sp4n import-lapor``, in ``services.cli.intake``): import, print the
+    summary, return the exit code."""
+    if not dry_run and not api_key:
         print("--api-key (atau SP4N_API_KEY) wajib kecuali dengan --dry-run", file=sys.stderr)
         return EXIT_UNREADABLE
     report = asyncio.run(import_lapor(
-        args.file, url=args.url, api_key=args.api_key, tz=tz, concurrency=max(1, args.concurrency),
-        dry_run=args.dry_run))
+        file, url=url, api_key=api_key, tz=tz, concurrency=max(1, concurrency), dry_run=dry_run))
     print_out(report.render())
     return report.exit_code

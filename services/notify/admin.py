@@ -2,8 +2,8 @@
 dead-lettered deliveries.
 
 Every function takes ``db``: an asyncpg connection or pool whose ``search_path`` is the
-notify schema (``connect(settings)`` gives one). Changes wake running dispatchers through
-NOTIFY, so a replayed delivery is sent at once.
+notify schema (``shared.connect.service_pool(settings, "notify", …)`` gives one). Changes wake
+running dispatchers through NOTIFY, so a replayed delivery is sent at once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from typing import TypeAlias
 
 import asyncpg
 
@@ -21,34 +21,21 @@ from services.notify import repository as repo
 from services.notify.signing import generate_secret
 from services.notify.subscriptions import Subscription
 from services.notify.usecases import dead_lettered_event
-from shared.db import create_pool, migrate
 from shared.outbox import add_to_outbox
-from shared.settings import Settings
-
-SCHEMA = "notify"
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 __all__ = [
-    "DeadLetteredDelivery", "Subscription", "add_subscription", "connect", "generate_secret",
+    "DeadLetteredDelivery", "Subscription", "add_subscription", "generate_secret",
     "list_dead_lettered", "list_subscriptions", "remove_subscription", "replay_all_dead_lettered",
     "replay_dead_lettered", "set_subscription_enabled",
 ]
 
 
-@contextlib.asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the notify schema (migrated first, so the CLI works before the
-    service ever started)."""
-    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
+# An asyncpg connection or pool on the notify schema.
+Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @contextlib.asynccontextmanager
-async def _transaction(db) -> AsyncIterator[asyncpg.Connection]:
+async def _transaction(db: Db) -> AsyncIterator[asyncpg.Connection]:
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn, conn.transaction():
             yield conn
@@ -57,7 +44,7 @@ async def _transaction(db) -> AsyncIterator[asyncpg.Connection]:
             yield db
 
 
-async def add_subscription(db, *, name: str, url: str, event_types: list[str],
+async def add_subscription(db: Db, *, name: str, url: str, event_types: list[str],
                            opd_codes: list[str] | None = None, secret: str | None = None,
                            enabled: bool = True, replace: bool = False) -> Subscription:
     """Create a subscription (a new ``whsec_`` secret if none given) and return it, secret
@@ -75,12 +62,12 @@ async def add_subscription(db, *, name: str, url: str, event_types: list[str],
     return sub
 
 
-async def list_subscriptions(db) -> list[Subscription]:
+async def list_subscriptions(db: Db) -> list[Subscription]:
     async with _transaction(db) as conn:
         return await repo.fetch_subscriptions(conn)
 
 
-async def set_subscription_enabled(db, name: str, enabled: bool) -> bool:
+async def set_subscription_enabled(db: Db, name: str, enabled: bool) -> bool:
     """Pause (deliveries wait, none are created) or resume a subscription; False if unknown."""
     async with _transaction(db) as conn:
         changed = await repo.set_subscription_enabled(conn, name, enabled)
@@ -89,7 +76,7 @@ async def set_subscription_enabled(db, name: str, enabled: bool) -> bool:
         return changed
 
 
-async def remove_subscription(db, name: str) -> bool:
+async def remove_subscription(db: Db, name: str) -> bool:
     """Delete a subscription; its unfinished deliveries become dead-lettered (replayable
     if it is added again). False if there was no such subscription."""
     async with _transaction(db) as conn:
@@ -119,7 +106,7 @@ class DeadLetteredDelivery:
     dead_lettered_at: datetime
 
 
-async def list_dead_lettered(db, *, subscription: str | None = None,
+async def list_dead_lettered(db: Db, *, subscription: str | None = None,
                              limit: int = 100) -> list[DeadLetteredDelivery]:
     """Dead-lettered deliveries, oldest first (ids and errors; no payload)."""
     async with _transaction(db) as conn:
@@ -132,7 +119,7 @@ async def list_dead_lettered(db, *, subscription: str | None = None,
         dead_lettered_at=r["dead_lettered_at"]) for r in rows]
 
 
-async def replay_dead_lettered(db, delivery_id: int) -> bool:
+async def replay_dead_lettered(db: Db, delivery_id: int) -> bool:
     """Send a dead-lettered delivery again with a fresh round of attempts (same webhook-id
     and body). False if it is not dead-lettered; ``ValueError`` if its subscription is gone."""
     async with _transaction(db) as conn:
@@ -147,7 +134,7 @@ async def replay_dead_lettered(db, delivery_id: int) -> bool:
         return replayed
 
 
-async def replay_all_dead_lettered(db, *, subscription: str | None = None) -> int:
+async def replay_all_dead_lettered(db: Db, *, subscription: str | None = None) -> int:
     """Replay every dead-lettered delivery (of one subscription); returns how many."""
     count = 0
     for d in await list_dead_lettered(db, subscription=subscription, limit=1_000_000):

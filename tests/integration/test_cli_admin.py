@@ -12,13 +12,15 @@ import pytest
 
 from services.cli import main as sp4n_main
 from shared.broker import declare_topology
+from shared.settings import Settings
 from shared.topology import ROUTING_SUBMITTED, dead_letter_exchange
 from tests.e2e.system import settings_env
 
 pytestmark = pytest.mark.integration
 
 
-def run_cli(settings, monkeypatch, capsys, *argv: str) -> tuple[int, str]:
+def run_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            *argv: str) -> tuple[int, str]:
     for key, value in settings_env(settings).items():
         if key.startswith("SP4N_"):
             monkeypatch.setenv(key, value)
@@ -26,7 +28,8 @@ def run_cli(settings, monkeypatch, capsys, *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-async def test_dlq_replay_sends_messages_back_to_the_queue_they_failed_on(settings, monkeypatch, capsys):
+async def test_dlq_replay_sends_messages_back_to_the_queue_they_failed_on(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     conn = await aio_pika.connect(settings.amqp_url)
     try:
         ch = await conn.channel()
@@ -46,7 +49,7 @@ async def test_dlq_replay_sends_messages_back_to_the_queue_they_failed_on(settin
         code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys,
                                             "dlq", "replay", "routing.submitted.v1")
         assert code == 0 and "replayed 3 messages" in out
-        back = []
+        back: list[str | None] = []
         for _ in range(30):
             msg = await queue.get(fail=False)
             if msg is None:
@@ -58,14 +61,79 @@ async def test_dlq_replay_sends_messages_back_to_the_queue_they_failed_on(settin
             assert msg.headers["x-sp4n-replayed"] == 1
             assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
             await msg.ack()
-        assert sorted(back) == sorted(ids)
+        assert sorted(map(str, back)) == sorted(ids)
         dlq = await ch.declare_queue(ROUTING_SUBMITTED.dlq_name(settings.namespace), passive=True)
         assert dlq.declaration_result.message_count == 0
     finally:
         await conn.close()
 
 
-async def test_calendar_override_and_subscription_commands(settings, monkeypatch, capsys):
+async def _dead_letter(ch: aio_pika.abc.AbstractChannel, ns: str, ids: list[str]) -> None:
+    dlx = await ch.get_exchange(dead_letter_exchange(ns).name)
+    for n, i in enumerate(ids):
+        await dlx.publish(aio_pika.Message(json.dumps({"id": i}).encode(), message_id=i,
+                                           headers={"x-sp4n-error": f"gagal nomor {n}"}),
+                          routing_key=ROUTING_SUBMITTED.name(ns))
+
+
+async def _count(ch: aio_pika.abc.AbstractChannel, name: str, expected: int) -> int:
+    """The queue's message count, waiting briefly for it to reach ``expected``."""
+    for _ in range(50):
+        q = await ch.declare_queue(name, passive=True)
+        if q.declaration_result.message_count == expected:
+            break
+        await asyncio.sleep(0.05)
+    return q.declaration_result.message_count or 0
+
+
+async def test_dlq_show_browses_each_message_once_and_leaves_the_queue_as_it_was(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    ns = settings.namespace
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        ch = await conn.channel()
+        await declare_topology(ch, ns, settings.delivery_limit)
+        dlq = await ch.declare_queue(ROUTING_SUBMITTED.dlq_name(ns), passive=True)
+        await dlq.purge()
+        ids = [str(uuid.uuid4()) for _ in range(2)]
+        await _dead_letter(ch, ns, ids)
+        assert await _count(ch, dlq.name, 2) == 2
+
+        # the name `dlq list` prints is accepted by `dlq show`
+        code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "dlq", "list")
+        assert code == 0
+        listed = next(ln.split()[0] for ln in out.splitlines() if "routing.submitted" in ln)
+        assert listed == ROUTING_SUBMITTED.dlq_name(ns) and "2 messages" in out
+
+        for name in (listed, "routing.submitted.v1", ROUTING_SUBMITTED.name(ns)):
+            code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "dlq", "show", name)
+            assert code == 0
+            shown = [json.loads(ln) for ln in out.splitlines()]
+            assert [m["message_id"] for m in shown] == ids  # each once, oldest first
+            assert [m["error"] for m in shown] == ["gagal nomor 0", "gagal nomor 1"]
+            assert json.loads(shown[1]["body"]) == {"id": ids[1]}
+            assert await _count(ch, dlq.name, 2) == 2  # browsing took nothing away
+
+        # pages: --limit per page, --skip to the next; past the end, nothing
+        pages = []
+        for skip in ("0", "1", "2"):
+            code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "dlq", "show",
+                                                listed, "--limit", "1", "--skip", skip)
+            assert code == 0
+            pages.append([json.loads(ln)["message_id"] for ln in out.splitlines()])
+        assert pages == [[ids[0]], [ids[1]], []]
+        assert await _count(ch, dlq.name, 2) == 2
+
+        code, _ = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys,
+                                          "dlq", "show", "no.such.queue.v1")
+        assert code == 2
+    finally:
+        await dlq.purge()
+        await conn.close()
+
+
+async def test_calendar_override_and_subscription_commands(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "migrate")
     assert code == 0
     code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "calendar", "set",
@@ -90,10 +158,12 @@ async def test_calendar_override_and_subscription_commands(settings, monkeypatch
     db = await asyncpg.connect(settings.database_url)
     try:
         assert await db.fetchval("SELECT count(*) FROM notify.subscriptions WHERE name = $1", name) == 0
-        assert await db.fetchval("SELECT working FROM sla.calendar_overrides WHERE day = '2026-12-01'") is False
+        assert await db.fetchval(
+            "SELECT working FROM sla.calendar_overrides WHERE day = '2026-12-01'") is False
         # An operator's psql session (default search_path) can edit the tables too.
         await db.execute("DELETE FROM sla.calendar_overrides WHERE day = '2026-12-01'")
         await db.execute("UPDATE sla.policies SET working_days = working_days WHERE clock = 'verification'")
-        await db.execute("UPDATE routing.rules SET priority = priority + 1 WHERE id = (SELECT min(id) FROM routing.rules)")
+        await db.execute("UPDATE routing.rules SET priority = priority + 1"
+                         " WHERE id = (SELECT min(id) FROM routing.rules)")
     finally:
         await db.close()

@@ -4,37 +4,41 @@ HTTP path portals use, twice, without duplicates."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from services.importer.command import EXIT_REJECTED, import_lapor
+from services.importer.command import EXIT_REJECTED, ImportReport, import_lapor
 from services.intake.apikeys import create_api_key
+from shared.connect import service_connection
+from shared.settings import Settings
 from tests.unit.test_importer_lapor import build_export, sample_rows
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def intake_client(settings, intake):
+async def intake_client(settings: Settings,
+                        intake: tuple[FastAPI, httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
     app, _ = intake
-    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-    try:
+    async with service_connection(settings, "intake") as conn:  # intake migrated it
         _, key = await create_api_key(conn, f"lapor-import-{uuid.uuid4().hex[:6]}", "portal", "lapor")
-    finally:
-        await conn.close()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake",
                                  headers={"Authorization": f"Bearer {key}"}) as client:
         yield client
 
 
-async def test_import_twice_creates_each_complaint_once(intake_client, settings, tmp_path):
+async def test_import_twice_creates_each_complaint_once(intake_client: httpx.AsyncClient, settings: Settings,
+                                                        tmp_path: Path) -> None:
     prefix = f"LPR{uuid.uuid4().hex[:8]}"
     path = build_export(tmp_path / "lapor-sekadau-maret.xlsx", sample_rows(prefix))
 
-    async def run():
+    async def run() -> ImportReport:
         return await import_lapor(path, url="http://intake", api_key=None, tz=settings.tz,
                                   client=intake_client, concurrency=4, progress=False)
 

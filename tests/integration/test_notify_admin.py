@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.cli import migrations_of
 from services.notify import admin, usecases
 from services.notify.signing import secret_key
-from shared.events import ComplaintRouted, make_event
+from shared.connect import service_pool
+from shared.events import CloudEvent, ComplaintRouted, make_event
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-def _routed(opd: str):
+def _routed(opd: str) -> CloudEvent:
     return make_event("sp4n/routing", ComplaintRouted(
         complaint_id=uuid.uuid4(), opd_code=opd, opd_name="Dinas Uji", hop=1,
-        routed_at=datetime.now(timezone.utc) - timedelta(seconds=5)))
+        routed_at=datetime.now(UTC) - timedelta(seconds=5)))
 
 
-async def test_subscription_lifecycle_and_removal_dead_letters_pending(settings):
+async def test_subscription_lifecycle_and_removal_dead_letters_pending(settings: Settings) -> None:
     opd = f"OPD-{uuid.uuid4().hex[:8]}"
     name = f"cli-{opd.lower()}"
-    async with admin.connect(settings) as db:
+    async with service_pool(settings, "notify", migrations=migrations_of("notify")) as db:
         sub = await admin.add_subscription(db, name=name, url="http://127.0.0.1:9/never",
                                            event_types=["complaint.routed"], opd_codes=[opd])
         assert len(secret_key(sub.secret)) == 32
