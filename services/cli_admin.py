@@ -102,16 +102,16 @@ def cmd_calendar(settings: Settings, args) -> int:
         try:
             if args.action == "list":
                 year = args.year or date.today().year
-                overrides = {r["day"]: r for r in await repository.list_calendar_overrides(conn)}
+                overrides = {r.day: r for r in await repository.list_calendar_overrides(conn)}
                 print(f"libur nasional dan cuti bersama {year} (paket holidays):")
                 for day, name in sorted(library_holiday_names(year).items()):
                     mark = ""
                     if day in overrides:
-                        mark = f"  ← override: {'hari kerja' if overrides[day]['working'] else 'libur'}"
+                        mark = f"  ← override: {'hari kerja' if overrides[day].working else 'libur'}"
                     print(f"  {day:%a %d-%m-%Y}  {name}{mark}")
                 print("override (menang atas paket):")
                 for day, r in sorted(overrides.items()):
-                    print(f"  {day:%a %d-%m-%Y}  {'hari kerja' if r['working'] else 'libur'}  {r['reason']}")
+                    print(f"  {day:%a %d-%m-%Y}  {'hari kerja' if r.working else 'libur'}  {r.reason}")
                 print(f"revisi kalender: {await repository.calendar_revision(conn)}")
                 return 0
             day = date.fromisoformat(args.date)
