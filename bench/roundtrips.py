@@ -46,12 +46,14 @@ from services.routing import repository as routing_repo  # noqa: E402
 from services.routing.handlers import submitted_handler  # noqa: E402
 from services.routing.metrics import RoutingMetrics  # noqa: E402
 from services.routing.usecases import CachedRulebook  # noqa: E402
+from services.sla.calendars import CalendarSource  # noqa: E402
 from services.sla.handlers import make_complaint_handler  # noqa: E402
 from services.sla.metrics import SlaMetrics  # noqa: E402
-from services.sla.repository import CalendarSource  # noqa: E402
+from services.sla.repository import PgSlaRepository  # noqa: E402
 from shared.db import create_pool, migrate  # noqa: E402
 from shared.events import CloudEvent  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.uow import PgUnitOfWork  # noqa: E402
 from tests.infra import create_database, drop_database, with_database  # noqa: E402
 
 CATEGORIES = [("infrastruktur_jalan", "Belitang Hilir"), ("kesehatan", "Nanga Taman"),
@@ -76,13 +78,6 @@ class Counter:
 
 async def counted_pool(dsn: str, schema: str, counter: Counter) -> asyncpg.Pool:
     return await create_pool(dsn, schema=schema, min_size=1, max_size=2, query_logger=counter)
-
-
-class Runtime:
-    """What the handlers need of ``shared.service.ServiceRuntime``."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
 
 
 def submission(i: int, received_at: datetime) -> ComplaintIn:
@@ -154,8 +149,8 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     route = submitted_handler(unit_of_work=lambda: routing_repo.unit_of_work(pools["routing"]),
                               rulebook=rulebook, metrics=RoutingMetrics.register(registry),
                               duplicate_window_days=settings.duplicate_window_days)
-    sla = make_complaint_handler(Runtime(pools["sla"]), CalendarSource(settings.tz),
-                                 SlaMetrics(registry))
+    sla = make_complaint_handler(PgUnitOfWork(lambda: pools["sla"], PgSlaRepository),
+                                 CalendarSource(settings.tz), SlaMetrics(registry))
 
     async def intake_event(event: CloudEvent) -> None:  # as services.intake.handlers.on_event
         async with pools["intake"].acquire() as conn, conn.transaction():

@@ -34,17 +34,17 @@ def calendar_list(settings: Settings, year: int | None) -> int:
 
     async def go() -> int:
         async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn:
-            overrides = {r["day"]: r for r in await repository.list_calendar_overrides(conn)}
+            overrides = {r.day: r for r in await repository.list_calendar_overrides(conn)}
             revision = await repository.calendar_revision(conn)
         click.echo(f"libur nasional dan cuti bersama {shown} (paket holidays):")
         for day, name in sorted(library_holiday_names(shown).items()):
             mark = ""
             if day in overrides:
-                mark = f"  ← override: {'hari kerja' if overrides[day]['working'] else 'libur'}"
+                mark = f"  ← override: {'hari kerja' if overrides[day].working else 'libur'}"
             click.echo(f"  {day:%a %d-%m-%Y}  {name}{mark}")
         click.echo("override (menang atas paket):")
         for day, r in sorted(overrides.items()):
-            click.echo(f"  {day:%a %d-%m-%Y}  {'hari kerja' if r['working'] else 'libur'}  {r['reason']}")
+            click.echo(f"  {day:%a %d-%m-%Y}  {'hari kerja' if r.working else 'libur'}  {r.reason}")
         click.echo(f"revisi kalender: {revision}")
         return 0
 

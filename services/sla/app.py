@@ -6,13 +6,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.sla.calendars import CalendarSource
 from services.sla.handlers import make_complaint_handler
 from services.sla.metrics import SlaMetrics
-from services.sla.repository import CalendarSource
+from services.sla.repository import PgSlaRepository
 from services.sla.scanner import make_timer_loop
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 from shared.topology import SLA_COMPLAINTS
+from shared.uow import PgUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,7 +24,8 @@ def build_app(settings: Settings) -> FastAPI:
                              title="sp4n sla — working-day deadlines, warnings and breaches")
     metrics = SlaMetrics(runtime.registry)
     calendars = CalendarSource(settings.tz)
-    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(runtime, calendars, metrics))
-    runtime.add_loop(make_timer_loop(metrics))
+    uow = PgUnitOfWork(lambda: runtime.pool, PgSlaRepository)
+    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(uow, calendars, metrics))
+    runtime.add_loop(make_timer_loop(uow, metrics, settings))
     runtime.app.state.runtime = runtime
     return runtime.app

@@ -26,6 +26,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import holidays
+from holidays.version import __version__ as HOLIDAYS_VERSION
 
 END_OF_DAY = time(23, 59, 59, 999999)
 HOLIDAY_CATEGORIES = ("public", "government")  # government = cuti bersama
@@ -43,7 +44,7 @@ def library_holiday_names(year: int) -> dict[date, str]:
 
 def calendar_version(override_revision: int) -> str:
     """Identifies what produced a deadline: the holiday data release + the override revision."""
-    return f"holidays-{holidays.__version__}+ovr-{override_revision}"
+    return f"holidays-{HOLIDAYS_VERSION}+ovr-{override_revision}"
 
 
 class WorkingCalendar:

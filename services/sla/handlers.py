@@ -1,28 +1,29 @@
-"""Thin broker handlers: parse, open a transaction, call the use case, count after commit."""
+"""Thin broker handlers: call the use case with its unit of work, count after commit."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from services.sla import usecases
+from services.sla.calendars import CalendarSource
 from services.sla.metrics import SlaMetrics
-from services.sla.repository import CalendarSource
+from services.sla.usecases import UnitOfWork
 from shared.events import CloudEvent
-
 from shared.topology import SLA_COMPLAINTS
 
 # Every event the sla queue binds goes through the one lifecycle use case.
 _USE_CASES = {name: usecases.on_complaint_event for name in SLA_COMPLAINTS.routing_keys}
 
 
-def make_complaint_handler(runtime, calendars: CalendarSource, metrics: SlaMetrics):
+def make_complaint_handler(uow: UnitOfWork, calendars: CalendarSource,
+                           metrics: SlaMetrics) -> Callable[[CloudEvent], Awaitable[None]]:
     async def handle_complaint_event(event: CloudEvent) -> None:
         use_case = _USE_CASES.get(event.event_name)
         if use_case is None:
             return  # bound by mistake or a newer family member: not ours
-        async with runtime.pool.acquire() as conn:
-            async with conn.transaction():
-                outcome = await use_case(conn, event, calendars, datetime.now(timezone.utc))
+        outcome = await use_case(event, uow=uow, calendars=calendars,
+                                 now=datetime.now(UTC))
         metrics.record(outcome)
 
     return handle_complaint_event

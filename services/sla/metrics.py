@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.events import ClockKind
+
+if TYPE_CHECKING:
+    from services.sla.usecases import Outcome
 
 # Detection lag is expected around the scan interval (0.2 s): fine buckets there.
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
@@ -34,7 +37,7 @@ class SlaMetrics:
             "Breach fire time minus due time (or creation time, if created already due)",
             buckets=LAG_BUCKETS, registry=registry)
 
-    def record(self, outcome) -> None:
+    def record(self, outcome: Outcome) -> None:
         """Count the alerts of a committed ``usecases.Outcome``."""
         for alert in outcome.alerts:
             if alert.kind == "breach":

@@ -10,48 +10,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
-import asyncpg
-
-from services.sla import repository as repo
 from services.sla.metrics import SlaMetrics
-from services.sla.usecases import Outcome, fire_due_timers
+from services.sla.usecases import UnitOfWork, fire_due_timers, open_clock_counts
+from shared.service import ServiceRuntime
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-OPEN_CLOCKS_REFRESH_S = 5.0
 
 
-async def scan_once(pool: asyncpg.Pool, batch_size: int, metrics: SlaMetrics | None = None) -> int:
+async def scan_once(uow: UnitOfWork, batch_size: int, metrics: SlaMetrics | None = None) -> int:
     """Fire one batch of due timers; returns how many were claimed."""
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            outcome: Outcome = await fire_due_timers(conn, batch_size)
+    outcome = await fire_due_timers(batch_size, uow=uow)
     if metrics is not None:
         metrics.record(outcome)
     return len(outcome.alerts)
 
 
-async def refresh_open_clocks(pool: asyncpg.Pool, metrics: SlaMetrics) -> None:
-    async with pool.acquire() as conn:
-        metrics.set_open_clocks(await repo.open_clock_counts(conn))
+async def refresh_open_clocks(uow: UnitOfWork, metrics: SlaMetrics) -> None:
+    metrics.set_open_clocks(await open_clock_counts(uow=uow))
 
 
-def make_timer_loop(metrics: SlaMetrics):
-    async def sla_timers(runtime) -> None:
-        s = runtime.settings
+def make_timer_loop(uow: UnitOfWork, metrics: SlaMetrics,
+                    settings: Settings) -> Callable[[ServiceRuntime], Awaitable[None]]:
+    batch_size = settings.sla_scan_batch_size
+
+    async def sla_timers(_runtime: ServiceRuntime) -> None:
         next_refresh = 0.0
         while True:
             try:
                 # Drain a backlog without sleeping between full batches.
-                while await scan_once(runtime.pool, s.sla_scan_batch_size, metrics) >= s.sla_scan_batch_size:
+                while await scan_once(uow, batch_size, metrics) >= batch_size:
                     pass
                 if time.monotonic() >= next_refresh:
-                    await refresh_open_clocks(runtime.pool, metrics)
-                    next_refresh = time.monotonic() + OPEN_CLOCKS_REFRESH_S
+                    await refresh_open_clocks(uow, metrics)
+                    next_refresh = time.monotonic() + settings.sla.open_clocks_refresh_s
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("sla timer scan failed; retrying")
-            await asyncio.sleep(s.sla_scan_interval_s)
+            await asyncio.sleep(settings.sla_scan_interval_s)
 
     return sla_timers

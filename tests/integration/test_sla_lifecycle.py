@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -51,14 +51,13 @@ def has(probe, cid, name, **match):
 @pytest.fixture
 async def service(settings):
     app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with Probe(settings) as probe:
-            yield app, probe
+    async with app.router.lifespan_context(app), Probe(settings) as probe:
+        yield app, probe
 
 
 async def test_backdated_response_elapses_the_reply_window_exactly_once(service, settings):
     app, probe = service
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cid = uuid.uuid4()
     received = _working_days_ago(settings, now, 30)
     responded_at = _working_days_ago(settings, now, 20)
@@ -94,7 +93,7 @@ async def test_backdated_response_elapses_the_reply_window_exactly_once(service,
 
 async def test_reporter_reply_before_the_window_elapses_means_no_elapse(service, settings):
     app, probe = service
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     backdated, fresh = uuid.uuid4(), uuid.uuid4()
     responded_at = _working_days_ago(settings, now, 20)
     # Reordered: the reply (a day after the response) is processed before the response.
@@ -105,7 +104,8 @@ async def test_reporter_reply_before_the_window_elapses_means_no_elapse(service,
     # In order, live: response now, reply a minute later.
     await probe.publish(ev(ComplaintResponded(complaint_id=fresh, opd_code="DINKES", hop=1,
                                               response_no=1, responded_at=now)))
-    await probe.publish(ev(ComplaintReporterReplied(complaint_id=fresh, replied_at=now + timedelta(minutes=1))))
+    await probe.publish(ev(ComplaintReporterReplied(complaint_id=fresh,
+                                                    replied_at=now + timedelta(minutes=1))))
 
     def both_cancelled(_s):
         return all(has(probe, c, "sla.clock_stopped", clock="auto_close", reason="cancelled")
@@ -126,7 +126,7 @@ async def test_defer_and_resume_move_the_deadlines_by_the_paused_working_days(se
     app, probe = service
     calendar = WorkingCalendar(settings.tz)
     cid = uuid.uuid4()
-    received = datetime.now(timezone.utc)
+    received = datetime.now(UTC)
     deferred_at = received + timedelta(hours=1)
     resumed_at = received + timedelta(days=8)
     await probe.publish(_submitted(cid, received, classification="aspirasi"))
@@ -167,7 +167,7 @@ async def test_defer_and_resume_move_the_deadlines_by_the_paused_working_days(se
 async def test_close_stops_completion_on_time_and_reopen_starts_a_new_completion_clock(service):
     app, probe = service
     cid = uuid.uuid4()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     closed = ev(ComplaintClosed(complaint_id=cid, closed_at=now + timedelta(minutes=2),
                                 closed_by="admin_koordinator", opd_code="PUPR", hop=1))
     await probe.publish(_submitted(cid, now))
@@ -210,7 +210,7 @@ async def test_close_stops_completion_on_time_and_reopen_starts_a_new_completion
 
 async def test_archived_complaint_never_breaches(service, settings):
     app, probe = service
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     live, backdated = uuid.uuid4(), uuid.uuid4()
     await probe.publish(_submitted(live, now))
     await probe.publish(ev(ComplaintArchived(complaint_id=live, archived_at=now + timedelta(minutes=1),

@@ -6,22 +6,23 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.sla import repository as repo
 from services.sla.app import MIGRATIONS, build_app
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import ClockStart, Deadline
 from services.sla.metrics import SlaMetrics
+from services.sla.repository import PgSlaRepository
 from services.sla.scanner import scan_once
 from shared.db import create_pool, migrate
 from shared.events import ComplaintRouted, ComplaintSubmitted, Location, make_event
 from shared.topology import events_exchange
+from shared.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
 SCHEMA = "sla_scanner_test"
@@ -35,29 +36,39 @@ async def pool(settings):
     await pool.close()
 
 
-async def _due_clock(conn, *, kind: str, due_at: datetime, deadline: datetime) -> uuid.UUID:
+def _uow(pool):
+    return PgUnitOfWork(lambda: pool, PgSlaRepository)
+
+
+async def _due_clock(pool, *, kind: str, due_at: datetime, deadline: datetime) -> uuid.UUID:
+    """A complaint with one opd_response clock and one timer of ``kind`` due at ``due_at``,
+    written through the repository's load/save of the clocks aggregate."""
     cid = uuid.uuid4()
     start = ClockStart("opd_response", 1, "opd_response", due_at - timedelta(days=10), opd_code="PUPR")
-    clock_id = await repo.insert_clock(conn, cid, start, Deadline(5, deadline, None, "test-cal", 1))
-    await repo.insert_timer(conn, clock_id, kind, due_at)  # type: ignore[arg-type]
+    async with _uow(pool)() as tx:
+        state, _ = await tx.repo.load(cid, None, "", with_pauses=False)
+        clock_id = state.insert_clock(start, Deadline(5, deadline, None, "test-cal", 1))
+        assert clock_id is not None
+        state.insert_timer(clock_id, kind, due_at)  # type: ignore[arg-type]
+        await tx.repo.save(state)
     return cid
 
 
 async def test_two_scanners_fire_each_due_timer_exactly_once(pool):
-    now = datetime.now(timezone.utc)
-    async with pool.acquire() as conn, conn.transaction():
-        breaches = [await _due_clock(conn, kind="breach", due_at=now - timedelta(seconds=1 + i % 5),
-                                     deadline=now - timedelta(seconds=1)) for i in range(200)]
-        warnings = [await _due_clock(conn, kind="warning", due_at=now - timedelta(seconds=1),
-                                     deadline=now + timedelta(days=1)) for _ in range(40)]
-        # Not due yet: must not fire.
-        future = await _due_clock(conn, kind="breach", due_at=now + timedelta(hours=1),
-                                  deadline=now + timedelta(hours=1))
+    now = datetime.now(UTC)
+    breaches = [await _due_clock(pool, kind="breach", due_at=now - timedelta(seconds=1 + i % 5),
+                                 deadline=now - timedelta(seconds=1)) for i in range(200)]
+    warnings = [await _due_clock(pool, kind="warning", due_at=now - timedelta(seconds=1),
+                                 deadline=now + timedelta(days=1)) for _ in range(40)]
+    # Not due yet: must not fire.
+    future = await _due_clock(pool, kind="breach", due_at=now + timedelta(hours=1),
+                              deadline=now + timedelta(hours=1))
     metrics = [SlaMetrics(CollectorRegistry()) for _ in range(2)]
+    uow = _uow(pool)
     claimed = [0, 0]
 
     async def drain(i):
-        while n := await scan_once(pool, 7, metrics[i]):
+        while n := await scan_once(uow, 7, metrics[i]):
             claimed[i] += n
             await asyncio.sleep(0)  # interleave with the other scanner
 
@@ -87,7 +98,7 @@ async def test_two_scanners_fire_each_due_timer_exactly_once(pool):
 def _submitted(cid, received_at, classification="pengaduan"):
     return make_event("test-portal", ComplaintSubmitted(
         complaint_id=cid, tracking_id=f"SKD-{cid.hex[:6]}", source="portal",
-        received_at=received_at, accepted_at=datetime.now(timezone.utc),
+        received_at=received_at, accepted_at=datetime.now(UTC),
         classification=classification, category="jalan",
         location=Location(kecamatan="Sekadau Hilir"), anonymous=True, confidential=False,
         reporter_ref="ref-1"))
@@ -153,7 +164,7 @@ async def test_overdue_submission_breaches_once_and_routing_stops_verification(s
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with Probe(settings) as probe:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             overdue = uuid.uuid4()
             event = _submitted(overdue, _working_days_ago(settings, now, 20))
             started = asyncio.get_running_loop().time()
@@ -199,9 +210,8 @@ async def test_overdue_submission_breaches_once_and_routing_stops_verification(s
 
             # A timer coming due while the service runs is detected by the scanner in < 1 s.
             pool = app.state.runtime.pool
-            due_at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
-            async with pool.acquire() as conn, conn.transaction():
-                timed = await _due_clock(conn, kind="breach", due_at=due_at, deadline=due_at)
+            due_at = datetime.now(UTC) + timedelta(seconds=0.5)
+            timed = await _due_clock(pool, kind="breach", due_at=due_at, deadline=due_at)
             await probe.collect(lambda _s: ("sla.breached", "opd_response", 1) in probe.of(timed),
                                 timeout_s=5)
             assert probe.of(timed) == [("sla.breached", "opd_response", 1)]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.sla import usecases
 from services.sla.app import MIGRATIONS
-from services.sla.repository import CalendarSource, set_policy
+from services.sla.calendars import CalendarSource
+from services.sla.repository import PgSlaRepository, set_policy
 from shared.db import create_pool, migrate
 from shared.events import (
     ComplaintDeferred,
@@ -20,6 +21,7 @@ from shared.events import (
     Location,
     make_event,
 )
+from shared.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
 SCHEMA = "sla_usecases_test"
@@ -54,18 +56,29 @@ def routed_event(cid, routed_at, hop=1, opd="PUPR"):
         complaint_id=cid, opd_code=opd, opd_name=opd, hop=hop, routed_at=routed_at))
 
 
-async def apply(pool, use_case, event, calendars, now):
-    async with pool.acquire() as conn, conn.transaction():
-        return await use_case(conn, event, calendars, now)
+def uow_of(pool):
+    return PgUnitOfWork(lambda: pool, PgSlaRepository)
+
+
+async def apply(pool, event, calendars, now):
+    return await usecases.on_complaint_event(event, uow=uow_of(pool), calendars=calendars, now=now)
+
+
+async def fire_due_timers(pool):
+    return await usecases.fire_due_timers(10_000, uow=uow_of(pool))
+
+
+async def current_calendar(pool, calendars):
+    async with uow_of(pool)() as tx:
+        return await calendars.current(tx.repo)
 
 
 async def submit(pool, calendars, cid, now=T0, **kw):
-    return await apply(pool, usecases.on_complaint_submitted, submitted_event(cid, **kw), calendars, now)
+    return await apply(pool, submitted_event(cid, **kw), calendars, now)
 
 
 async def route(pool, calendars, cid, routed_at, now=None, **kw):
-    return await apply(pool, usecases.on_complaint_routed, routed_event(cid, routed_at, **kw),
-                       calendars, now or routed_at)
+    return await apply(pool, routed_event(cid, routed_at, **kw), calendars, now or routed_at)
 
 
 async def clocks_of(pool, cid):
@@ -110,8 +123,8 @@ async def test_submission_starts_clocks_with_timers_and_events(pool, calendars):
 async def test_redelivered_submission_has_no_effect(pool, calendars):
     cid = uuid.uuid4()
     event = submitted_event(cid)
-    await apply(pool, usecases.on_complaint_submitted, event, calendars, T0)
-    again = await apply(pool, usecases.on_complaint_submitted, event, calendars, T0)
+    await apply(pool, event, calendars, T0)
+    again = await apply(pool, event, calendars, T0)
     assert again.duplicate
     # Same complaint re-published under a new event id: the unique clock key holds.
     await submit(pool, calendars, cid)
@@ -177,8 +190,7 @@ async def test_late_stop_before_breach_fired_emits_breach_once(pool, calendars):
     assert timers[("verification", 0, "breach")]["fired_at"] is not None
     assert timers[("verification", 0, "warning")]["cancelled_at"] is not None
     # The scanner has nothing left to fire for this clock.
-    async with pool.acquire() as conn, conn.transaction():
-        await usecases.fire_due_timers(conn, 10_000)
+    await fire_due_timers(pool)
     events = await outbox_of(pool, cid)
     breaches = [d for k, d in events if k == "sla.breached" and d["clock"] == "verification"]
     assert len(breaches) == 1
@@ -187,7 +199,7 @@ async def test_late_stop_before_breach_fired_emits_breach_once(pool, calendars):
 
 async def test_late_import_breaches_at_once_and_skips_warnings(pool, calendars):
     cid = uuid.uuid4()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = await submit(pool, calendars, cid, now=now, received_at=now - timedelta(days=40),
                        classification="permintaan_informasi")
     assert sorted(a.clock for a in out.alerts) == ["completion", "verification"]
@@ -208,7 +220,8 @@ async def test_reroute_cancels_previous_hop(pool, calendars):
     assert clocks[("opd_response", 2)]["stopped_at"] is None
     timers = await timers_of(pool, cid)
     assert all(timers[("opd_response", 1, k)]["cancelled_at"] is not None for k in ("warning", "breach"))
-    stops = [d for k, d in await outbox_of(pool, cid) if k == "sla.clock_stopped" and d["clock"] == "opd_response"]
+    stops = [d for k, d in await outbox_of(pool, cid)
+             if k == "sla.clock_stopped" and d["clock"] == "opd_response"]
     assert [(d["hop"], d["reason"], d["opd_code"]) for d in stops] == [(1, "cancelled", "PUPR")]
 
 
@@ -265,8 +278,7 @@ async def test_policy_and_calendar_edits_apply_to_the_next_message(pool, calenda
         await submit(pool, calendars, third)
         v = (await clocks_of(pool, third))[("verification", 0)]
         assert v["calendar_version"].endswith(f"+ovr-{rev}")
-        async with pool.acquire() as conn:
-            fresh = await CalendarSource("Asia/Pontianak").current(conn)
+        fresh = await current_calendar(pool, CalendarSource("Asia/Pontianak"))
         assert fresh.override_revision == rev
         assert v["deadline"] == fresh.deadline(T0, 4) > datetime(2026, 3, 30, 23, 59, 59, 999999, tzinfo=WIB)
     finally:
@@ -290,11 +302,10 @@ async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calenda
     resumed = make_event("test", ComplaintResumed(complaint_id=cid, resumed_at=resumed_at,
                                                   deferred_at=deferred_at))
     deferred = make_event("test", ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at))
-    await apply(pool, usecases.on_complaint_event, resumed, calendars, resumed_at)
-    out = await apply(pool, usecases.on_complaint_event, deferred, calendars, resumed_at)
+    await apply(pool, resumed, calendars, resumed_at)
+    out = await apply(pool, deferred, calendars, resumed_at)
     assert out.events == [] and not out.duplicate
-    async with pool.acquire() as conn:
-        calendar = await calendars.current(conn)
+    calendar = await current_calendar(pool, calendars)
     n = calendar.paused_working_days(deferred_at, resumed_at)
     assert n > 0
     clocks = await clocks_of(pool, cid)
@@ -318,11 +329,10 @@ async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calenda
 
 async def test_scanner_skips_warning_whose_deadline_passed(pool, calendars):
     cid = uuid.uuid4()
-    past = datetime.now(timezone.utc) - timedelta(days=1)
+    past = datetime.now(UTC) - timedelta(days=1)
     await submit(pool, calendars, cid, now=past - timedelta(days=30),
                  received_at=past - timedelta(days=30), classification="aspirasi")
-    async with pool.acquire() as conn, conn.transaction():
-        await usecases.fire_due_timers(conn, 10_000)
+    await fire_due_timers(pool)
     timers = await timers_of(pool, cid)
     assert timers[("verification", 0, "warning")]["cancelled_at"] is not None
     assert timers[("verification", 0, "breach")]["fired_at"] is not None

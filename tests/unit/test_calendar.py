@@ -1,6 +1,6 @@
 """Working-day arithmetic: weekends, libur nasional, cuti bersama, overrides, time zones."""
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -49,7 +49,7 @@ def test_march_2026_example_three_working_days():
     deadline = CAL.deadline(wib(2026, 3, 17, 9), 3)
     assert deadline == end_of(2026, 3, 27)
     assert deadline.astimezone(WIB).time() == time(23, 59, 59, 999999)
-    assert deadline.astimezone(timezone.utc) == datetime(2026, 3, 27, 16, 59, 59, 999999, tzinfo=timezone.utc)
+    assert deadline.astimezone(UTC) == datetime(2026, 3, 27, 16, 59, 59, 999999, tzinfo=UTC)
 
 
 def test_day_one_is_the_first_working_day_after_receipt():
@@ -69,11 +69,11 @@ def test_start_on_weekend_or_holiday():
 
 def test_local_date_not_utc_date_decides_the_start_day():
     # 2026-03-16T20:00Z is Tue 17 Mar 03:00 WIB: counted from the 17th, not Monday the 16th.
-    start = datetime(2026, 3, 16, 20, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 16, 20, 0, tzinfo=UTC)
     assert CAL.local_date(start) == date(2026, 3, 17)
     assert CAL.deadline(start, 3) == end_of(2026, 3, 27)
     # Counted from Monday 16th it would have been day 1 = 17th, day 3 = 26th.
-    assert CAL.deadline(datetime(2026, 3, 16, 16, 59, tzinfo=timezone.utc), 3) == end_of(2026, 3, 26)
+    assert CAL.deadline(datetime(2026, 3, 16, 16, 59, tzinfo=UTC), 3) == end_of(2026, 3, 26)
 
 
 def test_override_makes_a_holiday_a_working_day():

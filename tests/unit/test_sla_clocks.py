@@ -1,7 +1,7 @@
 """Which clocks start and stop on which event, and the timers they get. Pure logic."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -116,7 +116,7 @@ def test_earliest_stop_wins():
 
 
 def test_utc_received_at_is_counted_in_local_time():
-    s = submitted(received_at=datetime(2026, 3, 16, 20, 0, tzinfo=timezone.utc))
+    s = submitted(received_at=datetime(2026, 3, 16, 20, 0, tzinfo=UTC))
     start = clocks.starts_on_submission(s)[0]
     d = clocks.compute_deadline(start.started_at, POLICIES["verification"], CAL)
     assert d.deadline == datetime(2026, 3, 27, 23, 59, 59, 999999, tzinfo=WIB)

@@ -1,0 +1,77 @@
+"""The current working calendar and SLA policies, cached in process and rebuilt only when they
+changed.
+
+Freshness without a TTL: the repository reads the calendar revision and the policy rows in the
+same statement as the complaint's clocks (after the complaint lock) and hands them over as a
+``CalendarStamp``, so an operator's edit applies to the very next message, on every replica,
+and costs no extra round trip; the override table is re-read (one statement, through a
+``CalendarStore``) only when its revision moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from services.sla.calendar import WorkingCalendar
+from services.sla.policy import Policy
+
+# (key, working_days, warn_before_working_days, version), ordered by key.
+PolicyRow = tuple[str, int, int, int]
+
+
+@dataclass(frozen=True)
+class CalendarSnapshot:
+    """The override table at one revision (read in one statement, so they always match)."""
+
+    revision: int
+    overrides: dict[date, bool]
+
+
+@dataclass(frozen=True)
+class CalendarStamp:
+    """What a message read with the clocks: the override revision and the policy rows."""
+
+    revision: int
+    policy_rows: tuple[PolicyRow, ...]
+
+
+class CalendarStore(Protocol):
+    async def read_calendar(self) -> CalendarSnapshot: ...
+
+
+class CalendarSource:
+    def __init__(self, tz: ZoneInfo | str) -> None:
+        self._tz = tz
+        self._cached: WorkingCalendar | None = None
+        self._policy_rows: tuple[PolicyRow, ...] | None = None
+        self._policies: dict[str, Policy] = {}
+
+    async def current(self, store: CalendarStore) -> WorkingCalendar:
+        snapshot = await store.read_calendar()
+        if self._cached is None or self._cached.override_revision != snapshot.revision:
+            self._cached = WorkingCalendar(self._tz, snapshot.overrides,
+                                           override_revision=snapshot.revision)
+        return self._cached
+
+    async def at_revision(self, store: CalendarStore, revision: int) -> WorkingCalendar:
+        """The calendar of override ``revision`` (read by the caller): the cached one, or the
+        current one re-read when the revision moved."""
+        cached = self._cached
+        if cached is not None and cached.override_revision == revision:
+            return cached
+        return await self.current(store)
+
+    def policies(self, rows: tuple[PolicyRow, ...]) -> dict[str, Policy]:
+        """The policies of ``rows``, rebuilt only when a row changed."""
+        if rows != self._policy_rows:
+            self._policies = {k: Policy(k, n, w, v) for k, n, w, v in rows}
+            self._policy_rows = rows
+        return self._policies
+
+    async def resolve(self, store: CalendarStore,
+                      stamp: CalendarStamp) -> tuple[WorkingCalendar, dict[str, Policy]]:
+        """The calendar and policies a message read the ``stamp`` of."""
+        return await self.at_revision(store, stamp.revision), self.policies(stamp.policy_rows)

@@ -1,0 +1,514 @@
+"""The sla domain: one complaint's clocks as an aggregate, and the scanner's timer firings. Pure:
+no SQL, no connection; the PostgreSQL mapper (``repository``) loads and saves them.
+
+``ComplaintClocks`` is what one message sees and changes of a complaint: its clocks (all of
+them, running or not), the live timers of the running ones, its lifecycle facts and the
+DITUNDA periods already applied. ``apply`` decides, from one lifecycle event, which clocks stop
+or are cancelled, pause, resume and start (each created already stopped, paused or moved when
+later facts arrived first), which timers fire at once, and the events that say so; the mapper
+writes back ``changes()`` and the events in one statement.
+
+Invariants (besides those of ``clocks``):
+- A clock is created at most once per (clock kind, hop, instance): a re-published event adds
+  nothing.
+- A DITUNDA period is applied to a clock at most once (``pause_applied``), whichever of the
+  deferral and the resume is processed first.
+- A timer that must fire and is not pending (a paused clock's timers were cancelled, or the
+  clock never had one) is recorded as fired, so what fired is always in the timers.
+- A clock this message creates has a provisional negative id (−1, −2, … in creation order)
+  until the mapper inserts it; its timers and pauses refer to it by that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from services.sla import clocks
+from services.sla.calendar import WorkingCalendar
+from services.sla.clocks import ClockStart, ClockStop, Deadline, Fact, StopReason, TimerKind
+from services.sla.policy import Policy
+from shared.events import (
+    ClockKind,
+    CloudEvent,
+    ComplaintReopened,
+    ComplaintSubmitted,
+    EventData,
+    SlaBreached,
+    SlaClockStarted,
+    SlaClockStopped,
+    SlaReplyWindowElapsed,
+    SlaWarning,
+    make_event,
+)
+
+log = logging.getLogger(__name__)
+SOURCE = "sp4n/sla"
+AlertKind = Literal["warning", "breach", "elapsed"]
+
+
+@dataclass(frozen=True)
+class ClockRow:
+    id: int
+    complaint_id: uuid.UUID
+    clock: ClockKind
+    hop: int
+    opd_code: str | None
+    started_at: datetime
+    deadline: datetime
+    stopped_at: datetime | None
+    working_days: int
+    warn_at: datetime | None
+    calendar_version: str
+    policy_version: int
+    instance: int = 0
+    initial_deadline: datetime | None = None
+    initial_warn_at: datetime | None = None
+    paused_working_days: int = 0
+    paused_at: datetime | None = None
+    policy_key: str = ""
+    stop_reason: str | None = None
+
+    def deadline_record(self) -> Deadline:
+        return Deadline(self.working_days, self.deadline, self.warn_at, self.calendar_version,
+                        self.policy_version)
+
+    def initial_deadline_record(self) -> Deadline:
+        return Deadline(self.working_days, self.initial_deadline or self.deadline,
+                        self.initial_warn_at, self.calendar_version, self.policy_version)
+
+
+@dataclass
+class Timer:
+    id: int | None  # None: created by this message
+    clock_id: int  # < 0: a clock created by this message
+    kind: TimerKind
+    due_at: datetime | None = None
+    fired_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    changed: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.fired_at is None and self.cancelled_at is None
+
+
+@dataclass(frozen=True)
+class PauseRow:
+    """A DITUNDA period applied to a clock (idempotency and history)."""
+
+    clock_id: int
+    deferred_at: datetime
+    resumed_at: datetime
+    working_days: int
+    deadline_before: datetime
+    deadline_after: datetime
+    calendar_version: str
+
+
+@dataclass(frozen=True)
+class ClockChanges:
+    """What a message changed, for the mapper to write back."""
+
+    new_clocks: list[ClockRow]
+    changed_clocks: list[ClockRow]
+    timer_updates: list[Timer]  # existing timers fired or cancelled
+    timer_inserts: list[Timer]
+    new_pauses: list[PauseRow]
+
+    def __bool__(self) -> bool:
+        return bool(self.new_clocks or self.changed_clocks or self.timer_updates
+                    or self.timer_inserts or self.new_pauses)
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: AlertKind  # "elapsed" is the reply window's end, not an SLA alert
+    clock: str
+    opd_code: str | None
+    lag_s: float | None = None  # set only for scanner-detected timers
+
+
+@dataclass
+class Effects:
+    """The events a decision produced (to stage in the outbox) and the alerts to count."""
+
+    events: list[CloudEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def started(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
+                started_at: datetime, deadline: Deadline) -> None:
+        self.events.append(make_event(SOURCE, SlaClockStarted(
+            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            started_at=started_at, working_days=deadline.working_days,
+            deadline=deadline.deadline, warn_at=deadline.warn_at,
+            calendar_version=deadline.calendar_version, policy_version=deadline.policy_version)))
+
+    def elapsed(self, complaint_id: uuid.UUID, hop: int, opd_code: str | None,
+                responded_at: datetime, deadline: Deadline, lag_s: float | None = None) -> None:
+        self.events.append(make_event(SOURCE, SlaReplyWindowElapsed(
+            complaint_id=complaint_id, responded_at=responded_at, deadline=deadline.deadline,
+            opd_code=opd_code, hop=hop, calendar_version=deadline.calendar_version,
+            policy_version=deadline.policy_version)))
+        self.alerts.append(Alert("elapsed", "auto_close", opd_code, lag_s))
+
+    def stopped(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
+                stop: ClockStop, deadline: datetime) -> None:
+        self.events.append(make_event(SOURCE, SlaClockStopped(
+            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            stopped_at=stop.at, deadline=deadline, on_time=stop.at <= deadline,
+            reason=stop.reason)))
+
+    def alert(self, model: type[SlaWarning] | type[SlaBreached], complaint_id: uuid.UUID,
+              clock: ClockKind, hop: int, opd_code: str | None, deadline: Deadline,
+              due_at: datetime, lag_s: float | None = None) -> None:
+        self.events.append(make_event(SOURCE, model(
+            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            deadline=deadline.deadline, due_at=due_at, calendar_version=deadline.calendar_version,
+            policy_version=deadline.policy_version)))
+        self.alerts.append(Alert("breach" if model is SlaBreached else "warning", clock, opd_code,
+                                 lag_s))
+
+
+class ComplaintClocks:
+    """One complaint's clocks, live timers, facts and applied pauses as one message sees and
+    changes them (see the module docstring)."""
+
+    def __init__(self, complaint_id: uuid.UUID, clocks: list[ClockRow], timers: list[Timer],
+                 facts: list[Fact], pauses: set[tuple[int, datetime]]) -> None:
+        self.complaint_id = complaint_id
+        self.facts = facts
+        self._clocks: dict[int, ClockRow] = {c.id: c for c in clocks}  # existing by id, then new
+        self._loaded = dict(self._clocks)
+        self._timers = timers
+        self._pauses = set(pauses)
+        self._new_pauses: list[PauseRow] = []
+        self.effects = Effects()
+
+    @property
+    def events(self) -> list[CloudEvent]:
+        return self.effects.events
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return self.effects.alerts
+
+    # -- the fact of this message -------------------------------------------------------------
+    def record_fact(self, fact: Fact) -> None:
+        """Add the fact this message records, unless the complaint has it already (a
+        re-published event); kept in UTC, as read back from the table, so events carry the
+        instants as before."""
+        if any((f.kind, f.at, f.hop) == (fact.kind, fact.at, fact.hop) for f in self.facts):
+            return
+        self.facts.append(replace(
+            fact, at=fact.at.astimezone(UTC),
+            deferred_at=fact.deferred_at and fact.deferred_at.astimezone(UTC)))
+        self.facts.sort(key=lambda f: f.at)
+
+    # -- reads -------------------------------------------------------------------------------
+    def open_clocks(self) -> list[ClockRow]:
+        """The running clocks, oldest first."""
+        return [c for c in self._clocks.values() if c.stopped_at is None]
+
+    def clocks_of_kind(self, clock: str) -> list[ClockRow]:
+        return sorted((c for c in self._clocks.values() if c.clock == clock),
+                      key=lambda c: (c.hop, c.instance))
+
+    def pause_applied(self, clock_id: int, deferred_at: datetime) -> bool:
+        return (clock_id, deferred_at) in self._pauses
+
+    def live_timer_kinds(self, clock_id: int) -> tuple[set[str], set[str]]:
+        """(pending, fired) timer kinds of a clock."""
+        live = [t for t in self._timers if t.clock_id == clock_id and t.cancelled_at is None]
+        return ({t.kind for t in live if t.fired_at is None},
+                {t.kind for t in live if t.fired_at is not None})
+
+    def changes(self) -> ClockChanges:
+        return ClockChanges(
+            new_clocks=[c for i, c in self._clocks.items() if i < 0],
+            changed_clocks=[c for i, c in self._clocks.items() if i > 0 and c != self._loaded[i]],
+            timer_updates=[t for t in self._timers if t.id is not None and t.changed],
+            timer_inserts=[t for t in self._timers if t.id is None],
+            new_pauses=list(self._new_pauses))
+
+    # -- row changes -------------------------------------------------------------------------
+    def insert_clock(self, start: ClockStart, deadline: Deadline) -> int | None:
+        """The new clock's (provisional) id, or None when it already exists."""
+        key = (start.clock, start.hop, start.instance)
+        if any((c.clock, c.hop, c.instance) == key for c in self._clocks.values()):
+            return None
+        clock_id = -1 - sum(1 for i in self._clocks if i < 0)
+        self._clocks[clock_id] = ClockRow(
+            clock_id, self.complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
+            deadline.deadline, None, deadline.working_days, deadline.warn_at,
+            deadline.calendar_version, deadline.policy_version, start.instance,
+            deadline.deadline, deadline.warn_at, 0, None, start.policy_key)
+        return clock_id
+
+    def set_paused(self, clock_id: int, at: datetime | None) -> None:
+        self._clocks[clock_id] = replace(self._clocks[clock_id], paused_at=at)
+
+    def record_pause(self, clock_id: int, deferred_at: datetime, resumed_at: datetime,
+                     working_days: int, deadline_before: datetime,
+                     deadline_after: Deadline) -> None:
+        self._pauses.add((clock_id, deferred_at))
+        self._new_pauses.append(PauseRow(clock_id, deferred_at, resumed_at, working_days,
+                                         deadline_before, deadline_after.deadline,
+                                         deadline_after.calendar_version))
+
+    def set_recomputed_deadline(self, clock_id: int, deadline: Deadline,
+                                paused_working_days: int, paused_at: datetime | None) -> None:
+        """Store the deadline recomputed from the initial one and the total paused working days."""
+        self._clocks[clock_id] = replace(
+            self._clocks[clock_id], deadline=deadline.deadline, warn_at=deadline.warn_at,
+            calendar_version=deadline.calendar_version, paused_working_days=paused_working_days,
+            paused_at=paused_at)
+
+    def mark_stopped(self, clock_id: int, at: datetime, reason: StopReason) -> None:
+        if self._clocks[clock_id].stopped_at is None:
+            self._clocks[clock_id] = replace(self._clocks[clock_id], stopped_at=at,
+                                             stop_reason=reason)
+
+    def insert_timer(self, clock_id: int, kind: TimerKind, due_at: datetime, *,
+                     fired_at: datetime | None = None) -> None:
+        self._timers.append(Timer(None, clock_id, kind, due_at, fired_at))
+
+    def fire_timer(self, clock_id: int, kind: str, at: datetime) -> bool:
+        for t in self._timers:
+            if t.clock_id == clock_id and t.kind == kind and t.pending:
+                t.fired_at, t.changed = at, True
+                return True
+        return False
+
+    def cancel_pending_timers(self, clock_id: int, at: datetime) -> None:
+        for t in self._timers:
+            if t.clock_id == clock_id and t.pending:
+                t.cancelled_at, t.changed = at, True
+
+    # -- decisions ---------------------------------------------------------------------------
+    def apply(self, data: EventData, fact: Fact | None, calendar: WorkingCalendar,
+              policies: dict[str, Policy], now: datetime) -> None:
+        """Apply one lifecycle event (its fact already recorded): stop or cancel the running
+        clocks it ends, pause or resume, then start the clocks it starts."""
+        if fact is not None:
+            for row in self.open_clocks():
+                stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact])
+                if stop is not None:
+                    self._stop_clock(row, stop, calendar, now)
+            if fact.kind == "deferred":
+                self._pause(fact.at, now)
+            elif fact.kind == "resumed" and fact.deferred_at is not None:
+                self._resume(fact.deferred_at, fact.at, calendar, now)
+        for start in clocks.starts_on(data):
+            self._start_clock(policies, start, calendar, now)
+        if isinstance(data, (ComplaintSubmitted, ComplaintReopened)):
+            self._start_reopened_completions(policies, calendar, now)
+
+    def _start_clock(self, policies: dict[str, Policy], start: ClockStart,
+                     calendar: WorkingCalendar, now: datetime) -> None:
+        complaint_id, out = self.complaint_id, self.effects
+        policy = policies[start.policy_key]
+        if start.clock == "auto_close":
+            initial = clocks.auto_close_deadline(start.started_at, policy, calendar)
+        else:
+            initial = clocks.compute_deadline(start.started_at, policy, calendar)
+        clock_id = self.insert_clock(start, initial)
+        if clock_id is None:
+            log.info("clock %s/%s/%s already exists for %s", start.clock, start.hop,
+                     start.instance, complaint_id)
+            return
+
+        # Facts that arrived first (reordered events): a stop, DITUNDA periods.
+        facts = self.facts
+        stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts)
+        deadline, paused_at = initial, None
+        total_paused = 0
+        for pause in clocks.pauses_for(start.clock, start.started_at, stop, facts):
+            if pause.resumed_at is None:
+                paused_at = pause.deferred_at
+                continue
+            n = calendar.paused_working_days(pause.deferred_at, pause.resumed_at)
+            total_paused += n
+            moved = clocks.resumed_deadline(initial, total_paused, calendar)
+            self.record_pause(clock_id, pause.deferred_at, pause.resumed_at, n,
+                              deadline.deadline, moved)
+            deadline = moved
+        if paused_at is not None and any(p.resumed_at is not None and p.deferred_at > paused_at
+                                         for p in clocks.pauses_for(start.clock, start.started_at,
+                                                                    stop, facts)):
+            paused_at = None  # an unmatched deferral older than a completed one: stale, ignore
+        if deadline is not initial or paused_at is not None:
+            self.set_recomputed_deadline(clock_id, deadline, total_paused, paused_at)
+        out.started(complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
+                    deadline)
+
+        judged = deadline.deadline
+        if stop is not None:
+            judged = clocks.deadline_at(deadline.deadline, paused_at, stop.at, calendar)
+        if start.clock == "auto_close":
+            plans = clocks.auto_close_timers(deadline, now, stop)
+        elif stop is not None:
+            plans = clocks.initial_timers(replace(deadline, deadline=judged), now, stop)
+        elif paused_at is not None:
+            plans = []  # DITUNDA: timers come with the resume
+        else:
+            plans = clocks.initial_timers(deadline, now, None)
+        for plan in plans:
+            self.insert_timer(clock_id, plan.kind, plan.due_at,
+                              fired_at=now if plan.fire_now else None)
+            if plan.fire_now and plan.kind == "elapse":
+                out.elapsed(complaint_id, start.hop, start.opd_code, start.started_at, deadline)
+                stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
+            elif plan.fire_now:
+                out.alert(SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
+                          replace(deadline, deadline=judged), plan.due_at)
+        if stop is not None:
+            self.mark_stopped(clock_id, stop.at, stop.reason)
+            out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged)
+
+    def _start_reopened_completions(self, policies: dict[str, Policy], calendar: WorkingCalendar,
+                                    now: datetime) -> None:
+        """One completion instance per reopen (banding), numbered 1, 2, … in the order sla
+        learns of them; a reopen re-published under a new event id (same ``reopened_at``) adds
+        nothing. Needs the first instance for the classification's policy: a reopen that arrives
+        before ``complaint.submitted`` is started when the submission arrives."""
+        existing = self.clocks_of_kind("completion")
+        first = next((c for c in existing if c.hop == 0), None)
+        if first is None:
+            return
+        started = {c.started_at for c in existing}
+        next_instance = max(c.hop for c in existing) + 1
+        for fact in self.facts:
+            if fact.kind != "reopened" or fact.at in started:
+                continue
+            self._start_clock(policies,
+                              clocks.reopened_completion(first.policy_key, fact.at, next_instance),
+                              calendar, now)
+            started.add(fact.at)
+            next_instance += 1
+
+    def _stop_clock(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar,
+                    now: datetime) -> None:
+        """Stop or cancel a running clock. A late stop fires the breach if it has not fired; a
+        reply window that elapsed before the stop fires its elapse instead."""
+        if row.stopped_at is not None:
+            return
+        out = self.effects
+        pending, fired = self.live_timer_kinds(row.id)
+        judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
+        if row.clock == "auto_close":
+            if stop.at > row.deadline:
+                if "elapse" not in fired:
+                    self._fire(row.id, "elapse", row.deadline, pending, now)
+                    out.elapsed(row.complaint_id, row.hop, row.opd_code, row.started_at,
+                                row.deadline_record())
+                stop = ClockStop(stop.clock, stop.hop, row.deadline, "stopped")
+        else:
+            decision = clocks.stop_decision(judged, stop.at, breach_pending="breach" not in fired)
+            if decision.fire_breach:
+                self._fire(row.id, "breach", judged, pending, now)
+                out.alert(SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
+                          replace(row.deadline_record(), deadline=judged), judged)
+        self.cancel_pending_timers(row.id, now)
+        self.mark_stopped(row.id, stop.at, stop.reason)
+        out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged)
+
+    def _fire(self, clock_id: int, kind: TimerKind, due_at: datetime, pending: set[str],
+              now: datetime) -> None:
+        if kind in pending:
+            self.fire_timer(clock_id, kind, now)
+        else:  # paused (timers cancelled) or never had one: record the firing
+            self.insert_timer(clock_id, kind, due_at, fired_at=now)
+
+    def _pause(self, deferred_at: datetime, now: datetime) -> None:
+        """DITUNDA: the clocks waiting on the reporter that run at ``deferred_at`` pause; their
+        pending timers are cancelled (the resume makes new ones)."""
+        for row in self.open_clocks():
+            if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at \
+                    or row.paused_at is not None:
+                continue
+            if self.pause_applied(row.id, deferred_at):
+                continue  # its resume arrived first and has been applied
+            self.cancel_pending_timers(row.id, now)
+            self.set_paused(row.id, deferred_at)
+
+    def _resume(self, deferred_at: datetime, resumed_at: datetime, calendar: WorkingCalendar,
+                now: datetime) -> None:
+        """The paused clocks run again: deadline = initial deadline moved later by all working
+        days paused so far; new timers; a new ``sla.clock_started`` carries the moved deadline."""
+        complaint_id, out = self.complaint_id, self.effects
+        for row in self.open_clocks():
+            if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at:
+                continue
+            if self.pause_applied(row.id, deferred_at):
+                continue
+            n = calendar.paused_working_days(deferred_at, resumed_at)
+            total = row.paused_working_days + n
+            moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
+            self.cancel_pending_timers(row.id, now)  # the deferral may not be seen yet
+            self.record_pause(row.id, deferred_at, resumed_at, n, row.deadline, moved)
+            # A later deferral processed before this resume keeps the clock paused.
+            later = [p for p in clocks.pauses_for(row.clock, resumed_at, None, self.facts)
+                     if p.resumed_at is None]
+            paused_at = later[-1].deferred_at if later else None
+            self.set_recomputed_deadline(row.id, moved, total, paused_at)
+            out.started(complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
+            if paused_at is not None:
+                continue
+            _, fired = self.live_timer_kinds(row.id)
+            for plan in clocks.resumed_timers(moved, now, fired):
+                self.insert_timer(row.id, plan.kind, plan.due_at,
+                                  fired_at=now if plan.fire_now else None)
+                if plan.fire_now:
+                    out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
+                              plan.due_at)
+
+
+# -- the scanner -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DueTimer:
+    """A due timer the scanner claimed and marked fired (with its clock)."""
+
+    timer_id: int
+    kind: TimerKind
+    due_at: datetime
+    lag_s: float  # fire time − max(due time, creation time)
+    complaint_id: uuid.UUID
+    clock: ClockKind
+    hop: int
+    opd_code: str | None
+    deadline: datetime
+    calendar_version: str
+    policy_version: int
+    clock_id: int = 0
+    started_at: datetime | None = None
+
+
+@dataclass
+class TimerFirings(Effects):
+    """The scanner's decisions for a batch of fired timers: events, alerts, and the clocks an
+    elapsed reply window stops (clock id, stop)."""
+
+    stops: list[tuple[int, ClockStop]] = field(default_factory=list)
+
+
+def fire_timers(due: list[DueTimer]) -> TimerFirings:
+    """What the firing of ``due`` (already marked fired) means: a warning or a breach event per
+    timer; an elapsed reply window also stops its clock (intake closes the complaint)."""
+    out = TimerFirings()
+    for t in due:
+        deadline = Deadline(0, t.deadline, None, t.calendar_version, t.policy_version)
+        if t.kind == "elapse":
+            if t.started_at is None:
+                raise ValueError(f"elapsed timer {t.timer_id} without its clock's start")
+            out.elapsed(t.complaint_id, t.hop, t.opd_code, t.started_at, deadline, t.lag_s)
+            stop = ClockStop("auto_close", t.hop, t.deadline, "stopped")
+            out.stops.append((t.clock_id, stop))
+            out.stopped(t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
+            continue
+        out.alert(SlaBreached if t.kind == "breach" else SlaWarning, t.complaint_id, t.clock,
+                  t.hop, t.opd_code, deadline, t.due_at, lag_s=t.lag_s)
+    return out
