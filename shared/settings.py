@@ -99,4 +99,5 @@ class Settings(BaseSettings):
         return ZoneInfo(self.timezone)
 
     def port_of(self, service: str) -> int:
-        return getattr(self, f"{service}_port")
+        port: int = getattr(self, f"{service}_port")
+        return port
