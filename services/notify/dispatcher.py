@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from services.notify import usecases
+from services.notify.domain import Outcome
 from services.notify.metrics import NotifyMetrics
 from services.notify.model import ClaimedDelivery
 from services.notify.repository import WAKE_CHANNEL_PREFIX
@@ -101,9 +102,9 @@ class Dispatcher:
             "status_code": result.status_code}
         if outcome is None:
             log.warning("lease lost while delivering; attempt logged, state left to its owner", extra=extra)
-        elif outcome is usecases.Outcome.DELIVERED:
+        elif outcome is Outcome.DELIVERED:
             log.info("webhook delivered", extra=extra)
-        elif outcome is usecases.Outcome.RETRY_SCHEDULED:
+        elif outcome is Outcome.RETRY_SCHEDULED:
             log.info("webhook attempt failed; retry scheduled", extra=extra)
         else:
             log.warning("webhook dead-lettered after last attempt", extra=extra)

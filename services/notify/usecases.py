@@ -6,7 +6,6 @@ pool or knows about the broker."""
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import time
 import uuid
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from services.notify.domain import Outcome, complaint_id_of, decide
 from services.notify.model import ClaimedDelivery, NewDelivery
 from services.notify.signing import signed_headers, webhook_id
 from services.notify.subscriptions import Subscription, matching
@@ -59,44 +59,6 @@ class NotifyUnitOfWork(Protocol):
 
     def __call__(self, event: CloudEvent | None = None, *, single_statement: bool = False
                  ) -> contextlib.AbstractAsyncContextManager[Tx[NotifyRepo]]: ...
-
-
-class Outcome(enum.StrEnum):
-    DELIVERED = "delivered"
-    RETRY_SCHEDULED = "retry_scheduled"
-    DEAD_LETTERED = "dead_lettered"
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    retry_in_s: float | None = None
-
-
-def retry_delay(attempt: int, backoff_base_s: float) -> float:
-    """Wait after failed attempt number ``attempt`` (1-based): base, 2·base, 4·base, …"""
-    if attempt < 1:
-        raise ValueError("attempt numbers start at 1")
-    return backoff_base_s * 2.0 ** (attempt - 1)
-
-
-def decide(attempt: int, status_code: int | None, *, max_attempts: int,
-           backoff_base_s: float) -> Decision:
-    """What follows attempt number ``attempt`` that answered ``status_code`` (None: no answer)."""
-    if status_code is not None and 200 <= status_code < 300:
-        return Decision(Outcome.DELIVERED)
-    if attempt < max_attempts:
-        return Decision(Outcome.RETRY_SCHEDULED, retry_delay(attempt, backoff_base_s))
-    return Decision(Outcome.DEAD_LETTERED)
-
-
-def complaint_id_of(event: CloudEvent) -> uuid.UUID | None:
-    for candidate in (event.subject, event.data.get("complaint_id")):
-        try:
-            return uuid.UUID(str(candidate))
-        except (TypeError, ValueError):
-            continue
-    return None
 
 
 # --- intake of events ------------------------------------------------------------------

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from standardwebhooks import Webhook
 
 from services.notify import usecases
+from services.notify.domain import Outcome, complaint_id_of
 from services.notify.model import ClaimedDelivery
 from services.notify.signing import generate_secret, webhook_id
 from services.notify.subscriptions import Subscription
-from services.notify.usecases import HttpAnswer, Outcome, complaint_id_of
+from services.notify.usecases import HttpAnswer
 from shared.events import CloudEvent, NotificationDeadLettered, NotificationDelivered, SlaBreached, make_event
 from tests.unit.fakes import FakeUnitOfWork
 from tests.unit.notify_fakes import FakeNotifyRepository
