@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aio_pika
 from faststream import AckPolicy
@@ -102,14 +102,23 @@ def parse_cloud_event(body: bytes) -> CloudEvent:
     return event
 
 
+@overload
+def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
+              handle: Callable[[CloudEvent], Awaitable[None]]) -> Any: ...
+@overload
+def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
+              handle: Callable[[T], Awaitable[None]], parse: Callable[[bytes], T]) -> Any: ...
+
+
 def subscribe(
     broker: RabbitBroker,
     settings: Settings,
     spec: QueueSpec,
-    handle: Callable[[T], Awaitable[None]],
-    parse: Callable[[bytes], T] = parse_cloud_event,  # type: ignore[assignment]
+    handle: Callable[[Any], Awaitable[None]],
+    parse: Callable[[bytes], Any] = parse_cloud_event,
 ) -> Any:
-    """Attach ``handle`` to the spec's queue; ``parse`` turns the body into its argument."""
+    """Attach ``handle`` to the spec's queue; ``parse`` turns the body into its argument
+    (a ``CloudEvent`` unless another parser is given)."""
     ns = settings.namespace
     queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0])
 
@@ -130,7 +139,8 @@ async def _raw_message(msg: RabbitMessage) -> RabbitMessage:
     return msg
 
 
-async def dead_letter(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage, reason: str) -> None:
+async def dead_letter(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage,
+                      reason: str) -> None:
     """Copy the original message to the spec's DLQ with the reason; the caller then acks it."""
     log.warning("dead-lettered message on %s: %s", spec.name(ns), reason[:500])
     headers = dict(msg.headers or {})

@@ -17,9 +17,11 @@ the commits of notifying transactions behind one global lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -28,7 +30,7 @@ from shared.events import CloudEvent
 log = logging.getLogger(__name__)
 # Backend pids of pool connections that staged outbox rows in their current transaction.
 _staged: set[int] = set()
-_relays: set["OutboxRelay"] = set()
+_relays: set[OutboxRelay] = set()
 
 
 async def add_to_outbox(conn: asyncpg.Connection, *events: CloudEvent) -> None:
@@ -42,7 +44,7 @@ async def add_to_outbox(conn: asyncpg.Connection, *events: CloudEvent) -> None:
     staged_on(conn)
 
 
-def outbox_row(event: CloudEvent) -> tuple[str, str, dict]:
+def outbox_row(event: CloudEvent) -> tuple[str, str, dict[str, Any]]:
     """Values of ``outbox (event_id, routing_key, payload)``, for a repository that writes
     its state change and the event in one statement (then calls ``staged_on``)."""
     return event.id, event.event_name, event.model_dump(mode="json")
@@ -112,10 +114,8 @@ class OutboxRelay:
                     log.exception("outbox relay failed; retrying")
                     await asyncio.sleep(self._poll_interval_s)
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
-                except TimeoutError:
-                    pass
         finally:
             _relays.discard(self)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import aio_pika
 import asyncpg
@@ -23,14 +24,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from shared.broker import declare_topology, make_broker, publish_event, subscribe
 from shared.db import create_pool, migrate
-from shared.events import EVENT_MODELS
+from shared.events import EVENT_MODELS, CloudEvent
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 from shared.topology import QueueSpec
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
-Loop = Callable[["ServiceRuntime"], Awaitable[None]]
+Loop = Callable[["ServiceRuntime"], Coroutine[Any, Any, None]]
+T = TypeVar("T")
 
 
 class ServiceRuntime:
@@ -42,7 +44,7 @@ class ServiceRuntime:
         self.broker = make_broker(settings, self.registry, name)
         self.consumed: list[QueueSpec] = []
         self._loops: list[Loop] = []
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._pool: asyncpg.Pool | None = None
         self._admin: aio_pika.abc.AbstractRobustConnection | None = None
         self.events_published = Counter(
@@ -58,8 +60,16 @@ class ServiceRuntime:
             raise RuntimeError(f"{self.name}: database pool used before start-up")
         return self._pool
 
-    def consume(self, spec: QueueSpec, handle, parse=None) -> None:
-        """Register a consumer for one queue (see ``shared.broker.subscribe``)."""
+    @overload
+    def consume(self, spec: QueueSpec, handle: Callable[[CloudEvent], Awaitable[None]]) -> None: ...
+    @overload
+    def consume(self, spec: QueueSpec, handle: Callable[[T], Awaitable[None]],
+                parse: Callable[[bytes], T]) -> None: ...
+
+    def consume(self, spec: QueueSpec, handle: Callable[[Any], Awaitable[None]],
+                parse: Callable[[bytes], Any] | None = None) -> None:
+        """Register a consumer for one queue (see ``shared.broker.subscribe``): ``handle``
+        gets a ``CloudEvent``, or what ``parse`` makes of the message body."""
         self.consumed.append(spec)
         if parse is None:
             subscribe(self.broker, self.settings, spec, handle)
@@ -70,7 +80,7 @@ class ServiceRuntime:
         """A background coroutine started after the broker, cancelled at shutdown."""
         self._loops.append(loop)
 
-    async def publish(self, event) -> None:
+    async def publish(self, event: CloudEvent) -> None:
         await publish_event(self.broker, self.settings.namespace, event)
 
     @contextlib.asynccontextmanager
@@ -150,7 +160,7 @@ class ServiceRuntime:
             return Response(spec.to_specification().to_json(), media_type="application/json")
 
         @app.get("/events.schema.json", tags=["ops"])
-        async def event_schemas() -> dict:
+        async def event_schemas() -> dict[str, dict[str, Any]]:
             """Every sp4n event: routing key, CloudEvents type and the JSON Schema of ``data``."""
             return {name: {"routing_key": name, "type": model.ce_type(),
                            "data": model.model_json_schema()}

@@ -39,6 +39,9 @@ class NotifySettings(BaseModel):
     # How much of a receiver's answer, and of an error text, is kept with an attempt.
     max_answer_bytes: int = 1000
     max_error_chars: int = 1000
+    # Retries of the subscriptions-file sync at start-up back off (doubling from
+    # notify_poll_interval_s) up to this many seconds.
+    sync_backoff_max_s: float = 30.0
 
 
 class Settings(BaseSettings):

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 SOURCE = "lapor"
 MAX_DESCRIPTION = 4000  # ComplaintIn.description max_length
 MAX_TITLE = 200  # ComplaintIn.title max_length
@@ -277,7 +278,8 @@ def privacy_of(value: Any) -> tuple[bool, bool]:
         if not word:
             continue
         if word not in _KIND_TOKENS:
-            raise CellError(f"nilai {_text(value)!r} tidak dikenal (Anonim, Rahasia, 'Anonim, Rahasia', Biasa)")
+            raise CellError(
+                f"nilai {_text(value)!r} tidak dikenal (Anonim, Rahasia, 'Anonim, Rahasia', Biasa)")
         flag = _KIND_TOKENS[word]
         anonymous |= flag == "anonymous"
         confidential |= flag == "confidential"
@@ -324,13 +326,13 @@ def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
         return values[index] if index is not None and index < len(values) else None
 
     tracking_id = _text(cell("tracking_id"))
-    extra = {"status": _text(cell("status")) or None,
-             "disposed_to": _text(cell("disposed_to")) or None,
-             "channel": _text(cell("channel")) or None}
+    status = _text(cell("status")) or None
+    disposed_to = _text(cell("disposed_to")) or None
+    channel = _text(cell("channel")) or None
     errors: list[str] = []
     notes: list[str] = []
 
-    def parsed(label_key: str, fn, *args):
+    def parsed(label_key: str, fn: Callable[..., T], *args: Any) -> T | None:
         try:
             return fn(*args)
         except CellError as exc:
@@ -343,8 +345,10 @@ def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
     classification = parsed("classification", classification_of, cell("classification"))
     privacy = parsed("kind", privacy_of, cell("kind"))
     if errors:
-        return ExportRow(row_number, tracking_id, None, "; ".join(errors), **extra)
-
+        return ExportRow(row_number, tracking_id, None, "; ".join(errors), status=status,
+                         disposed_to=disposed_to, channel=channel)
+    # (no errors: every parsed value is there)
+    assert when is not None and privacy is not None
     anonymous, confidential = privacy
     title = _text(cell("title"))
     if len(title) > MAX_TITLE:
@@ -377,8 +381,9 @@ def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
     }
     if reporter:
         submission["reporter"] = reporter
-    return ExportRow(row_number, tracking_id, submission, None, notes=tuple(notes),
-                     anonymous_by_default=not anonymous and not identified, **extra)
+    return ExportRow(row_number, tracking_id, submission, None, status=status,
+                     disposed_to=disposed_to, channel=channel, notes=tuple(notes),
+                     anonymous_by_default=not anonymous and not identified)
 
 
 # --- workbook ---------------------------------------------------------------------------
@@ -437,7 +442,7 @@ def read_export(path: str | Path, tz: tzinfo) -> LaporExport:
         f"pun; diharapkan kolom seperti: {', '.join(c.label for c in COLUMNS if c.required)}")
 
 
-def _data_rows(rows: list[tuple], header: Header, tz: tzinfo, epoch: datetime) -> list[ExportRow]:
+def _data_rows(rows: list[tuple[Any, ...]], header: Header, tz: tzinfo, epoch: datetime) -> list[ExportRow]:
     out: list[ExportRow] = []
     first_seen: dict[str, ExportRow] = {}
     for number, values in enumerate(rows[header.row_number:], start=header.row_number + 1):

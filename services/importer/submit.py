@@ -32,7 +32,7 @@ class RetryPolicy:
     max_delay_s: float = 10.0
 
     def delay(self, failed_attempts: int, retry_after: float | None = None) -> float:
-        backoff = min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempts - 1))
+        backoff = min(self.max_delay_s, self.base_delay_s * 2.0 ** (failed_attempts - 1))
         jittered = backoff * random.uniform(0.5, 1.0)  # spread a burst of retries
         if retry_after is not None:
             return min(max(jittered, retry_after), self.max_delay_s * 3)
@@ -101,10 +101,11 @@ async def submit_all(client: httpx.AsyncClient, jobs: Sequence[Job], *, concurre
         raise aborted[0]
     for index, job in enumerate(jobs):
         if outcomes[index] is None:
-            outcomes[index] = Outcome(job.row_number, job.external_id, "failed", (
+            untried = Outcome(job.row_number, job.external_id, "failed", (
                 f"tidak dicoba: {consecutive_failures} baris berturut-turut gagal, intake "
                 f"tampaknya tidak dapat dihubungi"), attempts=0)
-            on_done(outcomes[index])
+            outcomes[index] = untried
+            on_done(untried)
     return [o for o in outcomes if o is not None]
 
 

@@ -9,15 +9,13 @@ running dispatchers through NOTIFY, so a replayed delivery is sent at once.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
 
 from services.notify import repository as repo
+from services.notify.model import DeadLetteredDelivery
 from services.notify.signing import generate_secret
 from services.notify.subscriptions import Subscription
 from services.notify.usecases import dead_lettered_event
@@ -84,39 +82,17 @@ async def remove_subscription(db: Db, name: str) -> bool:
             return False
         dropped = await repo.dead_letter_pending_of(conn, name, "subscription removed")
         await add_to_outbox(conn, *(
-            dead_lettered_event(r["complaint_id"], r["subscription"], r["event_id"],
-                                r["event_type"], r["attempts"], "subscription removed")
-            for r in dropped if r["complaint_id"] is not None))
+            dead_lettered_event(r.complaint_id, r.subscription, r.event_id,
+                                r.event_type, r.attempts, "subscription removed")
+            for r in dropped if r.complaint_id is not None))
         return True
-
-
-@dataclass(frozen=True)
-class DeadLetteredDelivery:
-    id: int
-    subscription: str
-    event_id: str
-    event_type: str
-    complaint_id: uuid.UUID | None
-    webhook_id: str
-    attempts: int
-    round: int
-    last_status_code: int | None
-    last_error: str | None
-    event_time: datetime
-    dead_lettered_at: datetime
 
 
 async def list_dead_lettered(db: Db, *, subscription: str | None = None,
                              limit: int = 100) -> list[DeadLetteredDelivery]:
     """Dead-lettered deliveries, oldest first (ids and errors; no payload)."""
     async with _transaction(db) as conn:
-        rows = await repo.fetch_dead_lettered(conn, subscription=subscription, limit=limit)
-    return [DeadLetteredDelivery(
-        id=r["id"], subscription=r["subscription"], event_id=r["event_id"],
-        event_type=r["event_type"], complaint_id=r["complaint_id"], webhook_id=r["webhook_id"],
-        attempts=r["attempts"], round=r["round"], last_status_code=r["last_status_code"],
-        last_error=r["last_error"], event_time=r["event_time"],
-        dead_lettered_at=r["dead_lettered_at"]) for r in rows]
+        return await repo.fetch_dead_lettered(conn, subscription=subscription, limit=limit)
 
 
 async def replay_dead_lettered(db: Db, delivery_id: int) -> bool:
@@ -124,10 +100,10 @@ async def replay_dead_lettered(db: Db, delivery_id: int) -> bool:
     and body). False if it is not dead-lettered; ``ValueError`` if its subscription is gone."""
     async with _transaction(db) as conn:
         row = await repo.fetch_delivery(conn, delivery_id)
-        if row is None or row["status"] != "dead_lettered":
+        if row is None or row.status != "dead_lettered":
             return False
-        if await repo.fetch_subscription(conn, row["subscription"]) is None:
-            raise ValueError(f"subscription {row['subscription']!r} no longer exists; add it first")
+        if await repo.fetch_subscription(conn, row.subscription) is None:
+            raise ValueError(f"subscription {row.subscription!r} no longer exists; add it first")
         replayed = await repo.requeue_dead_lettered(conn, delivery_id)
         if replayed:
             await repo.wake_dispatchers(conn)

@@ -36,7 +36,8 @@ class Subscription(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError("name must be 1-63 chars of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+            raise ValueError("name must be 1-63 chars of a-z, 0-9, '.', '_', '-',"
+                             " starting with a letter or digit")
         return v
 
     @field_validator("url")

@@ -1,17 +1,21 @@
-"""Use cases of the notify service. Collaborators (the pool, the HTTP sender, the clock)
-are arguments; nothing here knows about the broker."""
+"""Use cases of the notify service. Each takes the unit of work (``NotifyUnitOfWork``: a
+transaction with the ``NotifyRepository`` on it) and its collaborators (the HTTP sender, the
+clock, the limits from settings) as arguments; none opens a transaction itself, touches a
+pool or knows about the broker."""
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Protocol
 
-from services.notify import repository as repo
+from services.notify.domain import Outcome, complaint_id_of, decide
+from services.notify.model import ClaimedDelivery, NewDelivery
 from services.notify.signing import signed_headers, webhook_id
 from services.notify.subscriptions import Subscription, matching
 from shared.events import (
@@ -20,85 +24,73 @@ from shared.events import (
     NotificationDelivered,
     make_event,
 )
-from shared.inbox import first_delivery
-from shared.outbox import add_to_outbox
+from shared.uow import Tx
 
 log = logging.getLogger(__name__)
 SOURCE = "sp4n/notify"
 CONTENT_TYPE = "application/cloudevents+json"
-MAX_ERROR_CHARS = 1000
+# How much of a receiver's error answer goes into the error text (before max_error_chars).
+ANSWER_EXCERPT_CHARS = 300
 
 
-class Outcome(str, enum.Enum):
-    DELIVERED = "delivered"
-    RETRY_SCHEDULED = "retry_scheduled"
-    DEAD_LETTERED = "dead_lettered"
+class NotifyRepo(Protocol):
+    """What the use cases need of the repository (``repository.NotifyRepository``; an
+    in-memory fake in the unit tests)."""
+
+    async def upsert_subscriptions(self, subs: Sequence[Subscription]) -> None: ...
+    async def fetch_subscriptions(self, *, enabled_only: bool = False) -> list[Subscription]: ...
+    async def insert_deliveries(self, deliveries: Sequence[NewDelivery]) -> list[str]: ...
+    async def wake_dispatchers(self) -> None: ...
+    async def claim_due(self, *, limit: int, lease_s: float,
+                        lease_token: uuid.UUID) -> list[ClaimedDelivery]: ...
+    async def insert_attempt(self, *, delivery_id: int, round: int, attempt: int,
+                             started_at: datetime, duration_ms: int, status_code: int | None,
+                             error: str | None) -> None: ...
+    async def finish_delivered(self, d: ClaimedDelivery, status_code: int | None) -> bool: ...
+    async def schedule_retry(self, d: ClaimedDelivery, *, delay_s: float, status_code: int | None,
+                             error: str) -> bool: ...
+    async def finish_dead_lettered(self, d: ClaimedDelivery, *, status_code: int | None,
+                                   error: str) -> bool: ...
+    async def count_pending(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    retry_in_s: float | None = None
+class NotifyUnitOfWork(Protocol):
+    """``async with uow(event) as tx``: ``shared.uow.PgUnitOfWork`` or ``FakeUnitOfWork``."""
 
-
-def retry_delay(attempt: int, backoff_base_s: float) -> float:
-    """Wait after failed attempt number ``attempt`` (1-based): base, 2·base, 4·base, …"""
-    if attempt < 1:
-        raise ValueError("attempt numbers start at 1")
-    return backoff_base_s * 2 ** (attempt - 1)
-
-
-def decide(attempt: int, status_code: int | None, *, max_attempts: int,
-           backoff_base_s: float) -> Decision:
-    """What follows attempt number ``attempt`` that answered ``status_code`` (None: no answer)."""
-    if status_code is not None and 200 <= status_code < 300:
-        return Decision(Outcome.DELIVERED)
-    if attempt < max_attempts:
-        return Decision(Outcome.RETRY_SCHEDULED, retry_delay(attempt, backoff_base_s))
-    return Decision(Outcome.DEAD_LETTERED)
-
-
-def complaint_id_of(event: CloudEvent) -> uuid.UUID | None:
-    for candidate in (event.subject, event.data.get("complaint_id")):
-        try:
-            return uuid.UUID(str(candidate))
-        except (TypeError, ValueError):
-            continue
-    return None
+    def __call__(self, event: CloudEvent | None = None, *, single_statement: bool = False
+                 ) -> contextlib.AbstractAsyncContextManager[Tx[NotifyRepo]]: ...
 
 
 # --- intake of events ------------------------------------------------------------------
 
-async def accept_event(pool, event: CloudEvent) -> list[str]:
+async def accept_event(uow: NotifyUnitOfWork, event: CloudEvent) -> list[str]:
     """Record one delivery per matching subscription, exactly once per event.
 
     Returns the names of the subscriptions that got a new delivery (empty on a redelivery).
+    The inbox row and the deliveries commit together; the (event, subscription) key is a
+    second guard: an event never gets two deliveries for one subscription.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        if not await first_delivery(conn, event):
+    async with uow(event) as tx:
+        if not await tx.claim():
             return []
-        subs = await repo.fetch_subscriptions(conn, enabled_only=True)
-        targets = matching(subs, event.event_name, event.data)
+        subs = await tx.repo.fetch_subscriptions(enabled_only=True)
         body = event.model_dump_json()
-        created = []
-        for sub in targets:
-            delivery_id = await repo.insert_delivery(
-                conn, event_id=event.id, event_type=event.type, event_name=event.event_name,
-                event_time=event.time, complaint_id=complaint_id_of(event),
-                subscription=sub.name, webhook_id=webhook_id(event.id, sub.name), body=body,
-            )
-            if delivery_id is not None:
-                created.append(sub.name)
+        complaint_id = complaint_id_of(event)
+        created = await tx.repo.insert_deliveries([NewDelivery(
+            event_id=event.id, event_type=event.type, event_name=event.event_name,
+            event_time=event.time, complaint_id=complaint_id, subscription=sub.name,
+            webhook_id=webhook_id(event.id, sub.name), body=body,
+        ) for sub in matching(subs, event.event_name, event.data)])
         if created:
-            await repo.wake_dispatchers(conn)
+            await tx.repo.wake_dispatchers()
     return created
 
 
-async def sync_subscriptions(pool, subs: list[Subscription]) -> None:
+async def sync_subscriptions(uow: NotifyUnitOfWork, subs: Sequence[Subscription]) -> None:
     if not subs:
         return
-    async with pool.acquire() as conn, conn.transaction():
-        await repo.upsert_subscriptions(conn, subs)
+    async with uow() as tx:
+        await tx.repo.upsert_subscriptions(subs)
 
 
 # --- delivery --------------------------------------------------------------------------
@@ -121,8 +113,26 @@ class AttemptResult:
     error: str | None
 
 
-async def send(delivery: repo.ClaimedDelivery, post: Post,
-               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> AttemptResult:
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def claim_due(uow: NotifyUnitOfWork, *, limit: int, lease_s: float,
+                    new_token: Callable[[], uuid.UUID] = uuid.uuid4) -> list[ClaimedDelivery]:
+    """Lease up to ``limit`` due deliveries to this caller (one fresh lease token per claim).
+
+    One statement, atomic by itself: no transaction around it."""
+    async with uow(single_statement=True) as tx:
+        return await tx.repo.claim_due(limit=limit, lease_s=lease_s, lease_token=new_token())
+
+
+async def count_pending(uow: NotifyUnitOfWork) -> int:
+    async with uow(single_statement=True) as tx:
+        return await tx.repo.count_pending()
+
+
+async def send(delivery: ClaimedDelivery, post: Post, clock: Callable[[], datetime] = utc_now, *,
+               max_error_chars: int) -> AttemptResult:
     """One signed HTTP attempt; never raises for receiver or network faults."""
     body = delivery.body.encode()
     started_at = clock()
@@ -137,49 +147,63 @@ async def send(delivery: repo.ClaimedDelivery, post: Post,
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
             if answer.text:
-                error += f": {answer.text.strip()[:300]}"
+                error += f": {answer.text.strip()[:ANSWER_EXCERPT_CHARS]}"
     except Exception as exc:  # noqa: BLE001 - every failure of the receiver is a failed attempt
         error = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     duration_ms = int((time.perf_counter() - t0) * 1000)
     return AttemptResult(started_at, duration_ms, status_code,
-                         error[:MAX_ERROR_CHARS] if error else None)
+                         error[:max_error_chars] if error else None)
 
 
-async def record(pool, delivery: repo.ClaimedDelivery, result: AttemptResult, *,
+async def record(uow: NotifyUnitOfWork, delivery: ClaimedDelivery, result: AttemptResult, *,
                  max_attempts: int, backoff_base_s: float) -> Outcome | None:
     """Store the attempt and the delivery's next state with its event, in one transaction.
 
-    Returns None if the lease was lost meanwhile (the attempt is still logged).
+    Returns None if the lease was lost meanwhile (the attempt is still logged; the state is
+    left to the lease's owner, so one delivery never gets two outcomes).
     """
     decision = decide(delivery.attempt, result.status_code,
                       max_attempts=max_attempts, backoff_base_s=backoff_base_s)
-    async with pool.acquire() as conn, conn.transaction():
-        await repo.insert_attempt(
-            conn, delivery_id=delivery.id, round=delivery.round, attempt=delivery.attempt,
+    async with uow() as tx:
+        await tx.repo.insert_attempt(
+            delivery_id=delivery.id, round=delivery.round, attempt=delivery.attempt,
             started_at=result.started_at, duration_ms=result.duration_ms,
             status_code=result.status_code, error=result.error)
         if decision.outcome is Outcome.DELIVERED:
-            ok = await repo.finish_delivered(conn, delivery, result.status_code)
+            ok = await tx.repo.finish_delivered(delivery, result.status_code)
             if ok and delivery.complaint_id:
-                await add_to_outbox(conn, make_event(SOURCE, NotificationDelivered(
+                tx.stage(make_event(SOURCE, NotificationDelivered(
                     complaint_id=delivery.complaint_id, subscription=delivery.subscription,
                     notified_event_id=delivery.event_id, notified_event_type=delivery.event_type,
                     attempts=delivery.attempt)))
         elif decision.outcome is Outcome.RETRY_SCHEDULED:
-            ok = await repo.schedule_retry(conn, delivery, delay_s=decision.retry_in_s,
-                                           status_code=result.status_code, error=result.error or "")
+            assert decision.retry_in_s is not None
+            ok = await tx.repo.schedule_retry(delivery, delay_s=decision.retry_in_s,
+                                              status_code=result.status_code, error=result.error or "")
         else:
-            ok = await repo.finish_dead_lettered(conn, delivery, status_code=result.status_code,
-                                                 error=result.error or "")
+            ok = await tx.repo.finish_dead_lettered(delivery, status_code=result.status_code,
+                                                    error=result.error or "")
             if ok and delivery.complaint_id:
-                await add_to_outbox(conn, dead_lettered_event(
+                tx.stage(dead_lettered_event(
                     delivery.complaint_id, delivery.subscription, delivery.event_id,
                     delivery.event_type, delivery.attempt, result.error or ""))
     return decision.outcome if ok else None
 
 
+async def attempt(uow: NotifyUnitOfWork, delivery: ClaimedDelivery, post: Post, *,
+                  max_attempts: int, backoff_base_s: float, max_error_chars: int,
+                  clock: Callable[[], datetime] = utc_now) -> tuple[AttemptResult, Outcome | None]:
+    """Send one claimed delivery (outside any transaction) and record what followed."""
+    result = await send(delivery, post, clock, max_error_chars=max_error_chars)
+    outcome = await record(uow, delivery, result, max_attempts=max_attempts,
+                           backoff_base_s=backoff_base_s)
+    return result, outcome
+
+
 def dead_lettered_event(complaint_id: uuid.UUID, subscription: str, event_id: str,
                         event_type: str, attempts: int, last_error: str) -> CloudEvent:
+    """``last_error``: an attempt's error (``send`` already cut it to ``max_error_chars``) or
+    the operator's reason."""
     return make_event(SOURCE, NotificationDeadLettered(
         complaint_id=complaint_id, subscription=subscription, notified_event_id=event_id,
-        notified_event_type=event_type, attempts=attempts, last_error=last_error[:MAX_ERROR_CHARS]))
+        notified_event_type=event_type, attempts=attempts, last_error=last_error))

@@ -10,10 +10,12 @@ import pytest
 
 from services.cli import migrations_of
 from services.notify import admin, usecases
+from services.notify.repository import NotifyRepository
 from services.notify.signing import secret_key
 from shared.connect import service_pool
 from shared.events import CloudEvent, ComplaintRouted, make_event
 from shared.settings import Settings
+from shared.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +30,7 @@ async def test_subscription_lifecycle_and_removal_dead_letters_pending(settings:
     opd = f"OPD-{uuid.uuid4().hex[:8]}"
     name = f"cli-{opd.lower()}"
     async with service_pool(settings, "notify", migrations=migrations_of("notify")) as db:
+        uow = PgUnitOfWork(lambda: db, NotifyRepository)
         sub = await admin.add_subscription(db, name=name, url="http://127.0.0.1:9/never",
                                            event_types=["complaint.routed"], opd_codes=[opd])
         assert len(secret_key(sub.secret)) == 32
@@ -39,12 +42,12 @@ async def test_subscription_lifecycle_and_removal_dead_letters_pending(settings:
 
         assert await admin.set_subscription_enabled(db, name, False) is True
         # paused: nothing created (other modules' subscriptions in the shared schema may match)
-        assert name not in await usecases.accept_event(db, _routed(opd))
+        assert name not in await usecases.accept_event(uow, _routed(opd))
         assert await admin.set_subscription_enabled(db, name, True) is True
         assert await admin.set_subscription_enabled(db, "no-such-sub", True) is False
 
         event = _routed(opd)
-        assert name in await usecases.accept_event(db, event)
+        assert name in await usecases.accept_event(uow, event)
         stored = await db.fetchrow(
             "SELECT * FROM deliveries WHERE event_id = $1 AND subscription = $2", event.id, name)
         assert stored["status"] == "pending" and stored["attempts"] == 0

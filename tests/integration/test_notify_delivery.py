@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import httpx
@@ -22,9 +22,11 @@ from services.notify import admin, signing, usecases
 from services.notify.app import MIGRATIONS, build_app
 from services.notify.dispatcher import Dispatcher, httpx_post
 from services.notify.metrics import NotifyMetrics
+from services.notify.repository import NotifyRepository
 from shared.db import create_pool, migrate
 from shared.events import SlaBreached, make_event
 from shared.topology import events_exchange
+from shared.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +84,7 @@ def _subscription(name: str, url: str, opd: str, event_types=("sla.breached",)) 
 
 
 def _breach(opd: str) -> object:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return make_event("sp4n/sla", SlaBreached(
         complaint_id=uuid.uuid4(), clock="opd_response", hop=1, opd_code=opd,
         deadline=now - timedelta(minutes=1), due_at=now - timedelta(minutes=1),
@@ -201,7 +203,7 @@ async def test_failing_receiver_is_retried_until_delivered_with_stable_signed_id
             assert registry.get_sample_value("sp4n_notify_attempts_total", labels) == 3
             assert registry.get_sample_value(
                 "sp4n_notify_delivery_latency_seconds_count", labels) == 1
-            await app.state.dispatcher.refresh_pending_gauge(pool, force=True)
+            await app.state.dispatcher.refresh_pending_gauge(force=True)
             assert registry.get_sample_value("sp4n_notify_pending_deliveries") == \
                 await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'")
 
@@ -288,25 +290,26 @@ async def test_concurrent_dispatchers_never_double_send_and_respect_leases(setti
                 pool, name=f"race-{opd.lower()}", url=receiver.url,
                 event_types=["sla.breached"], opd_codes=[opd])
             try:
+                uow = PgUnitOfWork(lambda: pool, NotifyRepository)
                 events = [_breach(opd) for _ in range(40)]
                 for event in events:
-                    assert sub.name in await usecases.accept_event(pool, event)
-                    assert await usecases.accept_event(pool, event) == []
+                    assert sub.name in await usecases.accept_event(uow, event)
+                    assert await usecases.accept_event(uow, event) == []
 
                 # a delivery leased by a replica that is still sending is not touched
                 leased = await pool.fetchval(
                     "UPDATE deliveries SET locked_until = now() + interval '1 hour',"
                     " lease_token = gen_random_uuid() WHERE event_id = $1 RETURNING id", events[0].id)
 
-                dispatchers = [Dispatcher(settings, NotifyMetrics(CollectorRegistry()), batch_size=5)
+                dispatchers = [Dispatcher(settings, NotifyMetrics(CollectorRegistry()), uow, batch_size=5)
                                for _ in range(3)]
                 async with httpx.AsyncClient() as client:
-                    post = httpx_post(client)
+                    post = httpx_post(client, max_answer_bytes=settings.notify.max_answer_bytes)
 
                     async def drain(d: Dispatcher, leased_id: int):
                         # (deliveries of other modules' subscriptions may be claimed too)
                         for _ in range(400):
-                            claimed = await d.dispatch_once(pool, post)
+                            claimed = await d.dispatch_once(post)
                             remaining = await pool.fetchval(
                                 "SELECT count(*) FROM deliveries WHERE subscription = $1"
                                 " AND status = 'pending' AND id <> $2", sub.name, leased_id)

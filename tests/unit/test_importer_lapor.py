@@ -239,13 +239,14 @@ def test_rows_become_intake_submissions(tmp_path):
 def test_rows_that_cannot_be_mapped_say_why_and_repeated_rows_are_sent_once(tmp_path):
     rows = sample_rows("LPR")[:2]
     rows.append(list(rows[0][:9]) + ["Dinas Perhubungan"] + rows[0][10:])  # second disposition
-    rows.append(["LPR-2", "17/03/2026", "09:15", "Aspirasi", "Lain", "Judul lain", "Isi yang lain sama sekali.",
-                 None, None, None, None, None, None])
+    rows.append(["LPR-2", "17/03/2026", "09:15", "Aspirasi", "Lain", "Judul lain",
+                 "Isi yang lain sama sekali.", None, None, None, None, None, None])
     rows.append([None, "kemarin", None, "Keluhan", "x", "x", "x", "Rahasai", None, None, None, None, None])
     export = read_export(build_export(tmp_path / "lapor.xlsx", rows), TZ)
     third, fourth, fifth = export.rows[2:]
     assert third.duplicate_of == 5 and third.submission == export.rows[0].submission
-    assert fourth.submission is None and fourth.error == "Tracking ID LPR-2 sudah dipakai baris 6 dengan isi berbeda"
+    assert fourth.submission is None
+    assert fourth.error == "Tracking ID LPR-2 sudah dipakai baris 6 dengan isi berbeda"
     assert fifth.submission is None
     assert fifth.error.startswith("Tracking ID: kosong; Tanggal Laporan Masuk: bukan tanggal")
     assert "Klasifikasi Laporan: nilai 'Keluhan' tidak dikenal" in fifth.error

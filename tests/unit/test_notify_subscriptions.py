@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from services.notify.domain import Decision, Outcome, decide, retry_delay
 from services.notify.subscriptions import Subscription, event_type_matches, load_file, matching
-from services.notify.usecases import Decision, Outcome, decide, retry_delay
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
