@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from services.sla.metrics import SlaMetrics
 from services.sla.usecases import UnitOfWork, fire_due_timers, open_clock_counts
@@ -33,7 +34,7 @@ async def refresh_open_clocks(uow: UnitOfWork, metrics: SlaMetrics) -> None:
 
 
 def make_timer_loop(uow: UnitOfWork, metrics: SlaMetrics,
-                    settings: Settings) -> Callable[[ServiceRuntime], Awaitable[None]]:
+                    settings: Settings) -> Callable[[ServiceRuntime], Coroutine[Any, Any, None]]:
     batch_size = settings.sla_scan_batch_size
 
     async def sla_timers(_runtime: ServiceRuntime) -> None:
