@@ -32,8 +32,8 @@ def _rulebook(request: Request) -> CachedRulebook:
     return rulebook
 
 
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
-Rulebook = Annotated[CachedRulebook, Depends(_rulebook)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+RulebookDep = Annotated[CachedRulebook, Depends(_rulebook)]
 
 
 class RulePreview(BaseModel):
@@ -53,27 +53,27 @@ class TriagePreview(BaseModel):
 
 
 @router.get("/opds")
-async def opds(pool: Pool) -> list[Opd]:
+async def opds(pool: PoolDep) -> list[Opd]:
     return await repository.list_opds(pool)
 
 
 @router.get("/kecamatan")
-async def kecamatan(pool: Pool) -> list[Kecamatan]:
+async def kecamatan(pool: PoolDep) -> list[Kecamatan]:
     return await repository.list_kecamatan(pool)
 
 
 @router.get("/categories")
-async def categories(pool: Pool) -> list[Category]:
+async def categories(pool: PoolDep) -> list[Category]:
     return await repository.list_categories(pool)
 
 
 @router.get("/rules")
-async def rules(pool: Pool) -> list[RuleListing]:
+async def rules(pool: PoolDep) -> list[RuleListing]:
     return await repository.list_rules(pool)
 
 
 @router.get("/routing/preview")
-async def preview(rulebook: Rulebook,
+async def preview(rulebook: RulebookDep,
                   category: Annotated[str, Query(min_length=1, max_length=100)],
                   kecamatan: Annotated[str | None, Query(max_length=100)] = None,
                   ) -> RulePreview | TriagePreview:
@@ -91,5 +91,5 @@ async def preview(rulebook: Rulebook,
 
 
 @router.get("/decisions/{complaint_id}")
-async def decisions(pool: Pool, complaint_id: uuid.UUID) -> list[DecisionRecord]:
+async def decisions(pool: PoolDep, complaint_id: uuid.UUID) -> list[DecisionRecord]:
     return await repository.get_decisions(pool, complaint_id)
