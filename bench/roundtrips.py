@@ -144,11 +144,13 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     registry = CollectorRegistry()
     cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
                        reporter_ref_key=settings.reporter_ref_key)
-    rulebook = CachedRulebook(lambda: routing_repo.load_rulebook(pools["routing"]), ttl_s=2.0)
+    rulebook = CachedRulebook(lambda: routing_repo.load_rulebook(pools["routing"]),
+                              ttl_s=settings.routing.rules_ttl_s)
     await rulebook()  # loaded at most every ttl_s; not part of any message
-    route = submitted_handler(unit_of_work=lambda: routing_repo.unit_of_work(pools["routing"]),
+    route = submitted_handler(uow=PgUnitOfWork(lambda: pools["routing"], routing_repo.RoutingRepository),
                               rulebook=rulebook, metrics=RoutingMetrics.register(registry),
-                              duplicate_window_days=settings.duplicate_window_days)
+                              duplicate_window_days=settings.duplicate_window_days,
+                              max_duplicate_candidates=settings.routing.max_duplicate_candidates)
     sla = make_complaint_handler(PgUnitOfWork(lambda: pools["sla"], PgSlaRepository),
                                  CalendarSource(settings.tz), SlaMetrics(registry))
 

@@ -86,12 +86,28 @@ SLA_COMPLAINTS = QueueSpec(
      "complaint.archived", "complaint.forwarded", "complaint.returned", "complaint.responded",
      "complaint.reporter_replied", "complaint.closed", "complaint.reopened"),
 )
+# notify feeds webhook subscriptions, and a subscription may ask for any complaint.* or sla.*
+# event (``*``, ``complaint.*``, ``sla.*`` or a name), so its queue binds every one of them;
+# the subscriptions' own filter (services/notify/subscriptions.py) picks what is delivered.
+# Events carry no personal data (a pseudonymous reporter_ref at most), so none is withheld.
 NOTIFY_ALERTS = QueueSpec(
     "notify", "alerts",
     ("complaint.routed", "complaint.triage_required", "complaint.routing_suggested",
      "complaint.returned", "complaint.responded", "complaint.closed", "complaint.reopened",
-     "complaint.duplicate_suspected", "sla.warning", "sla.breached"),
+     "complaint.duplicate_suspected", "sla.warning", "sla.breached",
+     # Added for webhook subscribers (bindings only, the queue's arguments are unchanged):
+     "complaint.submitted", "complaint.deferred", "complaint.resumed", "complaint.archived",
+     "complaint.forwarded", "complaint.reporter_replied", "sla.clock_started",
+     "sla.clock_stopped", "sla.reply_window_elapsed",
+     # complaint.verified and complaint.rated were bound by no queue: no service consumes
+     # them (intake applies them itself; sla's verification clock stops at disposition,
+     # complaint.routed, and no clock depends on a rating), but a subscriber may want them.
+     "complaint.verified", "complaint.rated"),
 )
+# Published, bound by no queue, on purpose: notify's own delivery reports. They are an audit
+# trail on the exchange for an operator's tools; no service needs them, and binding them to
+# notify would loop (a webhook about a webhook's delivery, reported again, …).
+UNBOUND_EVENTS = ("notification.delivered", "notification.dead_lettered")
 ALL_QUEUES: tuple[QueueSpec, ...] = (
     INTAKE_SUBMISSIONS, INTAKE_TIMELINE, ROUTING_SUBMITTED, SLA_COMPLAINTS, NOTIFY_ALERTS,
 )

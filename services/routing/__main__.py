@@ -1,8 +1,8 @@
 """``python -m services.routing``: run the routing service as its own process."""
 
+from services.routing.app import build_app
 from shared.service import serve
 from shared.settings import Settings
-from services.routing.app import build_app
 
 if __name__ == "__main__":
     settings = Settings()

@@ -1,6 +1,7 @@
 """Duplicate suspicion: complaints of the same category in the same desa received close
-together are probably about the same thing. Pure logic, no I/O; the repository runs the
-same selection in SQL (equality on the keys below, the window as an inclusive range).
+together are probably about the same thing. This module holds the pure part — the key and
+the window; the selection itself is ONE SQL statement in ``repository`` (the only copy of
+the rule, tested against PostgreSQL in tests/integration/test_routing_duplicates.py).
 
 Invariants:
 - Flag, never merge, and never change routing: the admin koordinator may archive one as
@@ -17,13 +18,16 @@ Invariants:
   complaint, whether received before or after it. Each suspicious pair is therefore flagged
   once, on the complaint routing processes second, naming the other one — if B is processed
   before A, A's event lists B; B's earlier event (if any) is not re-issued.
+- A flag is a hint to a person: it names at most ``settings.routing.max_duplicate_candidates``
+  candidates, the nearest in received_at (ties: lower id as text), listed by received_at
+  (then id, so the order is total). An unbounded list would grow without limit for a
+  much-reported problem (one pothole, hundreds of reports).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -61,26 +65,3 @@ def window(received_at: datetime, window_days: int) -> tuple[datetime, datetime]
     """The inclusive range of ``received_at`` a candidate must fall in."""
     width = timedelta(days=window_days)
     return received_at - width, received_at + width
-
-
-def is_candidate(new: SubmissionKey, other: SubmissionKey, window_days: int) -> bool:
-    if not new.has_desa or other.complaint_id == new.complaint_id:
-        return False
-    low, high = window(new.received_at, window_days)
-    return (other.category == new.category and other.desa == new.desa
-            and low <= other.received_at <= high)
-
-
-# A flag is a hint to a person: the nearest few candidates are enough, and an unbounded list
-# would grow without limit for a much-reported problem (one pothole, hundreds of reports).
-MAX_CANDIDATES = 20
-
-
-def select_candidates(new: SubmissionKey, recent: Iterable[SubmissionKey],
-                      window_days: int) -> list[uuid.UUID]:
-    """The MAX_CANDIDATES candidates nearest in received_at (ties: lower id), listed by
-    received_at (then id, so the order is total)."""
-    found = [o for o in recent if is_candidate(new, o, window_days)]
-    nearest = sorted(found, key=lambda o: (abs((o.received_at - new.received_at).total_seconds()),
-                                           str(o.complaint_id)))[:MAX_CANDIDATES]
-    return [o.complaint_id for o in sorted(nearest, key=lambda o: (o.received_at, str(o.complaint_id)))]

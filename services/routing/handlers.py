@@ -6,31 +6,26 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from shared.broker import PoisonMessage
-from shared.events import CloudEvent, ComplaintSubmitted
 from services.routing.metrics import RoutingMetrics
 from services.routing.rules import Routed, Suggested
-from services.routing.usecases import (
-    DEFAULT_DUPLICATE_WINDOW_DAYS,
-    RulebookSource,
-    UnitOfWork,
-    route_submitted,
-)
+from services.routing.usecases import RulebookSource, UnitOfWork, route_submitted
+from shared.broker import PoisonMessage
+from shared.events import CloudEvent, ComplaintSubmitted
 
 log = logging.getLogger(__name__)
 
 
-def submitted_handler(*, unit_of_work: UnitOfWork, rulebook: RulebookSource,
-                      metrics: RoutingMetrics,
-                      duplicate_window_days: int = DEFAULT_DUPLICATE_WINDOW_DAYS,
+def submitted_handler(*, uow: UnitOfWork, rulebook: RulebookSource, metrics: RoutingMetrics,
+                      duplicate_window_days: int, max_duplicate_candidates: int,
                       ) -> Callable[[CloudEvent], Awaitable[None]]:
     async def handle(event: CloudEvent) -> None:
         submitted = event.parse_data()
         if not isinstance(submitted, ComplaintSubmitted):
             raise PoisonMessage(f"routing expects complaint.submitted, got {event.type}")
         started = time.perf_counter()
-        result = await route_submitted(event, submitted, unit_of_work=unit_of_work, rulebook=rulebook,
-                                       duplicate_window_days=duplicate_window_days)
+        result = await route_submitted(event, submitted, uow=uow, rulebook=rulebook,
+                                       duplicate_window_days=duplicate_window_days,
+                                       max_duplicate_candidates=max_duplicate_candidates)
         if result.status != "decided":
             log.info("complaint %s: %s, event %s ignored", submitted.complaint_id, result.status, event.id)
             return

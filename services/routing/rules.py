@@ -51,13 +51,9 @@ class Rule:
 
     def matches(self, category: str, kecamatan: str) -> bool:
         """``category``/``kecamatan`` must already be normalized."""
-        if not self.enabled:
-            return False
-        if self.category != WILDCARD and normalize_category(self.category) != category:
-            return False
-        if self.kecamatan != WILDCARD and normalize_area(self.kecamatan) != kecamatan:
-            return False
-        return True
+        return (self.enabled
+                and (self.category == WILDCARD or normalize_category(self.category) == category)
+                and (self.kecamatan == WILDCARD or normalize_area(self.kecamatan) == kecamatan))
 
 
 def match(rules: Iterable[Rule], category: str | None, kecamatan: str | None) -> Rule | None:

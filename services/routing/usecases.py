@@ -1,8 +1,9 @@
 """Routing use cases. Collaborators come in as arguments; no broker, no SQL here.
 
 Invariants:
-- The inbox record, the decision and the outgoing event commit in one transaction, so a
-  crash anywhere leaves either all of them or none (the redelivery then redoes it).
+- The inbox record, the decision and the outgoing event are written by one statement in
+  one unit of work (``shared.uow``), so a crash anywhere leaves either all of them or none
+  (the redelivery then redoes it).
 - At most one decision per (complaint, hop): a complaint re-published under a new event id
   finds the stored decision and emits nothing.
 - The decision emits exactly one of complaint.routed (rule with auto_dispose),
@@ -20,9 +21,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Literal, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
+from services.routing.duplicates import SubmissionKey
+from services.routing.model import DecisionRecord, DecisionStatus, Rulebook
+from services.routing.rules import Decision, Routed, Suggested, decide
 from shared.events import (
     CloudEvent,
     ComplaintDuplicateSuspected,
@@ -30,46 +34,47 @@ from shared.events import (
     ComplaintRoutingSuggested,
     ComplaintSubmitted,
     ComplaintTriageRequired,
+    EventData,
     make_event,
 )
-from services.routing.duplicates import SubmissionKey
-from services.routing.model import DecisionRecord, Rulebook
-from services.routing.rules import Decision, Routed, Suggested, decide
+from shared.uow import Tx
 
 log = logging.getLogger(__name__)
 EVENT_SOURCE = "sp4n/routing"
 FIRST_HOP = 1
-DEFAULT_DUPLICATE_WINDOW_DAYS = 7
 
 
 class Repository(Protocol):
-    async def record_decision(self, event: CloudEvent, record: DecisionRecord, emitted: CloudEvent,
-                              key: SubmissionKey
-                              ) -> Literal["decided", "duplicate_event", "already_decided"]:
-        """Record the event in the inbox; on its first delivery store the decision unless
-        (complaint, hop) has one; when stored, stage ``emitted`` and remember the submission for
-        duplicate suspicion (serialised per (category, desa))."""
-    async def duplicate_candidates(self, key: SubmissionKey, window_days: int) -> list[uuid.UUID]: ...
-    async def add_to_outbox(self, *events: CloudEvent) -> None: ...
+    async def record_decision(self, record: DecisionRecord, emitted: CloudEvent,
+                              key: SubmissionKey) -> DecisionStatus:
+        """Record the unit of work's event in the inbox (and report it with ``set_claimed``);
+        on its first delivery store the decision unless (complaint, hop) has one; when
+        stored, write ``emitted`` to the outbox and remember the submission for duplicate
+        suspicion (serialised per (category, desa)) — all in one statement."""
+
+    async def duplicate_candidates(self, key: SubmissionKey, window_days: int,
+                                   limit: int) -> list[uuid.UUID]: ...
 
 
-UnitOfWork = Callable[[], AbstractAsyncContextManager[Repository]]
+# ``PgUnitOfWork(lambda: pool, RoutingRepository)`` in production, ``FakeUnitOfWork`` in tests.
+UnitOfWork = Callable[[CloudEvent], AbstractAsyncContextManager[Tx[Repository]]]
 RulebookSource = Callable[[], Awaitable[Rulebook]]
 
 
 @dataclass(frozen=True)
 class RoutingResult:
-    status: Literal["decided", "duplicate_event", "already_decided"]
+    status: DecisionStatus
     decision: Decision | None = None
     emitted: CloudEvent | None = None
     duplicate_suspected: CloudEvent | None = None
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _outcome(submitted: ComplaintSubmitted, decision: Decision, now: datetime) -> CloudEvent:
+    data: EventData
     if isinstance(decision, Routed):
         data = ComplaintRouted(
             complaint_id=submitted.complaint_id, opd_code=decision.opd_code,
@@ -89,20 +94,21 @@ def _outcome(submitted: ComplaintSubmitted, decision: Decision, now: datetime) -
 
 def _record(event: CloudEvent, submitted: ComplaintSubmitted, decision: Decision,
             emitted: CloudEvent, now: datetime) -> DecisionRecord:
-    common = dict(complaint_id=submitted.complaint_id, hop=FIRST_HOP,
-                  category=submitted.category, kecamatan=submitted.location.kecamatan,
-                  source_event_id=event.id, event_id=emitted.id, decided_at=now)
+    reason: str | None = None
+    rule: tuple[str, int, int] | None  # (opd_code, rule_id, rule_version)
     if isinstance(decision, Routed | Suggested):
         outcome = "routed" if isinstance(decision, Routed) else "suggested"
-        return DecisionRecord(outcome=outcome, opd_code=decision.opd_code,
-                              rule_id=decision.rule_id, rule_version=decision.rule_version, **common)
-    # A triage may carry the rule that matched but could not be used (its OPD is unknown).
-    suggested = decision.suggested_rule
+        rule = (decision.opd_code, decision.rule_id, decision.rule_version)
+    else:
+        # A triage may carry the rule that matched but could not be used (its OPD is unknown).
+        outcome, reason, suggested = "triage", decision.reason, decision.suggested_rule
+        rule = (suggested.opd_code, suggested.id, suggested.version) if suggested else None
+    opd_code, rule_id, rule_version = rule if rule else (None, None, None)
     return DecisionRecord(
-        outcome="triage", reason=decision.reason,
-        opd_code=suggested.opd_code if suggested else None,
-        rule_id=suggested.id if suggested else None,
-        rule_version=suggested.version if suggested else None, **common)
+        complaint_id=submitted.complaint_id, hop=FIRST_HOP, outcome=outcome, opd_code=opd_code,
+        rule_id=rule_id, rule_version=rule_version, reason=reason, category=submitted.category,
+        kecamatan=submitted.location.kecamatan, source_event_id=event.id, event_id=emitted.id,
+        decided_at=now)
 
 
 def _duplicate_event(submitted: ComplaintSubmitted, candidates: list[uuid.UUID],
@@ -114,28 +120,31 @@ def _duplicate_event(submitted: ComplaintSubmitted, candidates: list[uuid.UUID],
 
 
 async def route_submitted(event: CloudEvent, submitted: ComplaintSubmitted, *,
-                          unit_of_work: UnitOfWork, rulebook: RulebookSource,
-                          clock: Callable[[], datetime] = _utcnow,
-                          duplicate_window_days: int = DEFAULT_DUPLICATE_WINDOW_DAYS) -> RoutingResult:
+                          uow: UnitOfWork, rulebook: RulebookSource,
+                          duplicate_window_days: int, max_duplicate_candidates: int,
+                          clock: Callable[[], datetime] = _utcnow) -> RoutingResult:
     """Decide the first disposition of a newly submitted complaint, and flag it when it
-    looks like a duplicate of another recent one."""
+    looks like a duplicate of another recent one (naming at most
+    ``max_duplicate_candidates`` others received within ``duplicate_window_days``)."""
     book = await rulebook()
     now = clock()
     decision = decide(book.rules, book.opd_names, submitted.category, submitted.location.kecamatan)
     emitted = _outcome(submitted, decision, now)
     key = SubmissionKey.of(submitted.complaint_id, submitted.category, submitted.location.desa,
                            submitted.received_at)
-    async with unit_of_work() as repo:
-        status = await repo.record_decision(
-            event, _record(event, submitted, decision, emitted, now), emitted, key)
+    async with uow(event) as tx:
+        # One statement: the inbox row, the decision and ``emitted`` in the outbox.
+        status = await tx.repo.record_decision(
+            _record(event, submitted, decision, emitted, now), emitted, key)
         if status != "decided":
             # The inbox row still commits: this event id is consumed, with no effect.
             return RoutingResult(status)
-        candidates = await repo.duplicate_candidates(key, duplicate_window_days)
+        candidates = await tx.repo.duplicate_candidates(key, duplicate_window_days,
+                                                        max_duplicate_candidates)
         duplicate = (_duplicate_event(submitted, candidates, duplicate_window_days, now)
                      if candidates else None)
         if duplicate is not None:
-            await repo.add_to_outbox(duplicate)
+            tx.stage(duplicate)  # the unit of work writes it before the commit
     return RoutingResult("decided", decision, emitted, duplicate)
 
 
@@ -144,7 +153,7 @@ class CachedRulebook:
     within ``ttl_s`` seconds on every replica without a restart. Concurrent callers share
     one reload."""
 
-    def __init__(self, load: RulebookSource, ttl_s: float = 2.0,
+    def __init__(self, load: RulebookSource, *, ttl_s: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._load = load
         self._ttl_s = ttl_s
@@ -153,18 +162,23 @@ class CachedRulebook:
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    def _fresh(self) -> bool:
-        return self._book is not None and self._monotonic() - self._loaded_at < self._ttl_s
+    def _fresh(self) -> Rulebook | None:
+        """The cached rulebook while it is younger than ``ttl_s``."""
+        if self._book is not None and self._monotonic() - self._loaded_at < self._ttl_s:
+            return self._book
+        return None
 
     async def __call__(self) -> Rulebook:
-        if self._fresh():
-            return self._book  # type: ignore[return-value]
+        book = self._fresh()
+        if book is not None:
+            return book
         async with self._lock:
-            if not self._fresh():
-                self._book = await self._load()
+            book = self._fresh()
+            if book is None:
+                book = self._book = await self._load()
                 self._loaded_at = self._monotonic()
-                log.debug("rulebook reloaded: %d rules", len(self._book.rules))
-        return self._book  # type: ignore[return-value]
+                log.debug("rulebook reloaded: %d rules", len(book.rules))
+        return book
 
     def invalidate(self) -> None:
         self._book = None

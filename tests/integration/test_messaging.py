@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
@@ -19,10 +20,10 @@ from shared.broker import (
     subscribe,
 )
 from shared.db import create_pool, migrate
-from shared.events import ComplaintTriageRequired, make_event
-from shared.inbox import first_delivery
+from shared.events import EVENT_MODELS, ComplaintSubmitted, ComplaintTriageRequired, Location, make_event
 from shared.outbox import OutboxRelay, add_to_outbox
-from shared.topology import QueueSpec, events_exchange
+from shared.topology import NOTIFY_ALERTS, QueueSpec, events_exchange
+from shared.uow import PgUnitOfWork
 from tests.infra import next_message
 
 pytestmark = pytest.mark.integration
@@ -143,15 +144,38 @@ async def test_inbox_ignores_redelivered_event(pool):
     event = _event()
     effects = []
 
+    uow = PgUnitOfWork(lambda: pool, lambda tx: None)
+
     async def apply(ev):
-        async with pool.acquire() as conn, conn.transaction():
-            if await first_delivery(conn, ev):
+        async with uow(ev) as tx:
+            if await tx.claim():
                 effects.append(ev.id)
 
     await apply(event)
     await apply(event)
     await apply(event.model_copy())
     assert effects == [event.id]
+
+
+async def test_notify_alerts_bindings_route_every_complaint_and_sla_event(settings, topology):
+    """A queue declared with notify's bindings gets every complaint.* and sla.* event and none
+    of notify's own notification.* events (published to the real topic exchange)."""
+    spec = QueueSpec("test", f"n{uuid.uuid4().hex[:8]}", NOTIFY_ALERTS.routing_keys)
+    async with topology.channel() as ch:
+        await declare_queue(ch, settings.namespace, spec, settings.delivery_limit)
+        try:
+            exchange = await ch.get_exchange(events_exchange(settings.namespace).name)
+            for name in EVENT_MODELS:
+                await exchange.publish(aio_pika.Message(name.encode()), routing_key=name)
+            queue = await ch.get_queue(spec.name(settings.namespace))
+            got = set()
+            while (msg := await next_message(queue, timeout=1)) is not None:
+                await msg.ack()
+                got.add(msg.body.decode())
+            assert got == {n for n in EVENT_MODELS if n.startswith(("complaint.", "sla."))}
+        finally:
+            for name in (spec.name(settings.namespace), spec.dlq_name(settings.namespace)):
+                await ch.queue_delete(name, if_unused=False, if_empty=False)
 
 
 async def test_poison_message_ends_in_dlq_with_reason(settings, topology, own_queue):
@@ -179,7 +203,8 @@ async def test_poison_message_ends_in_dlq_with_reason(settings, topology, own_qu
         await broker.stop()
 
 
-async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology, own_queue):
+async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology,
+                                                                                 own_queue):
     broker = make_broker(settings, CollectorRegistry(), "test")
     attempts = []
 
@@ -190,10 +215,7 @@ async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(
     subscribe(broker, settings, own_queue, handle)
     await broker.start()
     try:
-        from shared.events import ComplaintSubmitted, Location
-        from datetime import datetime, timezone
-
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         event = make_event("test", ComplaintSubmitted(
             complaint_id=uuid.uuid4(), tracking_id="SKD-X", source="t", received_at=now,
             accepted_at=now, classification="aspirasi", category="jalan",

@@ -9,18 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
 import httpx
 import pytest
 
+from services.routing.app import MIGRATIONS, build_app
 from shared.broker import publish_event
 from shared.db import migrate
 from shared.events import ComplaintSubmitted, Location, make_event
+from shared.settings import RoutingSettings
 from shared.topology import events_exchange
-from services.routing.app import MIGRATIONS, build_app
 
 pytestmark = pytest.mark.integration
 TTL_S = 0.5
@@ -52,7 +53,7 @@ class Probe:
 
 @pytest.fixture(scope="module")
 async def service(settings):
-    app = build_app(settings, rules_ttl_s=TTL_S)
+    app = build_app(settings.model_copy(update={"routing": RoutingSettings(rules_ttl_s=TTL_S)}))
     conn = await aio_pika.connect_robust(settings.amqp_url)
     probe = Probe()
     async with app.router.lifespan_context(app):
@@ -74,7 +75,7 @@ async def service(settings):
 
 
 def submission(category: str, kecamatan: str | None, complaint_id: uuid.UUID | None = None):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return make_event("sp4n/intake", ComplaintSubmitted(
         complaint_id=complaint_id or uuid.uuid4(), tracking_id=f"SKD-{uuid.uuid4().hex[:8]}",
         source="portal-test", received_at=now, accepted_at=now, classification="pengaduan",
@@ -104,7 +105,8 @@ async def test_submitted_complaint_is_routed_by_category_rule(service):
     assert (routed["data"]["hop"], routed["data"]["routed_by"]) == (1, "rule")
     assert (routed["data"]["rule_id"], routed["data"]["rule_version"]) == (rule_id, version)
     row = await db.fetchrow("SELECT * FROM decisions WHERE complaint_id = $1", uuid.UUID(event.subject))
-    assert (row["outcome"], row["opd_code"], row["hop"], row["rule_id"]) == ("routed", "disdikbud", 1, rule_id)
+    assert (row["outcome"], row["opd_code"], row["hop"], row["rule_id"]) == \
+        ("routed", "disdikbud", 1, rule_id)
     assert row["source_event_id"] == event.id and row["event_id"] == routed["id"]
 
 
@@ -169,7 +171,8 @@ async def test_rule_without_auto_dispose_suggests_and_does_not_route(service):
 async def test_switching_auto_dispose_off_takes_effect_and_bumps_the_version(service):
     _app, runtime, probe, db = service
     category = f"uji_{uuid.uuid4().hex[:8]}"
-    await db.execute("INSERT INTO categories (code, name, category_group) VALUES ($1, 'Uji', 'uji')", category)
+    await db.execute("INSERT INTO categories (code, name, category_group) VALUES ($1, 'Uji', 'uji')",
+                     category)
     rule_id = await db.fetchval(
         "INSERT INTO rules (category, kecamatan, opd_code, priority) VALUES ($1, '*', 'dinsos', 10)"
         " RETURNING id", category)
@@ -203,7 +206,8 @@ async def test_duplicates_produce_one_decision_and_one_event(service):
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
-    outcomes = probe.of(complaint_id, "complaint.routed") + probe.of(complaint_id, "complaint.triage_required")
+    outcomes = (probe.of(complaint_id, "complaint.routed")
+                + probe.of(complaint_id, "complaint.triage_required"))
     assert len(outcomes) == 1
     assert outcomes[0]["data"]["opd_code"] == "dinkes"
     assert len(probe.of(complaint_id, "complaint.submitted")) == 3  # the probe saw every copy
@@ -215,7 +219,8 @@ async def test_duplicates_produce_one_decision_and_one_event(service):
 async def test_editing_a_rule_bumps_its_version_and_takes_effect_without_restart(service):
     _app, runtime, probe, db = service
     category = f"uji_{uuid.uuid4().hex[:8]}"
-    await db.execute("INSERT INTO categories (code, name, category_group) VALUES ($1, 'Uji', 'uji')", category)
+    await db.execute("INSERT INTO categories (code, name, category_group) VALUES ($1, 'Uji', 'uji')",
+                     category)
     rule_id = await db.fetchval(
         "INSERT INTO rules (category, kecamatan, opd_code, priority) VALUES ($1, '*', 'dinsos', 10)"
         " RETURNING id", category)
@@ -225,8 +230,8 @@ async def test_editing_a_rule_bumps_its_version_and_takes_effect_without_restart
     assert await db.fetchval("SELECT version FROM rules WHERE id = $1", rule_id) == 2
     await db.execute("UPDATE rules SET note = 'catatan saja', version = 99 WHERE id = $1", rule_id)
     assert await db.fetchval("SELECT version FROM rules WHERE id = $1", rule_id) == 2
-    history = await db.fetch("SELECT version, opd_code FROM rule_versions WHERE rule_id = $1 ORDER BY version",
-                             rule_id)
+    history = await db.fetch(
+        "SELECT version, opd_code FROM rule_versions WHERE rule_id = $1 ORDER BY version", rule_id)
     assert [(r["version"], r["opd_code"]) for r in history] == [(1, "dinsos"), (2, "dlh")]
 
     await asyncio.sleep(TTL_S * 2)  # the cached rulebook expires
@@ -256,7 +261,8 @@ async def test_rules_reject_typos_and_catch_all(service):
 
 async def test_seed_rerun_keeps_operator_edits_and_adds_no_rows(service, settings):
     _app, _runtime, _probe, db = service
-    counts = "SELECT (SELECT count(*) FROM opds), (SELECT count(*) FROM categories), (SELECT count(*) FROM rules)"
+    counts = ("SELECT (SELECT count(*) FROM opds), (SELECT count(*) FROM categories),"
+              " (SELECT count(*) FROM rules)")
     await db.execute("UPDATE opds SET name = 'Dinas Sosial P3A' WHERE code = 'dinsos'")
     before = tuple(await db.fetchrow(counts))
     assert await migrate(settings.database_url, "routing", MIGRATIONS) == []
