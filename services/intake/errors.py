@@ -26,6 +26,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -160,6 +161,11 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+def instance(path: str) -> str:
+    """A request path as the problem's ``instance``: a URI reference (percent-encoded)."""
+    return quote(path, safe="/:@!$&'()*+,;=-._~")
+
+
 def is_native(path: str) -> bool:
     return path == NATIVE_PREFIX or path.startswith(NATIVE_PREFIX + "/")
 
@@ -177,11 +183,12 @@ def install_error_handlers(app: FastAPI, metrics: IntakeMetrics, *,
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         metrics.rejected.labels("validation").inc()
-        return problem_response(validation_problem(list(exc.errors()), request.url.path, exc.body))
+        return problem_response(validation_problem(list(exc.errors()), instance(request.url.path),
+                                                   exc.body))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return problem_response(exc.problem(request.url.path), exc.headers)
+        return problem_response(exc.problem(instance(request.url.path)), exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -200,14 +207,14 @@ def http_problem(exc: StarletteHTTPException, path: str) -> dict[str, Any] | Non
         extra = dict(exc.detail)
         code = extra.pop("error", None)
         message = str(extra.pop("message", "") or _phrase(exc.status_code))
-        return problem_body(exc.status_code, code, message, path, **extra)
+        return problem_body(exc.status_code, code, message, instance(path), **extra)
     if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
         reason = body_reason(exc.__cause__)
         if reason is not None:
-            return invalid_body(reason, path)
+            return invalid_body(reason, instance(path))
     if not is_native(path):
         return None
-    return problem_body(exc.status_code, None, str(exc.detail), path)
+    return problem_body(exc.status_code, None, str(exc.detail), instance(path))
 
 
 def invalid_body(reason: str, instance: str | None = None) -> dict[str, Any]:
@@ -329,7 +336,7 @@ class JsonDepthGuard:
         body = b"".join(chunks)
         limit = self._limit(scope)
         if json_depth_exceeds(body, limit):
-            problem = invalid_body(f"JSON nested deeper than {limit} levels", scope["path"])
+            problem = invalid_body(f"JSON nested deeper than {limit} levels", instance(scope["path"]))
             return await problem_response(problem)(scope, receive, send)
         sent = False
 

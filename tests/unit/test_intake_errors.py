@@ -181,3 +181,10 @@ def test_the_importer_reads_a_conflict_problem():
     assert reason == "sudah diimpor sebagai SKD-1 dengan isi berbeda (kolom berbeda: title, location.desa)"
     forbidden = problem_body(403, "forbidden", "kunci ini hanya untuk 'wa-bot'", field="source")
     assert rejection_reason(httpx.Response(403, json=forbidden)) == "kunci ini hanya untuk 'wa-bot'"
+
+
+async def test_instance_is_a_uri_reference_and_unknown_native_paths_are_problems():
+    r = await call(small_app(), "GET", "/v1/laporan ä")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {"type": "about:blank", "title": "Not Found", "status": 404,
+                        "detail": "Not Found", "instance": "/v1/laporan%20%C3%A4"}

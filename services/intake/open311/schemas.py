@@ -109,7 +109,8 @@ REQUEST_FORM_SCHEMA: dict[str, object] = {
     "required": ["service_code", "description"],
     "properties": {
         "api_key": {"type": "string", "description": "required: here or as a query parameter"},
-        "service_code": {"type": "string", "description": "a service_code from services.json"},
+        "service_code": {"type": "string", "pattern": r"\S",
+                         "description": "a service_code from services.json (else 404)"},
         "lat": {"type": "number", "minimum": -90, "maximum": 90,
                 "description": "WGS84 latitude; with long"},
         "long": {"type": "number", "minimum": -180, "maximum": 180,
@@ -154,7 +155,8 @@ def query_parameter(name: str, description: str, **schema: object) -> dict[str, 
             "schema": {"type": "string", **schema}}
 
 
-_DATE_OR_TIME = [{"format": "date-time"}, {"format": "date"}]
+# An empty parameter is an absent one (the spec's rule, see ``mapping.Form.get``).
+_DATE_OR_TIME = [{"format": "date-time"}, {"format": "date"}, {"pattern": r"^\s*$"}]
 _STATUS = r"\s*([Oo][Pp][Ee][Nn]|[Cc][Ll][Oo][Ss][Ee][Dd])?\s*"
 _STATUSES = f"^{_STATUS}(,{_STATUS})*$"
 API_KEY_PARAMETER = query_parameter(
