@@ -66,6 +66,8 @@ DESCRIPTIONS = {
     422: "invalid fields, each named with its reason",
 }
 _STANDARD = ("type", "title", "status", "detail", "instance")
+# FastAPI's answer when it cannot read a JSON body at all (the cause says why).
+_UNPARSED = "There was an error parsing the body"
 _DEFAULTS = IntakeSettings()
 
 
@@ -208,10 +210,10 @@ def http_problem(exc: StarletteHTTPException, path: str) -> dict[str, Any] | Non
         code = extra.pop("error", None)
         message = str(extra.pop("message", "") or _phrase(exc.status_code))
         return problem_body(exc.status_code, code, message, instance(path), **extra)
-    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+    if exc.status_code == 400 and exc.detail == _UNPARSED and exc.__cause__ is not None:
         reason = body_reason(exc.__cause__)
-        if reason is not None:
-            return invalid_body(reason, instance(path))
+        if reason is not None or is_native(path):
+            return invalid_body(reason or "not readable as JSON", instance(path))
     if not is_native(path):
         return None
     return problem_body(exc.status_code, None, str(exc.detail), instance(path))
