@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class IntakeSettings(BaseModel):
     # A revoked API key stops working within this many seconds on every replica.
     key_cache_ttl_s: float = 10.0
+    # A native-API JSON body nested deeper than this is refused (400) before it is parsed.
+    max_json_depth: int = 32
 
 
 class RoutingSettings(BaseModel):

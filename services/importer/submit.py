@@ -145,6 +145,8 @@ def rejection_reason(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("errors"), list):  # 422
         return "; ".join(f"{e.get('field', '?')}: {e.get('reason', 'invalid')}" for e in body["errors"])
     detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str) and "type" in body:  # a Problem (RFC 9457): members at top level
+        detail = {**body, "message": detail}
     if isinstance(detail, dict):
         if response.status_code == 409:
             fields = ", ".join(detail.get("conflicting_fields") or ()) or "?"

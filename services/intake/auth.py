@@ -1,25 +1,40 @@
 """API-key authentication for portals, with a short in-process cache of verified keys.
 
-Revocation takes effect within ``CACHE_TTL_S`` on every replica.
+Revocation takes effect within the cache's TTL (``settings.intake.key_cache_ttl_s``) on
+every replica.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from typing import Annotated
 
 import asyncpg
-from fastapi import HTTPException, Request, status
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.intake.apikeys import ApiKey, verify_api_key
+from services.intake.errors import ApiError
+from shared.settings import IntakeSettings
 
-CACHE_TTL_S = 10.0
+CACHE_TTL_S = IntakeSettings().key_cache_ttl_s
+
+# The two ways to send the key, as OpenAPI security schemes (the Authorize button of /docs).
+# auto_error=False: a missing key is answered by ``Authenticator`` as a 401 problem.
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="Kunci API portal: `Authorization: Bearer <kunci>`.")
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="apiKey",
+    description="Kunci API portal di header `X-API-Key` (alternatif Bearer).")
 
 
 class KeyCache:
-    """Verified keys by the SHA-256 of their plaintext, for ``CACHE_TTL_S``."""
+    """Verified keys by the SHA-256 of their plaintext, for ``ttl_s`` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_s: float = CACHE_TTL_S) -> None:
+        self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ApiKey]] = {}
 
     async def verify(self, pool: asyncpg.Pool, raw: str) -> ApiKey | None:
@@ -31,15 +46,28 @@ class KeyCache:
         if key is None:
             self._cache.pop(digest, None)
             return None
-        self._cache[digest] = (time.monotonic() + CACHE_TTL_S, key)
+        self._cache[digest] = (time.monotonic() + self.ttl_s, key)
         return key
 
 
 class Authenticator:
-    """The native API's key, from ``Authorization: Bearer`` or ``X-API-Key``."""
+    """The native API's key, from ``Authorization: Bearer`` or ``X-API-Key``.
 
-    def __init__(self) -> None:
-        self._keys = KeyCache()
+    Use the instance as the route dependency (``Depends(authenticator)``): it declares both
+    security schemes in the OpenAPI document and takes the pool from the app's runtime.
+    """
+
+    def __init__(self, key_cache_ttl_s: float = CACHE_TTL_S) -> None:
+        self._keys = KeyCache(key_cache_ttl_s)
+
+    async def __call__(
+        self, request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+        _header: Annotated[str | None, Security(api_key_scheme)],
+    ) -> ApiKey:
+        # The two parameters are there for the OpenAPI document; ``authenticate`` reads the
+        # headers itself, so both ways of calling it accept exactly the same requests.
+        return await self.authenticate(request.app.state.runtime.pool, request)
 
     async def authenticate(self, pool: asyncpg.Pool, request: Request) -> ApiKey:
         raw = request.headers.get("x-api-key") or ""
@@ -54,13 +82,10 @@ class Authenticator:
         return key
 
 
-def _unauthorized(reason: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED,
-                         detail={"error": "unauthorized", "message": reason},
-                         headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(reason: str) -> ApiError:
+    return ApiError(401, "unauthorized", reason, headers={"WWW-Authenticate": "Bearer"})
 
 
 def require(key: ApiKey, scope: str) -> None:
     if not key.may(scope):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail={
-            "error": "forbidden", "message": f"this API key lacks the scope '{scope}'"})
+        raise ApiError(403, "forbidden", f"this API key lacks the scope '{scope}'")

@@ -159,9 +159,9 @@ async def test_hop_cap_leaves_it_to_the_admin_koordinator(api, settings):
     r = await api["admin"].post(f"/v1/complaints/{cid}/dispose", json={"opd_code": "dinkes"})
     assert r.status_code == 409
     err = r.json()
-    assert err["error"] == "hop_cap_reached" and err["current_state"] == "DIKEMBALIKAN"
+    assert err["type"] == "urn:sp4n:problem:hop_cap_reached" and err["current_state"] == "DIKEMBALIKAN"
     assert err["allowed_actions"] == ["archive", "forward"]
-    assert "admin koordinator" in err["message"]
+    assert "admin koordinator" in err["detail"]
 
 
 async def test_defer_moves_the_completion_deadline_by_the_paused_working_days(api, settings):
@@ -190,8 +190,10 @@ async def test_forbidden_transitions_and_out_of_scope_keys_over_http(api, settin
     cid = await submit(api, datetime.now(timezone.utc) - timedelta(hours=2))
     r = await api["admin"].post(f"/v1/complaints/{cid}/close", json={})
     assert r.status_code == 409
-    assert r.json() | {"message": ""} == {
-        "error": "invalid_transition", "current_state": "DITERIMA", "message": "",
+    assert r.json() | {"detail": ""} == {
+        "type": "urn:sp4n:problem:invalid_transition", "status": 409, "detail": "",
+        "title": "Aksi tidak dapat dilakukan pada status laporan saat ini", "current_state": "DITERIMA",
+        "instance": f"/v1/complaints/{cid}/close",
         "allowed_actions": ["verify", "defer", "archive", "dispose", "forward"]}
     assert (await api["portal"].post(f"/v1/complaints/{cid}/verify", json={})).status_code == 403
     assert (await api["dinkes"].post(f"/v1/complaints/{cid}/respond",

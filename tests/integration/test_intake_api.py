@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
 import pytest
 
 from services.intake.apikeys import create_api_key
+from services.intake.errors import Problem
 from shared.broker import publish_event
 from shared.events import ComplaintRouted, SlaClockStarted, make_event
 from shared.topology import INTAKE_SUBMISSIONS, SUBMISSION_ROUTING_KEY, inbound_exchange
@@ -94,7 +95,7 @@ async def test_same_external_id_with_other_content_is_409_naming_fields(intake, 
     changed = {**b, "title": "Judul lain", "location": {**b["location"], "desa": "Lain"}}
     r = await client.post("/v1/complaints", json=changed, headers=auth(keys["portal"]))
     assert r.status_code == 409
-    assert r.json()["detail"]["conflicting_fields"] == ["location.desa", "title"]
+    assert r.json()["conflicting_fields"] == ["location.desa", "title"]
 
 
 async def test_invalid_input_is_422_naming_each_field(intake, keys):
@@ -104,9 +105,13 @@ async def test_invalid_input_is_422_naming_each_field(intake, keys):
     assert r.status_code == 422
     fields = {e["field"] for e in r.json()["errors"]}
     assert fields == {"description", "classification"}
-    r = await client.post("/v1/complaints", headers={**auth(keys["portal"]), "content-type": "application/json"},
-                          content=b"{not json")
+    r = await client.post("/v1/complaints", content=b"{not json",
+                          headers={**auth(keys["portal"]), "content-type": "application/json"})
     assert r.status_code == 422
+    # The body as a whole is at fault, where in it is in the reason (not a byte offset as field).
+    assert r.json()["errors"] == [{
+        "field": "(body)",
+        "reason": "invalid JSON: Expecting property name enclosed in double quotes (line 1, column 2)"}]
 
 
 async def test_missing_or_wrong_key_is_401_and_foreign_source_403(intake, keys):
@@ -115,7 +120,7 @@ async def test_missing_or_wrong_key_is_401_and_foreign_source_403(intake, keys):
     r = await client.post("/v1/complaints", json=body(), headers=auth("sp4n_deadbeef_nope"))
     assert r.status_code == 401
     r = await client.post("/v1/complaints", json=body(), headers=auth(keys["other"]))
-    assert r.status_code == 403 and r.json()["detail"]["field"] == "source"
+    assert r.status_code == 403 and r.json()["field"] == "source"
 
 
 async def test_status_shows_routing_and_deadlines_from_events(intake, keys, settings):
@@ -123,10 +128,10 @@ async def test_status_shows_routing_and_deadlines_from_events(intake, keys, sett
     accepted = (await client.post("/v1/complaints", json=body(), headers=auth(keys["portal"]))).json()
     cid = uuid.UUID(accepted["complaint_id"])
     runtime = app.state.runtime
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await publish_event(runtime.broker, settings.namespace, make_event("sp4n/sla", SlaClockStarted(
         complaint_id=cid, clock="verification", hop=0, started_at=now, working_days=3,
-        deadline=datetime(2026, 3, 27, 16, 59, 59, tzinfo=timezone.utc), warn_at=None,
+        deadline=datetime(2026, 3, 27, 16, 59, 59, tzinfo=UTC), warn_at=None,
         calendar_version="holidays-0.109+ovr-0", policy_version=1)))
     await publish_event(runtime.broker, settings.namespace, make_event("sp4n/routing", ComplaintRouted(
         complaint_id=cid, opd_code="PUPR", opd_name="Dinas PUPR", hop=1, rule_id=1,
@@ -195,3 +200,98 @@ async def test_readiness_reports_each_check(intake):
     assert checks["consumer:timeline"] == "ok" and checks["consumer:submissions"] == "ok"
     metrics = (await client.get("/metrics")).text
     assert 'sp4n_complaints_received_total{classification="pengaduan",source="portal-sekadau"}' in metrics
+
+
+def assert_problem(r, status: int, code: str | None) -> dict:
+    """An RFC 9457 problem: its media type, its members, and this API's problem type."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    p = r.json()
+    Problem.model_validate(p)
+    assert p["status"] == status and p["title"] and isinstance(p["detail"], str)
+    assert p["type"] == (f"urn:sp4n:problem:{code}" if code else "about:blank")
+    assert p["instance"] == r.request.url.path
+    assert "error" not in p and "message" not in p  # no envelope but the problem itself
+    for e in p.get("errors", ()):
+        assert set(e) == {"field", "reason"}
+    return p
+
+
+async def test_every_native_4xx_is_a_problem(intake, keys):
+    _, client = intake
+    missing = await client.post("/v1/complaints", json=body())
+    p = assert_problem(missing, 401, "unauthorized")
+    assert missing.headers["www-authenticate"] == "Bearer" and "X-API-Key" in p["detail"]
+    bad_key = await client.get("/v1/complaints", headers={"X-API-Key": "sp4n_deadbeef_nope"})
+    assert_problem(bad_key, 401, "unauthorized")
+    foreign = await client.post("/v1/complaints", json=body(), headers=auth(keys["other"]))
+    assert assert_problem(foreign, 403, "forbidden")["field"] == "source"
+
+    b = body()
+    first = (await client.post("/v1/complaints", json=b, headers=auth(keys["portal"]))).json()
+    r = await client.post("/v1/complaints", json={**b, "title": "Judul lain"}, headers=auth(keys["portal"]))
+    p = assert_problem(r, 409, "conflict")
+    assert p["conflicting_fields"] == ["title"]
+    assert (p["complaint_id"], p["tracking_id"]) == (first["complaint_id"], first["tracking_id"])
+
+    invalid = await client.post("/v1/complaints", json=body(title="x"), headers=auth(keys["portal"]))
+    p = assert_problem(invalid, 422, "validation_failed")
+    assert [e["field"] for e in p["errors"]] == ["title"]
+    query = await client.get("/v1/complaints", params={"limit": 0}, headers=auth(keys["portal"]))
+    assert [e["field"] for e in assert_problem(query, 422, "validation_failed")["errors"]] == ["limit"]
+    unknown = await client.get("/v1/complaints/SKD-000000-NOPE00", headers=auth(keys["portal"]))
+    assert assert_problem(unknown, 404, "not_found")["field"] == "key"
+    assert_problem(await client.get("/v1/nothing-here"), 404, None)
+    # Outside the native API FastAPI's own answers stay as they were.
+    elsewhere = await client.get("/nothing-here")
+    assert elsewhere.status_code == 404 and elsewhere.json() == {"detail": "Not Found"}
+
+
+async def test_unreadable_bodies_are_400_problems_naming_the_body(intake, keys):
+    _, client = intake
+    headers = {**auth(keys["portal"]), "content-type": "application/json"}
+
+    async def post(content: bytes) -> dict:
+        r = await client.post("/v1/complaints", content=content, headers=headers)
+        p = assert_problem(r, 400, "invalid_body")
+        [error] = p["errors"]
+        assert error["field"] == "(body)"
+        return error
+
+    not_utf8 = await post(json.dumps(body()).encode().replace(b"Jalan rusak", b"Jalan \xffrusak"))
+    assert "not valid UTF-8" in not_utf8["reason"] and "line 1, column" in not_utf8["reason"]
+    assert "nested deeper than 32" in (await post(b"[" * 2000 + b"]" * 2000))["reason"]
+    deep = body(title=json.loads("[" * 40 + "]" * 40))
+    assert "nested deeper than 32" in (await post(json.dumps(deep).encode()))["reason"]
+    # Brackets inside strings are text, not nesting.
+    ok = await client.post("/v1/complaints", headers=headers, content=json.dumps(
+        body(description="[" * 100 + " kurung siku " + "{" * 100)).encode())
+    assert ok.status_code == 202, ok.text
+
+
+async def test_openapi_documents_problems_and_the_open311_facade(intake):
+    _, client = intake
+    doc = (await client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    assert {"Problem", "FieldError"} <= set(schemas) and "HTTPValidationError" not in schemas
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for code, response in op["responses"].items():
+                if not code.startswith("4"):
+                    continue
+                if path.startswith("/v1"):
+                    assert response["content"] == {"application/problem+json": {
+                        "schema": {"$ref": "#/components/schemas/Problem"}}}, (method, path, code)
+                else:
+                    assert path.startswith("/open311/v2") and code != "422", (method, path, code)
+                    assert "application/json" in response["content"]
+    submit_op = doc["paths"]["/v1/complaints"]["post"]["responses"]
+    assert {"400", "401", "403", "409", "422"} <= set(submit_op)
+    o311 = doc["paths"]["/open311/v2/requests.{fmt}"]
+    fmt = next(p for p in o311["get"]["parameters"] if p["name"] == "fmt")
+    assert schemas[fmt["schema"]["$ref"].rsplit("/", 1)[1]]["enum"] == ["json"]
+    assert {"400", "403"} <= set(o311["get"]["responses"]) and "404" not in o311["get"]["responses"]
+    assert {"status", "start_date", "service_request_id"} <= {p["name"] for p in o311["get"]["parameters"]}
+    form = o311["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert "lat and long are sent together" in form["description"]
+    assert {"attribute[anonim]", "lat", "long"} <= set(form["properties"])

@@ -221,9 +221,9 @@ async def test_return_redispose_up_to_the_hop_cap_then_409(intake, keys, db, set
                           headers=keys["admin"])
     assert r.status_code == 409
     err = r.json()
-    assert err["error"] == "hop_cap_reached" and err["current_state"] == "DIKEMBALIKAN"
+    assert err["type"] == "urn:sp4n:problem:hop_cap_reached" and err["current_state"] == "DIKEMBALIKAN"
     assert err["allowed_actions"] == ["archive", "forward"]
-    assert "hanya dapat ditangani oleh admin koordinator" in err["message"]
+    assert "hanya dapat ditangani oleh admin koordinator" in err["detail"]
     status = (await client.get(f"/v1/complaints/{cid}", headers=keys["admin"])).json()
     assert status["allowed_actions"] == ["archive", "forward"] and status["hop"] == 3
     assert status["return_reason"] == "Bukan wewenang kami"
@@ -275,10 +275,10 @@ async def test_every_forbidden_transition_is_409_with_state_and_allowed_actions(
             continue
         assert r.status_code == 409, (state, action, role, r.text)
         err = r.json()
-        assert err["error"] == "invalid_transition" and err["current_state"] == state.value
+        assert err["type"] == "urn:sp4n:problem:invalid_transition" and err["current_state"] == state.value
         # hop is 0 or 1 here, far from the cap.
         assert err["allowed_actions"] == allowed_actions(state, role)
-        assert state.value in err["message"]
+        assert state.value in err["detail"]
         checked += 1
     assert checked > 0
     # Nothing changed, nothing emitted.
@@ -303,7 +303,7 @@ async def test_out_of_scope_keys_are_403(intake, keys, db):
     for who, action in forbidden:
         r = await client.post(f"/v1/complaints/{cid}/{action}", json=BODIES[action], headers=keys[who])
         assert r.status_code == 403, (who, action, r.text)
-        assert r.json()["error"] == "forbidden"
+        assert r.json()["type"] == "urn:sp4n:problem:forbidden"
     # Reading: another OPD may not; another portal does not even learn it exists.
     assert (await client.get(f"/v1/complaints/{cid}", headers=keys["dpupr"])).status_code == 403
     assert (await client.get(f"/v1/complaints/{cid}", headers=keys["other_portal"])).status_code == 404
@@ -319,7 +319,7 @@ async def test_out_of_scope_keys_are_403(intake, keys, db):
     assert len(await events_of(db, cid2, "complaint.reporter_replied")) == 0
     # Unknown complaint: 404; no key: 401.
     r = await client.post(f"/v1/complaints/{uuid.uuid4()}/verify", json={}, headers=keys["admin"])
-    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert r.status_code == 404 and r.json()["type"] == "urn:sp4n:problem:not_found"
     assert (await client.post(f"/v1/complaints/{cid}/verify", json={})).status_code == 401
     assert (await client.post(f"/v1/complaints/{cid}/approve", json={}, headers=keys["admin"])).status_code == 404
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -166,8 +166,8 @@ async def test_get_request_shows_routing_deadline_and_latest_response(intake, ke
         "attribute[received_at]": "2026-11-02T08:30:00+07:00"})
     cid = await db.fetchval("SELECT id FROM complaints WHERE tracking_id = $1", tracking)
     runtime = app.state.runtime
-    now = datetime.now(timezone.utc)
-    deadline = datetime(2026, 11, 20, 16, 59, 59, tzinfo=timezone.utc)
+    now = datetime.now(UTC)
+    deadline = datetime(2026, 11, 20, 16, 59, 59, tzinfo=UTC)
     await publish_event(runtime.broker, settings.namespace, make_event("sp4n/routing", ComplaintRouted(
         complaint_id=cid, opd_code="dpupr", opd_name="Dinas Pekerjaan Umum dan Penataan Ruang",
         hop=1, rule_id=1, rule_version=1, routed_at=now)))
@@ -233,7 +233,7 @@ async def test_anonim_complaint_is_listed_without_reporter(intake, keys):
 
 async def test_filters_status_service_code_dates_and_ids(intake, keys, db):
     _, client = intake
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     old_at = (now - timedelta(days=150)).replace(microsecond=0)
     old = await submit(client, keys["portal"], service_code="bencana",
                        description="Banjir merendam rumah warga di tepi Sungai Sekadau.",

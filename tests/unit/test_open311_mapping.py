@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,6 +14,7 @@ from services.intake.open311.mapping import (
     MAX_REQUESTS,
     Form,
     Open311Error,
+    StoredRequest,
     georeport_status,
     make_title,
     request_out,
@@ -23,7 +25,7 @@ from services.intake.open311.mapping import (
 )
 
 TZ = ZoneInfo("Asia/Pontianak")
-NOW = datetime(2026, 3, 20, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 20, 3, 0, tzinfo=UTC)
 CATALOG = load_catalog()
 
 
@@ -74,7 +76,7 @@ def test_defaults_and_sp4n_attributes():
     assert sub.location.kecamatan == "Sekadau Hulu"
     assert sub.anonymous and sub.confidential and sub.reporter is None
     assert sub.external_id == "app-42"  # a retry with the same id is the same complaint
-    assert sub.received_at == datetime(2026, 3, 2, 1, tzinfo=timezone.utc)
+    assert sub.received_at == datetime(2026, 3, 2, 1, tzinfo=UTC)
 
 
 def test_without_external_id_every_post_is_new():
@@ -84,7 +86,8 @@ def test_without_external_id_every_post_is_new():
 
 
 def test_title_is_the_start_of_the_description_or_the_service_name():
-    long = "Lampu jalan di sepanjang Jalan Sintang mati sejak dua minggu sehingga sangat gelap pada malam hari"
+    long = ("Lampu jalan di sepanjang Jalan Sintang mati sejak dua minggu sehingga sangat gelap "
+            "pada malam hari")
     title = make_title(long, "Penerangan Jalan Umum")
     assert len(title) <= 80 and title.endswith("…") and long.startswith(title[:-1])
     assert make_title("  ", "Penerangan Jalan Umum") == "Penerangan Jalan Umum"
@@ -160,16 +163,16 @@ def test_status_mapping():
 
 
 def test_request_out_fields_and_times_in_the_regency_zone():
-    row = {
-        "tracking_id": "SKD-260317-ABC123", "status": "TERDISPOSISI", "category": "bencana",
-        "kecamatan": "Belitang", "desa": "Tabuan", "opd_name": "Badan Penanggulangan Bencana Daerah",
-        "received_at": datetime(2026, 3, 17, 2, tzinfo=timezone.utc),
-        "updated_at": datetime(2026, 3, 17, 3, tzinfo=timezone.utc),
-        "description": "Banjir setinggi lutut", "address": "Dusun Tabuan Hulu",
-        "lat": 0.1, "lon": 110.5, "media_url": None,
-        "expected_at": datetime(2026, 4, 7, 16, 59, 59, tzinfo=timezone.utc),
-        "status_notes": "Tim BPBD sudah ke lokasi.",
-    }
+    row = StoredRequest(
+        tracking_id="SKD-260317-ABC123", status="TERDISPOSISI", category="bencana",
+        kecamatan="Belitang", desa="Tabuan", opd_name="Badan Penanggulangan Bencana Daerah",
+        received_at=datetime(2026, 3, 17, 2, tzinfo=UTC),
+        updated_at=datetime(2026, 3, 17, 3, tzinfo=UTC),
+        description="Banjir setinggi lutut", address="Dusun Tabuan Hulu",
+        lat=0.1, lon=110.5, media_url=None,
+        expected_at=datetime(2026, 4, 7, 16, 59, 59, tzinfo=UTC),
+        status_notes="Tim BPBD sudah ke lokasi.",
+    )
     out = request_out(row, CATALOG, TZ, "Kabupaten Sekadau")
     assert out["service_name"] == "Bencana" and out["status"] == "open"
     assert out["requested_datetime"] == "2026-03-17T09:00:00+07:00"
@@ -178,7 +181,7 @@ def test_request_out_fields_and_times_in_the_regency_zone():
     assert out["address"] == "Dusun Tabuan Hulu, Tabuan, Belitang, Kabupaten Sekadau"
     assert out["long"] == 110.5 and out["status_notes"] == "Tim BPBD sudah ke lokasi."
     assert not {"reporter", "email", "phone", "first_name", "last_name"} & set(out)
-    unknown = request_out({**row, "category": "Kategori Lama LAPOR"}, CATALOG, TZ, "X")
+    unknown = request_out(replace(row, category="Kategori Lama LAPOR"), CATALOG, TZ, "X")
     assert unknown["service_name"] == "Kategori Lama LAPOR"
 
 

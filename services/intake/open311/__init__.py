@@ -14,7 +14,9 @@ from shared.service import ServiceRuntime
 
 
 def install_open311(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
-    install_routes(runtime, cfg, metrics)
+    s = runtime.settings
+    install_routes(runtime.app, cfg, metrics, region_name=s.region_name,
+                   key_cache_ttl_s=s.intake.key_cache_ttl_s)
 
 
 __all__ = ["install_open311"]

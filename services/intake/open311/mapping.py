@@ -1,23 +1,24 @@
 """Pure translation between GeoReport v2 and intake's own contract.
 
 No I/O here: a POSTed form becomes a ``ComplaintIn`` (or the spec's error array naming each
-bad field), and a complaint row becomes a GeoReport ``request``.
+bad field), and a stored complaint (``StoredRequest``) becomes a GeoReport ``request``.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from services.intake.errors import field_errors
 from services.intake.catalog import Catalog, Service
+from services.intake.errors import field_errors
+from services.intake.lifecycle import TERMINAL_STATES, State
 from services.intake.schemas import ComplaintIn
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
@@ -27,9 +28,9 @@ DEFAULT_SOURCE = "open311"
 # range "may not span more than 90 days".
 WINDOW = timedelta(days=90)
 MAX_REQUESTS = 1000
-# GeoReport knows only open and closed. Closed: finished, archived, or forwarded outside the
-# regency — nothing more will happen to it here.
-CLOSED_STATUSES = ("SELESAI", "DIARSIPKAN", "DILIMPAHKAN")
+# GeoReport knows only open and closed. Closed: finished (SELESAI, though it may be reopened),
+# or terminal (archived, forwarded outside the regency) — nothing more is happening to it here.
+CLOSED_STATES: frozenset[State] = TERMINAL_STATES | {State.SELESAI}
 TITLE_MAX = 80
 CLASSIFICATIONS = {
     "pengaduan": "Pengaduan",
@@ -39,6 +40,11 @@ CLASSIFICATIONS = {
 _TRUE = {"true", "1", "ya", "yes"}
 _FALSE = {"false", "0", "tidak", "no"}
 _ATTRIBUTE = re.compile(r"^attribute\[([^\]]+)\](\[\])?$")
+
+
+class SpecError(TypedDict):
+    code: int
+    description: str
 
 
 class Open311Error(Exception):
@@ -51,7 +57,8 @@ class Open311Error(Exception):
     def __init__(self, status: int, *descriptions: str, code: int | None = None) -> None:
         super().__init__("; ".join(descriptions))
         self.status = status
-        self.errors = [{"code": code or status, "description": d} for d in descriptions]
+        self.errors: list[SpecError] = [{"code": code or status, "description": d}
+                                        for d in descriptions]
 
 
 def bad_request(*descriptions: str) -> Open311Error:
@@ -175,8 +182,12 @@ def form_field(complaint_field: str) -> str:
     return _FIELD_OF.get(complaint_field, complaint_field)
 
 
+def _new_external_id() -> str:
+    return f"o311-{uuid.uuid4()}"
+
+
 def to_complaint(form: Form, *, source: str, catalog: Catalog, now: datetime,
-                 new_external_id=lambda: f"o311-{uuid.uuid4()}") -> tuple[ComplaintIn, Extras]:
+                 new_external_id: Callable[[], str] = _new_external_id) -> tuple[ComplaintIn, Extras]:
     """Map a GeoReport POST onto intake's submission; raise ``Open311Error`` naming fields.
 
     Idempotency: GeoReport has no client-side request id, so only a client that sends
@@ -254,8 +265,8 @@ def to_complaint(form: Form, *, source: str, catalog: Catalog, now: datetime,
     if description is None:
         errors.append("description: required")
 
-    name = " ".join(p for p in (form.get("first_name"), form.get("last_name")) if p) or None
-    reporter = {k: v for k, v in (("name", name), ("phone", form.get("phone")),
+    full_name = " ".join(p for p in (form.get("first_name"), form.get("last_name")) if p) or None
+    reporter = {k: v for k, v in (("name", full_name), ("phone", form.get("phone")),
                                   ("email", form.get("email"))) if v is not None}
     media_url = form.get("media_url")
     body: dict[str, Any] = {
@@ -391,13 +402,14 @@ def request_query(params: Mapping[str, str], now: datetime, tz: ZoneInfo) -> Req
         if len(ids) > MAX_REQUESTS:
             raise bad_request(f"service_request_id: at most {MAX_REQUESTS} ids per call")
         return RequestQuery(ids=tuple(i.upper() for i in ids))
-    errors = []
+    errors: list[str] = []
     statuses = {s.lower() for s in _csv(params, "status")}
     if statuses - {"open", "closed"}:
         errors.append("status: must be open, closed, or both comma-separated")
     raw_start = (params.get("start_date") or "").strip()
     raw_end = (params.get("end_date") or "").strip()
-    start = end = None
+    start: datetime | None = None
+    end: datetime | None = None
     try:
         start = _bound(raw_start, "start_date", tz, end=False) if raw_start else None
     except Open311Error as exc:
@@ -408,9 +420,8 @@ def request_query(params: Mapping[str, str], now: datetime, tz: ZoneInfo) -> Req
         errors.extend(e["description"] for e in exc.errors)
     if errors:
         raise bad_request(*errors)
-    if start is None and end is None:
-        end, start = now, now - WINDOW
-    elif start is None:
+    if start is None:  # none given: the last 90 days; only end_date: the 90 days before it
+        end = end or now
         start = end - WINDOW
     elif end is None:
         end = start + WINDOW
@@ -424,15 +435,15 @@ def request_query(params: Mapping[str, str], now: datetime, tz: ZoneInfo) -> Req
 
 
 def georeport_status(status: str) -> str:
-    return "closed" if status in CLOSED_STATUSES else "open"
+    return "closed" if status in CLOSED_STATES else "open"
 
 
 def service_notice(status: str, opd_name: str | None) -> str:
-    if status == "SELESAI":
+    if status == State.SELESAI:
         return "Laporan telah selesai ditindaklanjuti."
-    if status == "DIARSIPKAN":
+    if status == State.DIARSIPKAN:
         return "Laporan diarsipkan oleh admin koordinator."
-    if status == "DILIMPAHKAN":
+    if status == State.DILIMPAHKAN:
         return "Laporan dilimpahkan kepada instansi di luar pemerintah kabupaten."
     if opd_name:
         return f"Laporan sedang ditangani oleh {opd_name}."
@@ -454,26 +465,50 @@ def iso(value: datetime | None, tz: ZoneInfo) -> str | None:
     return value.astimezone(tz).isoformat(timespec="seconds") if value else None
 
 
-def request_out(row: Mapping[str, Any], catalog: Catalog, tz: ZoneInfo, region_name: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StoredRequest:
+    """A complaint as the facade reads it: what a public GeoReport ``request`` may show.
+
+    No reporter field exists here at all (GeoReport reads are public).
+    """
+
+    tracking_id: str
+    status: str  # a lifecycle ``State`` value
+    category: str
+    kecamatan: str | None
+    desa: str | None
+    opd_name: str | None
+    received_at: datetime
+    updated_at: datetime | None
+    description: str | None
+    address: str | None
+    lat: float | None
+    lon: float | None
+    media_url: str | None
+    expected_at: datetime | None  # the latest completion deadline
+    status_notes: str | None  # the latest OPD response
+
+
+def request_out(r: StoredRequest, catalog: Catalog, tz: ZoneInfo, region_name: str) -> dict[str, Any]:
     """A complaint as a GeoReport ``request``. Never any reporter data (not even for named
     reporters): GeoReport reads are public."""
-    address = ", ".join(p for p in (row["address"], row["desa"], row["kecamatan"]) if p)
+    address = ", ".join(p for p in (r.address, r.desa, r.kecamatan) if p)
     return {
-        "service_request_id": row["tracking_id"],
-        "status": georeport_status(row["status"]),
-        "status_notes": row["status_notes"],
-        "service_name": catalog.service_name(row["category"]),
-        "service_code": row["category"],
-        "description": row["description"],
-        "agency_responsible": row["opd_name"],
-        "service_notice": service_notice(row["status"], row["opd_name"]),
-        "requested_datetime": iso(row["received_at"], tz),
-        "updated_datetime": iso(row["updated_at"], tz),
-        "expected_datetime": iso(row["expected_at"], tz),
+        "service_request_id": r.tracking_id,
+        "status": georeport_status(r.status),
+        "status_notes": r.status_notes,
+        "service_name": catalog.service_name(r.category),
+        "service_code": r.category,
+        "description": r.description,
+        "agency_responsible": r.opd_name,
+        "service_notice": service_notice(r.status, r.opd_name),
+        "requested_datetime": iso(r.received_at, tz),
+        "updated_datetime": iso(r.updated_at, tz),
+        "expected_datetime": iso(r.expected_at, tz),
         "address": f"{address}, {region_name}" if address else None,
         "address_id": None,
         "zipcode": None,
-        "lat": row["lat"],
-        "long": row["lon"],
-        "media_url": row["media_url"],
+        "lat": r.lat,
+        "long": r.lon,
+        "media_url": r.media_url,
     }

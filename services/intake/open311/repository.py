@@ -7,11 +7,11 @@ created_at)`` — the OPD responses table of intake's lifecycle migration — fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
-from services.intake.open311.mapping import CLOSED_STATUSES, RequestQuery
+from services.intake.open311.mapping import CLOSED_STATES, RequestQuery, StoredRequest
 
 # Rahasia (confidential) complaints are excluded here, in the only place requests are read:
 # no public listing or lookup can ever return one.
@@ -38,16 +38,18 @@ class Open311Repository:
     def __init__(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
         self.conn = conn
 
-    async def request(self, tracking_id: str) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(_SELECT + " AND c.tracking_id = $1", tracking_id.upper())
+    async def request(self, tracking_id: str) -> StoredRequest | None:
+        row = await self.conn.fetchrow(_SELECT + " AND c.tracking_id = $1", tracking_id.upper())
+        return StoredRequest(**row) if row is not None else None
 
-    async def requests(self, q: RequestQuery) -> Sequence[asyncpg.Record]:
-        params: list = []
+    async def requests(self, q: RequestQuery) -> list[StoredRequest]:
+        params: list[Any] = []
 
-        def arg(value) -> str:
+        def arg(value: Any) -> str:
             params.append(value)
             return f"${len(params)}"
 
+        closed = sorted(s.value for s in CLOSED_STATES)
         sql = _SELECT
         if q.ids:
             sql += f" AND c.tracking_id = ANY({arg(list(q.ids))}::text[])"
@@ -56,8 +58,8 @@ class Open311Repository:
             if q.service_codes:
                 sql += f" AND c.category = ANY({arg(list(q.service_codes))}::text[])"
             if q.open_ is True:
-                sql += f" AND c.status <> ALL({arg(list(CLOSED_STATUSES))}::text[])"
+                sql += f" AND c.status <> ALL({arg(closed)}::text[])"
             elif q.open_ is False:
-                sql += f" AND c.status = ANY({arg(list(CLOSED_STATUSES))}::text[])"
+                sql += f" AND c.status = ANY({arg(closed)}::text[])"
         sql += f" ORDER BY c.received_at DESC, c.tracking_id LIMIT {arg(q.limit)}"
-        return await self.conn.fetch(sql, *params)
+        return [StoredRequest(**r) for r in await self.conn.fetch(sql, *params)]
