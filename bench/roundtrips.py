@@ -42,6 +42,7 @@ from services.cli import migrations_of  # noqa: E402
 from services.intake.repository import IntakeRepository  # noqa: E402
 from services.intake.schemas import ComplaintIn  # noqa: E402
 from services.intake.usecases import IntakeConfig, record_event, submit_complaint  # noqa: E402
+from shared.uow import PgUnitOfWork  # noqa: E402
 from services.routing import repository as routing_repo  # noqa: E402
 from services.routing.handlers import submitted_handler  # noqa: E402
 from services.routing.metrics import RoutingMetrics  # noqa: E402
@@ -157,9 +158,10 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     sla = make_complaint_handler(Runtime(pools["sla"]), CalendarSource(settings.tz),
                                  SlaMetrics(registry))
 
+    intake_uow = PgUnitOfWork(lambda: pools["intake"], IntakeRepository)
+
     async def intake_event(event: CloudEvent) -> None:  # as services.intake.handlers.on_event
-        async with pools["intake"].acquire() as conn, conn.transaction():
-            await record_event(IntakeRepository(conn), event, cfg.tz)
+        await record_event(intake_uow, event, cfg.tz)
 
     async def measure(svc: str, kind: str, call) -> None:
         c = counters[svc]
@@ -182,9 +184,8 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     for pass_name in ("in order", "routed first"):
         for i in range(n):
             received = now - timedelta(minutes=random.randrange(600))
-            async with pools["intake"].acquire() as conn:
-                await measure("intake", "accept (submission)",
-                              submit_complaint(IntakeRepository(conn), submission(i, received), cfg, now))
+            await measure("intake", "accept (submission)",
+                          submit_complaint(intake_uow, submission(i, received), cfg, now))
             [submitted] = await drain_outbox(pools["intake"])
             await measure("routing", "complaint.submitted", route(submitted))
             routing_events = await drain_outbox(pools["routing"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -23,6 +23,10 @@ from services.intake import lifecycle
 from services.intake.catalog import load_catalog
 from services.intake.lifecycle import OPD_SCOPE_STATES, State
 from services.intake.repository import IntakeRepository
+from shared.uow import Tx
+
+if TYPE_CHECKING:
+    from services.intake.usecases import IntakeUnitOfWork
 from services.intake.schemas import (
     ActionIn,
     ArchiveIn,
@@ -131,15 +135,22 @@ def actions_for(actor: Actor, row: asyncpg.Record | dict[str, Any], hop_cap: int
     return lifecycle.allowed_actions(row["status"], actor.role, hop=row["hop"], hop_cap=hop_cap)
 
 
-async def perform_action(repo: IntakeRepository, key: str, action: str, body: ActionIn,
+async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: ActionIn,
                          actor: Actor, *, hop_cap: int, now: datetime) -> ActionResult:
-    """Apply one lifecycle action; call inside a transaction.
+    """Apply one lifecycle action, in one unit of work.
 
     Raises ``ComplaintNotFound`` (404), ``OutOfScope`` / ``lifecycle.RoleMayNot`` (403),
     ``lifecycle.InvalidTransition`` (409), ``InvalidField`` (422).
     """
     if not lifecycle.role_may(actor.role, action):
         raise lifecycle.RoleMayNot(actor.role, action)
+    async with uow() as tx:
+        return await _perform(tx, key, action, body, actor, hop_cap=hop_cap, now=now)
+
+
+async def _perform(tx: Tx[IntakeRepository], key: str, action: str, body: ActionIn,
+                   actor: Actor, *, hop_cap: int, now: datetime) -> ActionResult:
+    repo = tx.repo
     row = await repo.find_for_update(key)
     if row is None:
         raise ComplaintNotFound(key)
@@ -160,7 +171,7 @@ async def perform_action(repo: IntakeRepository, key: str, action: str, body: Ac
         await repo.update_complaint(row["id"], **step.changes)
     for event, summary in step.events:
         await repo.add_timeline(row["id"], event, summary)
-    await repo.stage(*(e for e, _ in step.events))
+    tx.stage(*(e for e, _ in step.events))
     after = {**dict(row), **step.changes}
     return ActionResult(
         complaint_id=row["id"], tracking_id=row["tracking_id"], action=action,
@@ -330,16 +341,16 @@ _APPLY = {
 assert set(_APPLY) == set(lifecycle.ACTIONS)
 
 
-async def close_by_system(repo: IntakeRepository, row: asyncpg.Record, at: datetime,
+async def close_by_system(tx: Tx[IntakeRepository], row: asyncpg.Record, at: datetime,
                           summary: str) -> CloudEvent:
     """The reply window elapsed: close with ``closed_by: system`` (caller holds the row lock and
     has checked the state)."""
     transition = lifecycle.decide(row["status"], "system", "close")
-    step = _Step(repo, row, transition, Actor("system"), at)
+    step = _Step(tx.repo, row, transition, Actor("system"), at)
     close(step, "system", summary)
     step.changes.update(status=transition.to_state.value, last_transition_at=at)
-    await repo.update_complaint(row["id"], **step.changes)
+    await tx.repo.update_complaint(row["id"], **step.changes)
     event, summary = step.events[0]
-    await repo.add_timeline(row["id"], event, summary)
-    await repo.stage(event)
+    await tx.repo.add_timeline(row["id"], event, summary)
+    tx.stage(event)
     return event

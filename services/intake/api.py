@@ -19,11 +19,11 @@ from services.intake.actions import (
     perform_action,
 )
 from services.intake.apikeys import ApiKey
-from services.intake.auth import Authenticator, require
+from services.intake.auth import require
+from services.intake.context import IntakeContext
 from services.intake.errors import ApiError
 from services.intake.lifecycle import OPD_SCOPE_STATES, State
 from services.intake.metrics import IntakeMetrics
-from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
     ACTION_BODIES,
     ActionDone,
@@ -41,13 +41,13 @@ from services.intake.schemas import (
     SuggestionOut,
     TimelineEntry,
 )
-from services.intake.usecases import IntakeConfig, SubmissionConflict, submit_complaint
+from services.intake.usecases import SubmissionConflict, submit_complaint
 from shared.service import ServiceRuntime
 
 
-def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
+def install_api(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
     app = runtime.app
-    authenticator = Authenticator()
+    cfg, metrics, uow, authenticator = ctx.cfg, ctx.metrics, ctx.uow, ctx.authenticator
 
     async def api_key(request: Request) -> ApiKey:
         return await authenticator.authenticate(runtime.pool, request)
@@ -74,9 +74,7 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
                 "error": "forbidden", "field": "source",
                 "message": f"this API key may only submit for source '{key.source}'"})
         try:
-            async with runtime.pool.acquire() as conn:
-                accepted = await submit_complaint(IntakeRepository(conn), sub, cfg,
-                                                  datetime.now(timezone.utc))
+            accepted = await submit_complaint(uow, sub, cfg, datetime.now(timezone.utc))
         except SubmissionConflict as exc:
             metrics.rejected.labels("conflict").inc()
             raise HTTPException(status.HTTP_409_CONFLICT, detail={
@@ -118,8 +116,8 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
             opd, opd_states = actor.opd_code, [s.value for s in OPD_SCOPE_STATES]
         elif actor.role == "portal":
             source = actor.source
-        async with runtime.pool.acquire() as conn:
-            total, rows = await IntakeRepository(conn).list_complaints(
+        async with uow.read() as repo:
+            total, rows = await repo.list_complaints(
                 status=status_.value if status_ else None, needs_triage=needs_triage,
                 opd_code=opd, source=source, opd_states=opd_states, limit=limit, offset=offset)
         admin = actor.role == "admin_koordinator"
@@ -141,8 +139,7 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
         next, by complaint id or tracking id."""
         require(api, "complaints:read")
         actor = actor_of(api)
-        async with runtime.pool.acquire() as conn:
-            repo = IntakeRepository(conn)
+        async with uow.read() as repo:
             row = await repo.find(key)
             if row is None or (actor.role == "portal" and actor.source
                                and actor.source != row["source"]):
@@ -217,10 +214,8 @@ def install_api(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetri
         async def run(key: str, api: ApiKey, body: ActionIn) -> ActionDone:
             actor = actor_of(api)
             try:
-                async with runtime.pool.acquire() as conn, conn.transaction():
-                    done = await perform_action(IntakeRepository(conn), key, action, body,
-                                                actor, hop_cap=hop_cap,
-                                                now=datetime.now(timezone.utc))
+                done = await perform_action(uow, key, action, body, actor, hop_cap=hop_cap,
+                                            now=datetime.now(timezone.utc))
             except ComplaintNotFound as exc:
                 raise ApiError(404, "not_found", f"no complaint with id or tracking id '{key}'",
                                field="key") from exc

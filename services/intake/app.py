@@ -7,13 +7,17 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.intake.api import install_api
+from services.intake.auth import Authenticator
+from services.intake.context import IntakeContext
 from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
+from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
 from shared.service import ServiceRuntime
 from shared.settings import Settings
+from shared.uow import PgUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -26,9 +30,13 @@ def build_app(settings: Settings) -> FastAPI:
     cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
                        reporter_ref_key=settings.reporter_ref_key)
     metrics = IntakeMetrics(runtime.registry)
+    uow = PgUnitOfWork(lambda: runtime.pool, IntakeRepository)
+    ctx = IntakeContext(cfg=cfg, metrics=metrics, uow=uow, authenticator=Authenticator(),
+                        pool=lambda: runtime.pool)
+    runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
-    install_api(runtime, cfg, metrics)
+    install_api(runtime, ctx)
     install_open311(runtime, cfg, metrics)
-    install_consumers(runtime, cfg, metrics)
+    install_consumers(runtime, ctx)
     runtime.app.state.runtime = runtime
     return runtime.app

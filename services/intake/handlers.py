@@ -8,11 +8,9 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 
 from services.intake.errors import describe
-from services.intake.metrics import IntakeMetrics
-from services.intake.repository import IntakeRepository
+from services.intake.context import IntakeContext
 from services.intake.schemas import ComplaintIn
 from services.intake.usecases import (
-    IntakeConfig,
     SubmissionConflict,
     UnknownComplaint,
     record_event,
@@ -33,13 +31,13 @@ def parse_submission(body: bytes) -> ComplaintIn:
         raise PoisonMessage(f"invalid submission: {exc}") from exc
 
 
-def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
+def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
+    cfg, metrics, uow = ctx.cfg, ctx.metrics, ctx.uow
+
     async def on_submission(sub: ComplaintIn) -> None:
         """A portal's submission published on the broker: the same path as HTTP."""
         try:
-            async with runtime.pool.acquire() as conn:
-                accepted = await submit_complaint(IntakeRepository(conn), sub, cfg,
-                                                  datetime.now(timezone.utc))
+            accepted = await submit_complaint(uow, sub, cfg, datetime.now(timezone.utc))
         except SubmissionConflict as exc:
             metrics.rejected.labels("conflict").inc()
             raise PoisonMessage(f"conflict: {exc}") from exc
@@ -47,8 +45,7 @@ def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: Intak
 
     async def on_event(event: CloudEvent) -> None:
         try:
-            async with runtime.pool.acquire() as conn, conn.transaction():
-                applied = await record_event(IntakeRepository(conn), event, cfg.tz)
+            applied = await record_event(uow, event, cfg.tz)
         except UnknownComplaint as exc:
             raise PoisonMessage(str(exc)) from exc
         if applied:

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from shared.events import CloudEvent
-from shared.inbox import first_delivery
-from shared.outbox import add_to_outbox, outbox_row, staged_on
+from shared.outbox import outbox_row
+from shared.uow import PgTx
 
 
 _CLOCK_STARTED_CONFLICT = """
@@ -40,17 +40,23 @@ _CLOCK_FLAG_CONFLICT = """
 
 
 class IntakeRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
+    """intake's SQL on one unit of work (``PgTx``): it folds the inbox row and the staged
+    events into its single-statement paths."""
+
+    def __init__(self, tx: PgTx[IntakeRepository]) -> None:
+        self.tx = tx
+        self.conn: asyncpg.Connection = tx.conn
 
     async def accept(self, row: dict[str, Any], reporter: dict[str, Any] | None,
-                     reporter_fp: str, event: CloudEvent, summary: str) -> bool:
+                     reporter_fp: str, summary: str) -> bool:
         """Insert the complaint, its reporter, its first timeline entry and its
         ``complaint.submitted`` outbox row in ONE statement (atomic on its own; one round
         trip on the hot path). Nothing is written when the (source, external_id) or the
         tracking id is taken; True when this call created the complaint. On False the caller
         looks the submission up: found means a retry; not found, a tracking-id clash.
+        The staged ``complaint.submitted`` event is written here (or dropped with the rest).
         """
+        [event] = self.tx.take_staged()
         r = reporter or {}
         event_id, routing_key, payload = outbox_row(event)
         created = await self.conn.fetchval(
@@ -77,8 +83,6 @@ class IntakeRepository:
             r.get("name"), r.get("phone"), r.get("email"), r.get("nik"), reporter_fp,
             event_id, routing_key, event.time, summary, payload,
         )
-        if created:
-            staged_on(self.conn)
         return bool(created)
 
     async def find_by_source(self, source: str, external_id: str) -> asyncpg.Record | None:
@@ -227,13 +231,10 @@ class IntakeRepository:
                       EXISTS (SELECT 1 FROM e) AS applied FROM c""",
             complaint_id, event.id, event.type, event.event_name, event.time, summary, event.data,
             *effect_args)
-        return None if r is None else EventApplied(r["status"], r["hop"], r["first"], r["applied"])
-
-    async def first_delivery(self, event: CloudEvent) -> bool:
-        return await first_delivery(self.conn, event)
-
-    async def stage(self, *events: CloudEvent) -> None:
-        await add_to_outbox(self.conn, *events)
+        if r is None:
+            return None
+        self.tx.set_claimed(r["first"])
+        return EventApplied(r["status"], r["hop"], r["first"], r["applied"])
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from services.intake.actions import SOURCE, close_by_system
@@ -15,6 +17,7 @@ from services.intake.idempotency import conflicting_fields
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import ComplaintIn
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
+from shared.uow import Tx
 
 CLOCK_LABELS = {
     "verification": "verifikasi dan disposisi",
@@ -51,12 +54,21 @@ class IntakeConfig:
     reporter_ref_key: str
 
 
-async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: IntakeConfig,
+class IntakeUnitOfWork(Protocol):
+    """``shared.uow.PgUnitOfWork`` on ``IntakeRepository`` (or the in-memory fake)."""
+
+    def __call__(self, event: CloudEvent | None = None, *, single_statement: bool = False
+                 ) -> AbstractAsyncContextManager[Tx[IntakeRepository]]: ...
+
+    def read(self) -> AbstractAsyncContextManager[IntakeRepository]: ...
+
+
+async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeConfig,
                            now: datetime) -> Accepted:
     """Accept a complaint exactly once per (source, external_id).
 
     The complaint, its reporter and its ``complaint.submitted`` event are written together,
-    in one statement: no surrounding transaction is needed.
+    in one statement (``single_statement``): no surrounding transaction is needed.
     """
     canonical = sub.canonical()
     reporter = sub.reporter.model_dump() if sub.reporter else None
@@ -81,9 +93,14 @@ async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: Intake
             "anonymous": sub.anonymous, "confidential": sub.confidential,
             "reporter_ref": ref, "received_at": sub.received_at, "accepted_at": now,
         }
-        if await repo.accept(row, reporter, reporter_fp, event, f"Laporan diterima dari {sub.source}"):
+        async with uow(single_statement=True) as tx:
+            tx.stage(event)
+            created = await tx.repo.accept(row, reporter, reporter_fp,
+                                           f"Laporan diterima dari {sub.source}")
+        if created:
             break
-        existing = await repo.find_by_source(sub.source, sub.external_id)
+        async with uow(single_statement=True) as tx:
+            existing = await tx.repo.find_by_source(sub.source, sub.external_id)
         if existing is not None:
             diffs = conflicting_fields(existing["submission"], existing["reporter_fp"],
                                        canonical, reporter_fp)
@@ -103,11 +120,11 @@ def _reporter_ref(sub: ComplaintIn, cfg: IntakeConfig) -> str:
                         r and r.nik, r and r.phone, r and r.email, r and r.name)
 
 
-async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo,
+async def record_event(uow: IntakeUnitOfWork, event: CloudEvent, tz: ZoneInfo,
                        now: datetime | None = None) -> bool:
     """Apply a downstream event to the complaint's status, clocks and timeline.
 
-    Returns False for a redelivery (no effect). Call inside a transaction. Events that no
+    Returns False for a redelivery (no effect). Events that no
     longer fit the complaint's state (reordered, or overtaken by a person's action) are
     noted on the timeline and otherwise ignored.
 
@@ -120,19 +137,20 @@ async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo,
         # intake's own lifecycle event coming back: applied when it was emitted
         effect, args, summary = None, (), None
     elif event.event_name == "sla.reply_window_elapsed":
-        return await _record_reply_window_elapsed(repo, complaint_id, event, tz, now)
+        return await _record_reply_window_elapsed(uow, complaint_id, event, tz, now)
     else:
         effect, args, summary = _effect_of(event, tz)
-    applied = await repo.apply_event(complaint_id, event, effect, args, summary)
-    if applied is None:
-        raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
-    if not applied.first or event.source == SOURCE:
-        return False
-    if effect == "mark_routed" and not applied.applied:
-        d = event.data
-        await repo.add_timeline(complaint_id, event, (
-            f"Disposisi otomatis ke {d['opd_name']} (disposisi ke-{d['hop']}) diabaikan: "
-            f"laporan sudah berstatus {applied.status} (disposisi ke-{applied.hop})"))
+    async with uow(event) as tx:
+        applied = await tx.repo.apply_event(complaint_id, event, effect, args, summary)
+        if applied is None:
+            raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
+        if not applied.first or event.source == SOURCE:
+            return False
+        if effect == "mark_routed" and not applied.applied:
+            d = event.data
+            await tx.repo.add_timeline(complaint_id, event, (
+                f"Disposisi otomatis ke {d['opd_name']} (disposisi ke-{d['hop']}) diabaikan: "
+                f"laporan sudah berstatus {applied.status} (disposisi ke-{applied.hop})"))
     return True
 
 
@@ -180,22 +198,23 @@ def _effect_of(event: CloudEvent, tz: ZoneInfo) -> tuple[str | None, tuple, str]
     return None, (), name
 
 
-async def _record_reply_window_elapsed(repo: IntakeRepository, complaint_id: uuid.UUID,
+async def _record_reply_window_elapsed(uow: IntakeUnitOfWork, complaint_id: uuid.UUID,
                                        event: CloudEvent, tz: ZoneInfo,
                                        now: datetime | None) -> bool:
-    # Lock the row: lifecycle actions and these events serialise per complaint.
-    row = await repo.lock(complaint_id)
-    if row is None:
-        raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
-    if not await repo.first_delivery(event):
-        return False
-    summary = await _reply_window_elapsed(repo, row, event.data, tz,
-                                          now or datetime.now(timezone.utc))
-    await repo.add_timeline(complaint_id, event, summary)
+    async with uow(event) as tx:
+        # Lock the row: lifecycle actions and these events serialise per complaint.
+        row = await tx.repo.lock(complaint_id)
+        if row is None:
+            raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
+        if not await tx.claim():
+            return False
+        summary = await _reply_window_elapsed(tx, row, event.data, tz,
+                                              now or datetime.now(timezone.utc))
+        await tx.repo.add_timeline(complaint_id, event, summary)
     return True
 
 
-async def _reply_window_elapsed(repo: IntakeRepository, row, d: dict, tz: ZoneInfo,
+async def _reply_window_elapsed(tx: Tx[IntakeRepository], row, d: dict, tz: ZoneInfo,
                                 now: datetime) -> str:
     """Close the complaint (``closed_by: system``) iff it still waits on the reporter after the
     very response the window was about; returns the timeline summary either way."""
@@ -205,7 +224,7 @@ async def _reply_window_elapsed(repo: IntakeRepository, row, d: dict, tz: ZoneIn
     if (row["status"] == State.DITINDAKLANJUTI and row["hop"] == d["hop"]
             and last_response is not None and last_response <= responded_at
             and (last_reply is None or last_reply < responded_at)):
-        await close_by_system(repo, row, max(now, row["last_transition_at"] or now), (
+        await close_by_system(tx, row, max(now, row["last_transition_at"] or now), (
             "Laporan ditutup otomatis oleh sistem: pelapor tidak menanggapi tindak lanjut hingga "
             f"{deadline}"))
         return f"Batas waktu tanggapan pelapor ({deadline}) lewat tanpa tanggapan"

@@ -39,7 +39,6 @@ from services.intake.open311.schemas import (
     ServiceDefinitionOut,
     ServiceOut,
 )
-from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig, SubmissionConflict, submit_complaint
 from shared.service import ServiceRuntime
 
@@ -160,8 +159,7 @@ def install_routes(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMe
             metrics.rejected.labels("validation").inc()
             raise
         try:
-            async with runtime.pool.acquire() as conn:
-                accepted = await submit_complaint(IntakeRepository(conn), sub, cfg, now)
+            accepted = await submit_complaint(request.app.state.intake.uow, sub, cfg, now)
         except SubmissionConflict as exc:
             if extras.received_at_defaulted and exc.fields == ["received_at"]:
                 # A retry: it differs only in the arrival time this facade filled in.
