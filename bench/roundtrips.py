@@ -148,8 +148,7 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     stats: dict[tuple[str, str], list[int]] = defaultdict(list)
     shown: set[tuple[str, str]] = set()
     registry = CollectorRegistry()
-    cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
-                       reporter_ref_key=settings.reporter_ref_key)
+    cfg = IntakeConfig.from_settings(settings)
     rulebook = CachedRulebook(lambda: routing_repo.load_rulebook(pools["routing"]), ttl_s=2.0)
     await rulebook()  # loaded at most every ttl_s; not part of any message
     route = submitted_handler(unit_of_work=lambda: routing_repo.unit_of_work(pools["routing"]),

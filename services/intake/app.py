@@ -1,4 +1,5 @@
-"""intake's composition root."""
+"""intake's composition root: ``build_app(settings)`` wires the unit of work, the routes, the
+Open311 facade and the broker consumers onto one ``ServiceRuntime``."""
 
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ def build_app(settings: Settings) -> FastAPI:
         "intake", settings, MIGRATIONS,
         title="sp4n intake — complaints API",
     )
-    cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
-                       reporter_ref_key=settings.reporter_ref_key)
+    cfg = IntakeConfig.from_settings(settings)
     metrics = IntakeMetrics(runtime.registry)
-    uow = PgUnitOfWork(lambda: runtime.pool, IntakeRepository)
-    ctx = IntakeContext(cfg=cfg, metrics=metrics, uow=uow, authenticator=Authenticator(),
-                        pool=lambda: runtime.pool)
+    # The pool exists only after start-up: the unit of work and the key lookup read it late.
+    ctx = IntakeContext(cfg=cfg, metrics=metrics,
+                        uow=PgUnitOfWork(lambda: runtime.pool, IntakeRepository),
+                        authenticator=Authenticator(), pool=lambda: runtime.pool)
     runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
-    install_api(runtime, ctx)
+    install_api(runtime.app, metrics)
     install_open311(runtime, cfg, metrics)
     install_consumers(runtime, ctx)
     runtime.app.state.runtime = runtime
