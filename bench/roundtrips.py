@@ -42,7 +42,6 @@ from services.cli import migrations_of  # noqa: E402
 from services.intake.repository import IntakeRepository  # noqa: E402
 from services.intake.schemas import ComplaintIn  # noqa: E402
 from services.intake.usecases import IntakeConfig, record_event, submit_complaint  # noqa: E402
-from shared.uow import PgUnitOfWork  # noqa: E402
 from services.routing import repository as routing_repo  # noqa: E402
 from services.routing.handlers import submitted_handler  # noqa: E402
 from services.routing.metrics import RoutingMetrics  # noqa: E402
@@ -53,6 +52,7 @@ from services.sla.repository import CalendarSource  # noqa: E402
 from shared.db import create_pool, migrate  # noqa: E402
 from shared.events import CloudEvent  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.uow import PgUnitOfWork  # noqa: E402
 from tests.infra import create_database, drop_database, with_database  # noqa: E402
 
 CATEGORIES = [("infrastruktur_jalan", "Belitang Hilir"), ("kesehatan", "Nanga Taman"),

@@ -47,8 +47,7 @@ class IntakeConfig:
     region_code: str
     tz: ZoneInfo
     reporter_ref_key: str
-    # Lifecycle: after this many dispositions a returned complaint stays with the admin koordinator.
-    hop_cap: int = 3
+    hop_cap: int  # ``settings.hop_cap``
     catalog: Catalog = field(default_factory=load_catalog)
 
     @classmethod
