@@ -142,8 +142,7 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     stats: dict[tuple[str, str], list[int]] = defaultdict(list)
     shown: set[tuple[str, str]] = set()
     registry = CollectorRegistry()
-    cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
-                       reporter_ref_key=settings.reporter_ref_key)
+    cfg = IntakeConfig.from_settings(settings)
     rulebook = CachedRulebook(lambda: routing_repo.load_rulebook(pools["routing"]),
                               ttl_s=settings.routing.rules_ttl_s)
     await rulebook()  # loaded at most every ttl_s; not part of any message
@@ -154,9 +153,10 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     sla = make_complaint_handler(PgUnitOfWork(lambda: pools["sla"], PgSlaRepository),
                                  CalendarSource(settings.tz), SlaMetrics(registry))
 
+    intake_uow = PgUnitOfWork(lambda: pools["intake"], IntakeRepository)
+
     async def intake_event(event: CloudEvent) -> None:  # as services.intake.handlers.on_event
-        async with pools["intake"].acquire() as conn, conn.transaction():
-            await record_event(IntakeRepository(conn), event, cfg.tz)
+        await record_event(intake_uow, event, cfg.tz)
 
     async def measure(svc: str, kind: str, call) -> None:
         c = counters[svc]
@@ -179,9 +179,8 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
     for pass_name in ("in order", "routed first"):
         for i in range(n):
             received = now - timedelta(minutes=random.randrange(600))
-            async with pools["intake"].acquire() as conn:
-                await measure("intake", "accept (submission)",
-                              submit_complaint(IntakeRepository(conn), submission(i, received), cfg, now))
+            await measure("intake", "accept (submission)",
+                          submit_complaint(intake_uow, submission(i, received), cfg, now))
             [submitted] = await drain_outbox(pools["intake"])
             await measure("routing", "complaint.submitted", route(submitted))
             routing_events = await drain_outbox(pools["routing"])

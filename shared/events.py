@@ -11,7 +11,7 @@ citizen wrote; only the pseudonymous ``reporter_ref``.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -21,6 +21,15 @@ Classification = Literal["pengaduan", "aspirasi", "permintaan_informasi"]
 ClockKind = Literal[
     "verification", "opd_response", "completion", "auto_close"
 ]
+# How people read each clock (timelines, the demo).
+CLOCK_LABELS: dict[str, str] = {
+    "verification": "verifikasi dan disposisi",
+    "opd_response": "tindak lanjut pertama OPD",
+    "completion": "penyelesaian",
+    "auto_close": "penutupan otomatis",
+}
+# A portal's source name or an OPD's code: lower-case letters, digits, '_', '.', '-'.
+CODE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{1,39}$"
 
 
 class EventData(BaseModel):
@@ -47,7 +56,7 @@ class CloudEvent(BaseModel):
     source: str = Field(min_length=1)
     type: str = Field(min_length=1)
     subject: str | None = None
-    time: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    time: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     datacontenttype: str = "application/json"
     data: dict[str, Any]
 
@@ -69,7 +78,7 @@ def make_event(source: str, data: EventData, *, time: datetime | None = None,
         source=source,
         type=data.ce_type(),
         subject=str(data.complaint_id),
-        time=time or datetime.now(timezone.utc),
+        time=time or datetime.now(UTC),
         data=data.model_dump(mode="json"),
     )
 
@@ -304,4 +313,5 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     )
 }
 
-__all__ = ["CloudEvent", "EventData", "EVENT_MODELS", "make_event"]
+__all__ = ["CLOCK_LABELS", "CODE_PATTERN", "ArchiveReason", "Classification", "ClockKind",
+           "CloudEvent", "EventData", "EVENT_MODELS", "make_event"]

@@ -16,6 +16,8 @@ Invariants:
   and the staged rows (``take_staged`` + ``outbox_row``/``OUTBOX_INSERT_ARRAYS``) into its own
   statement and report the inbox outcome with ``set_claimed``. Whatever is still staged when
   the block ends is inserted in one statement before the commit.
+- ``uow.read()`` yields a repository for reads only: one pooled connection, no transaction
+  (no BEGIN/COMMIT round trips; each statement sees what was committed when it started).
 - ``single_statement=True`` sends no BEGIN/COMMIT: the repository promises that the block runs
   exactly one statement (atomic by itself) and writes every staged event in it; leaving events
   staged there is a programming error (raised, so the block rolls nothing back silently).
@@ -133,3 +135,13 @@ class PgUnitOfWork(Generic[R]):
                 tx = PgTx(conn, event, self._make_repo)
                 yield tx
                 await tx.flush()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[R]:
+        """The repository on a pooled connection without a transaction, for reads only
+        (staging events there is a programming error)."""
+        async with self._pool().acquire() as conn:
+            tx = PgTx(conn, None, self._make_repo)
+            yield tx.repo
+            if tx.has_staged:
+                raise RuntimeError("read-only unit of work staged events")

@@ -15,14 +15,20 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from services.intake.lifecycle import ROLES
+from shared.events import CODE_PATTERN
+
 KEY_PREFIX = "sp4n"
-ROLES = {
+# The scopes a key of each role carries. Roles are the lifecycle's (``lifecycle.ROLES``);
+# "system" acts inside intake and has no key.
+SCOPES: dict[str, tuple[str, ...]] = {
     "portal": ("complaints:submit", "complaints:read"),
     "admin_koordinator": ("complaints:submit", "complaints:read", "complaints:admin"),
     # pejabat penghubung of one OPD: reads and acts on complaints currently disposed to it.
     "opd": ("complaints:read",),
 }
-_OPD_CODE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{1,39}$")
+assert set(SCOPES) <= set(ROLES)
+_OPD_CODE = re.compile(CODE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,8 @@ async def create_api_key(conn: asyncpg.Connection, name: str, role: str = "porta
     """
     if role.startswith("opd:"):
         role, opd_code = "opd", opd_code or role[4:]
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role not in SCOPES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(SCOPES)}")
     if role == "opd":
         if not opd_code or not _OPD_CODE.match(opd_code):
             raise ValueError("role 'opd' needs --opd-code: lower-case letters, digits, '_', '-', '.'")
@@ -69,7 +75,7 @@ async def create_api_key(conn: asyncpg.Connection, name: str, role: str = "porta
         raise ValueError(f"--opd-code applies to role 'opd' only, not {role!r}")
     prefix = secrets.token_hex(4)
     plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    scopes = list(ROLES[role])
+    scopes = list(SCOPES[role])
     key_id = await conn.fetchval(
         "INSERT INTO api_keys (name, prefix, secret_hash, role, scopes, source, opd_code)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -93,12 +99,13 @@ async def verify_api_key(conn: asyncpg.Connection | asyncpg.Pool, raw: str) -> A
 
 
 async def list_api_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT id, name, prefix, role, source, opd_code, created_at, revoked_at FROM api_keys"
         " ORDER BY id")
+    return rows
 
 
 async def revoke_api_key(conn: asyncpg.Connection, key_id: int) -> bool:
-    done = await conn.execute(
+    done: str = await conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id)
     return done.endswith(" 1")

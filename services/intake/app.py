@@ -1,4 +1,5 @@
-"""intake's composition root."""
+"""intake's composition root: ``build_app(settings)`` wires the unit of work, the routes, the
+Open311 facade and the broker consumers onto one ``ServiceRuntime``."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.intake.api import install_api
+from services.intake.auth import Authenticator
+from services.intake.context import IntakeContext
 from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
+from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
 from shared.service import ServiceRuntime
 from shared.settings import Settings
+from shared.uow import PgUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -23,12 +28,16 @@ def build_app(settings: Settings) -> FastAPI:
         "intake", settings, MIGRATIONS,
         title="sp4n intake — complaints API",
     )
-    cfg = IntakeConfig(region_code=settings.region_code, tz=settings.tz,
-                       reporter_ref_key=settings.reporter_ref_key)
+    cfg = IntakeConfig.from_settings(settings)
     metrics = IntakeMetrics(runtime.registry)
+    # The pool exists only after start-up: the unit of work and the key lookup read it late.
+    ctx = IntakeContext(cfg=cfg, metrics=metrics,
+                        uow=PgUnitOfWork(lambda: runtime.pool, IntakeRepository),
+                        authenticator=Authenticator(settings.intake.key_cache_ttl_s), pool=lambda: runtime.pool)
+    runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
-    install_api(runtime, cfg, metrics)
+    install_api(runtime.app, metrics)
     install_open311(runtime, cfg, metrics)
-    install_consumers(runtime, cfg, metrics)
+    install_consumers(runtime, ctx)
     runtime.app.state.runtime = runtime
     return runtime.app

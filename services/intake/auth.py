@@ -11,7 +11,7 @@ import time
 from typing import Annotated
 
 import asyncpg
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.intake.apikeys import ApiKey, verify_api_key
@@ -50,6 +50,15 @@ class KeyCache:
         return key
 
 
+def security_schemes(
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    _header: Annotated[str | None, Security(api_key_scheme)],
+) -> None:
+    """A dependency that only declares both security schemes in the OpenAPI document (the
+    Authorize button of ``/docs``); ``Authenticator.authenticate`` reads the headers itself,
+    so every way of calling it accepts exactly the same requests."""
+
+
 class Authenticator:
     """The native API's key, from ``Authorization: Bearer`` or ``X-API-Key``.
 
@@ -60,13 +69,8 @@ class Authenticator:
     def __init__(self, key_cache_ttl_s: float = CACHE_TTL_S) -> None:
         self._keys = KeyCache(key_cache_ttl_s)
 
-    async def __call__(
-        self, request: Request,
-        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
-        _header: Annotated[str | None, Security(api_key_scheme)],
-    ) -> ApiKey:
-        # The two parameters are there for the OpenAPI document; ``authenticate`` reads the
-        # headers itself, so both ways of calling it accept exactly the same requests.
+    async def __call__(self, request: Request,
+                       _schemes: Annotated[None, Depends(security_schemes)]) -> ApiKey:
         return await self.authenticate(request.app.state.runtime.pool, request)
 
     async def authenticate(self, pool: asyncpg.Pool, request: Request) -> ApiKey:

@@ -18,8 +18,10 @@ import json
 import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 DATA = Path(__file__).parent / "catalog.json"
 ROUTING_MIGRATIONS = Path(__file__).parents[1] / "routing" / "migrations"
@@ -114,7 +116,7 @@ def _sections(sql: str, table: str) -> list[str]:
     return out
 
 
-def catalog_from_seed(sql: str, changeset: str) -> dict:
+def catalog_from_seed(sql: str, changeset: str) -> dict[str, Any]:
     services = []
     for m in _CATEGORY.finditer(_section(sql, "categories")):
         name = m["name"].replace("''", "'")
@@ -138,9 +140,9 @@ def catalog_from_seed(sql: str, changeset: str) -> dict:
 
 
 def main() -> None:  # pragma: no cover - a maintenance tool
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    changeset = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    changeset = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = catalog_from_seed(routing_seed_sql(), changeset)
     json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")

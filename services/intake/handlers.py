@@ -1,18 +1,15 @@
-"""intake's broker consumers: thin — parse, call a use case in a transaction."""
+"""intake's broker consumers: thin — parse, call a use case, record metrics."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from services.intake.context import IntakeContext
 from services.intake.errors import describe
-from services.intake.metrics import IntakeMetrics
-from services.intake.repository import IntakeRepository
 from services.intake.schemas import ComplaintIn
 from services.intake.usecases import (
-    IntakeConfig,
     SubmissionConflict,
     UnknownComplaint,
     record_event,
@@ -29,17 +26,17 @@ def parse_submission(body: bytes) -> ComplaintIn:
         return ComplaintIn.model_validate_json(body)
     except ValidationError as exc:
         raise PoisonMessage(f"invalid submission: {describe(exc)}") from exc
-    except (ValueError, json.JSONDecodeError) as exc:  # pragma: no cover - pydantic wraps these
+    except ValueError as exc:  # pragma: no cover - pydantic wraps these (JSONDecodeError included)
         raise PoisonMessage(f"invalid submission: {exc}") from exc
 
 
-def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
+def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
+    cfg, metrics, uow = ctx.cfg, ctx.metrics, ctx.uow
+
     async def on_submission(sub: ComplaintIn) -> None:
         """A portal's submission published on the broker: the same path as HTTP."""
         try:
-            async with runtime.pool.acquire() as conn:
-                accepted = await submit_complaint(IntakeRepository(conn), sub, cfg,
-                                                  datetime.now(timezone.utc))
+            accepted = await submit_complaint(uow, sub, cfg, datetime.now(UTC))
         except SubmissionConflict as exc:
             metrics.rejected.labels("conflict").inc()
             raise PoisonMessage(f"conflict: {exc}") from exc
@@ -47,8 +44,7 @@ def install_consumers(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: Intak
 
     async def on_event(event: CloudEvent) -> None:
         try:
-            async with runtime.pool.acquire() as conn, conn.transaction():
-                applied = await record_event(IntakeRepository(conn), event, cfg.tz)
+            applied = await record_event(uow, event, cfg.tz)
         except UnknownComplaint as exc:
             raise PoisonMessage(str(exc)) from exc
         if applied:

@@ -79,6 +79,15 @@ TRANSITIONS: dict[tuple[str, str], dict[State, str]] = {
 # on it. After a return (DIKEMBALIKAN) it is back with the admin koordinator.
 OPD_SCOPE_STATES = frozenset({S.TERDISPOSISI, S.DITINDAKLANJUTI, S.DITANGGAPI_PELAPOR, S.SELESAI})
 TERMINAL_STATES = frozenset({S.DIARSIPKAN, S.DILIMPAHKAN})
+# Where every complaint starts.
+INITIAL_STATE = S.DITERIMA
+# routing's automatic disposition (``complaint.routed`` by a rule) applies only while the
+# complaint waits for its first disposition; any person's action since then wins.
+AUTO_ROUTING_FROM = frozenset({S.DITERIMA, S.TERVERIFIKASI})
+AUTO_ROUTING_TO = S.TERDISPOSISI
+# A routing suggestion puts a complaint never disposed (hop 0) in these states on the admin
+# koordinator's triage list.
+TRIAGE_STATES = frozenset({S.DITERIMA, S.TERVERIFIKASI, S.DITUNDA})
 
 
 class LifecycleError(Exception):
@@ -120,7 +129,7 @@ def allowed_actions(state: State | str, role: str, *, hop: int = 0,
                     hop_cap: int | None = None) -> list[str]:
     """Actions ``role`` may take now, in a stable order (``ACTIONS`` order)."""
     state = State(state)
-    out = []
+    out: list[str] = []
     for action in ACTIONS:
         table = TRANSITIONS.get((action, role))
         if table is None or state not in table:
@@ -168,7 +177,8 @@ def decide(state: State | str, role: str, action: str, *, hop: int = 0, hop_cap:
 
 
 __all__ = [
-    "ACTIONS", "OPD_SCOPE_STATES", "ROLES", "TERMINAL_STATES", "TRANSITIONS", "HopCapReached",
+    "ACTIONS", "AUTO_ROUTING_FROM", "AUTO_ROUTING_TO", "INITIAL_STATE", "OPD_SCOPE_STATES",
+    "ROLES", "TERMINAL_STATES", "TRANSITIONS", "TRIAGE_STATES", "HopCapReached",
     "InvalidTransition", "LifecycleError", "RoleMayNot", "State", "Transition",
     "allowed_actions", "decide", "role_may",
 ]

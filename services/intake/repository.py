@@ -1,17 +1,286 @@
-"""All of intake's SQL. A repository wraps one connection, inside the caller's transaction."""
+"""All of intake's SQL. A repository works on one unit of work (``shared.uow.PgTx``) and
+returns typed values (``domain.model``), never database records. It persists what the domain
+decided (``domain.complaint.Outcome``, ``domain.effects``): no status is named here."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import asyncpg
 
+from services.intake.domain.complaint import Outcome
+from services.intake.domain.effects import (
+    AddDuplicateCandidates,
+    EventDecision,
+    FlagClock,
+    MarkNeedsTriage,
+    MarkRouted,
+    SetSuggestion,
+    StartClock,
+)
+from services.intake.domain.model import (
+    ClockRow,
+    ComplaintBrief,
+    ComplaintListRow,
+    ComplaintRow,
+    EventApplied,
+    NewComplaint,
+    ReplyRow,
+    ReporterRow,
+    ResponseRow,
+    StoredSubmission,
+    TimelineRow,
+)
+from services.intake.lifecycle import State
 from shared.events import CloudEvent
-from shared.inbox import first_delivery
-from shared.outbox import add_to_outbox, outbox_row, staged_on
+from shared.outbox import outbox_row
+from shared.uow import PgTx
+
+_COMPLAINT = ", ".join(f.name for f in dataclasses.fields(ComplaintRow))
+_LISTED = ", ".join(f.name for f in dataclasses.fields(ComplaintListRow))
+_CLOCK = ", ".join(f.name for f in dataclasses.fields(ClockRow))
+
+
+class IntakeRepository:
+    """intake's SQL on one unit of work: it folds the inbox row and the staged events into
+    its single-statement paths (``accept``, ``apply_event``)."""
+
+    def __init__(self, tx: PgTx[IntakeRepository]) -> None:
+        self.tx = tx
+        self.conn: asyncpg.Connection = tx.conn
+
+    async def accept(self, c: NewComplaint, summary: str) -> bool:
+        """Insert the complaint, its reporter, its first timeline entry and the staged
+        ``complaint.submitted`` event in ONE statement (atomic on its own; one round trip on
+        the hot path). Nothing is written when the (source, external_id) or the tracking id
+        is taken; True when this call created the complaint. On False the caller looks the
+        submission up: found means a retry; not found, a tracking-id clash.
+        """
+        [event] = self.tx.take_staged()
+        r = c.reporter
+        event_id, routing_key, payload = outbox_row(event)
+        created = await self.conn.fetchval(
+            """WITH c AS (
+                   INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
+                       submission, classification, category, title, kecamatan, desa, anonymous,
+                       confidential, reporter_ref, received_at, accepted_at, status)
+                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$27)
+                   ON CONFLICT DO NOTHING RETURNING id
+               ), r AS (
+                   INSERT INTO reporters (complaint_id, name, phone, email, nik, fingerprint)
+                   SELECT id, $17, $18, $19, $20, $21 FROM c
+               ), t AS (
+                   INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
+                   SELECT id, $22, $23, $24, $25, $26 FROM c
+               ), o AS (
+                   INSERT INTO outbox (event_id, routing_key, payload) SELECT $22, $23, $26 FROM c
+               )
+               SELECT count(*) FROM c""",
+            c.id, c.tracking_id, c.source, c.external_id, c.fingerprint, c.submission,
+            c.classification, c.category, c.title, c.kecamatan, c.desa, c.anonymous,
+            c.confidential, c.reporter_ref, c.received_at, c.accepted_at,
+            r.name, r.phone, r.email, r.nik, c.reporter_fp,
+            event_id, routing_key, event.time, summary, payload, c.status.value,
+        )
+        return bool(created)
+
+    async def find_by_source(self, source: str, external_id: str) -> StoredSubmission | None:
+        r = await self.conn.fetchrow(
+            """SELECT c.id, c.tracking_id, c.status, c.submission, r.fingerprint AS reporter_fp
+               FROM complaints c JOIN reporters r ON r.complaint_id = c.id
+               WHERE c.source = $1 AND c.external_id = $2""",
+            source, external_id,
+        )
+        return None if r is None else StoredSubmission(r["id"], r["tracking_id"], State(r["status"]),
+                                                       r["submission"], r["reporter_fp"])
+
+    async def find(self, key: str) -> ComplaintRow | None:
+        """By complaint id (uuid) or tracking id."""
+        return await self._find(key, "")
+
+    async def find_for_update(self, key: str) -> ComplaintRow | None:
+        """Like ``find``, locking the row until the transaction ends (actions serialise on it)."""
+        return await self._find(key, " FOR UPDATE")
+
+    async def lock(self, complaint_id: uuid.UUID) -> ComplaintRow | None:
+        return _complaint(await self.conn.fetchrow(
+            f"SELECT {_COMPLAINT} FROM complaints WHERE id = $1 FOR UPDATE", complaint_id))
+
+    async def _find(self, key: str, lock: str) -> ComplaintRow | None:
+        try:
+            cid = uuid.UUID(key)
+        except ValueError:
+            return _complaint(await self.conn.fetchrow(
+                f"SELECT {_COMPLAINT} FROM complaints WHERE tracking_id = $1{lock}", key.upper()))
+        return _complaint(await self.conn.fetchrow(
+            f"SELECT {_COMPLAINT} FROM complaints WHERE id = $1{lock}", cid))
+
+    async def save(self, outcome: Outcome) -> None:
+        """Persist an action's outcome: its column changes and a timeline entry per event
+        (the events themselves are staged on the unit of work)."""
+        if outcome.changes:
+            await self._update(outcome.before.id, outcome.changes)
+        for r in outcome.recorded:
+            await self.add_timeline(outcome.before.id, r.event, r.summary)
+
+    async def _update(self, complaint_id: uuid.UUID, fields: dict[str, Any]) -> None:
+        """Set the given columns (names from code, never from input) and ``updated_at``."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        cols = list(fields)
+        assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
+        await self.conn.execute(
+            f"UPDATE complaints SET {assignments}, updated_at = now() WHERE id = $1",
+            complaint_id, *(_db(fields[c]) for c in cols))
+
+    async def insert_response(self, complaint_id: uuid.UUID, opd_code: str | None, hop: int, body: str,
+                              attachments: list[str], at: datetime) -> int:
+        """Store an OPD response; returns its number within the complaint (1, 2, …).
+        The caller holds the complaint's row lock, so numbering cannot race."""
+        no: int = await self.conn.fetchval(
+            """INSERT INTO responses (complaint_id, opd_code, hop, response_no, body, attachments, created_at)
+               SELECT $1, $2, $3, COALESCE(max(response_no), 0) + 1, $4, $5, $6
+               FROM responses WHERE complaint_id = $1
+               RETURNING response_no""",
+            complaint_id, opd_code, hop, body, attachments, at)
+        return no
+
+    async def insert_reply(self, complaint_id: uuid.UUID, hop: int, body: str,
+                           attachments: list[str], at: datetime) -> None:
+        await self.conn.execute(
+            "INSERT INTO reporter_replies (complaint_id, hop, body, attachments, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)", complaint_id, hop, body, attachments, at)
+
+    async def responses_of(self, complaint_id: uuid.UUID) -> list[ResponseRow]:
+        rows = await self.conn.fetch(
+            "SELECT response_no, opd_code, hop, body, attachments, created_at FROM responses"
+            " WHERE complaint_id = $1 ORDER BY response_no", complaint_id)
+        return [ResponseRow(**dict(r)) for r in rows]
+
+    async def replies_of(self, complaint_id: uuid.UUID) -> list[ReplyRow]:
+        rows = await self.conn.fetch(
+            "SELECT hop, body, attachments, created_at FROM reporter_replies"
+            " WHERE complaint_id = $1 ORDER BY created_at, id", complaint_id)
+        return [ReplyRow(**dict(r)) for r in rows]
+
+    async def reporter_of(self, complaint_id: uuid.UUID) -> ReporterRow | None:
+        r = await self.conn.fetchrow(
+            "SELECT name, phone, email, nik FROM reporters WHERE complaint_id = $1", complaint_id)
+        return None if r is None else ReporterRow(**dict(r))
+
+    async def briefs(self, ids: list[uuid.UUID]) -> list[ComplaintBrief]:
+        rows = await self.conn.fetch(
+            "SELECT id, tracking_id, status FROM complaints WHERE id = ANY($1::uuid[])", ids)
+        return [ComplaintBrief(r["id"], r["tracking_id"], State(r["status"])) for r in rows]
+
+    async def list_complaints(self, *, status: State | None, needs_triage: bool | None,
+                              opd_code: str | None, source: str | None,
+                              states: frozenset[State] | None, limit: int, offset: int
+                              ) -> tuple[int, list[ComplaintListRow]]:
+        where: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if status is not None:
+            where.append(f"status = {arg(status.value)}")
+        if needs_triage is not None:
+            where.append(f"needs_triage = {arg(needs_triage)}")
+        if opd_code is not None:
+            where.append(f"opd_code = {arg(opd_code)}")
+        if source is not None:
+            where.append(f"source = {arg(source)}")
+        if states is not None:
+            where.append(f"status = ANY({arg([s.value for s in states])}::text[])")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        total: int = await self.conn.fetchval(f"SELECT count(*) FROM complaints {clause}", *args)
+        rows = await self.conn.fetch(
+            f"""SELECT {_LISTED} FROM complaints {clause}
+                ORDER BY received_at DESC, id LIMIT {arg(limit)} OFFSET {arg(offset)}""", *args)
+        return total, [ComplaintListRow(**{**dict(r), "status": State(r["status"])}) for r in rows]
+
+    async def clocks_of(self, complaint_id: uuid.UUID) -> list[ClockRow]:
+        rows = await self.conn.fetch(
+            f"SELECT {_CLOCK} FROM clocks WHERE complaint_id = $1"
+            " ORDER BY started_at NULLS LAST, clock, hop", complaint_id)
+        return [ClockRow(**dict(r)) for r in rows]
+
+    async def timeline_of(self, complaint_id: uuid.UUID) -> list[TimelineRow]:
+        rows = await self.conn.fetch(
+            "SELECT event_type, occurred_at, summary FROM timeline WHERE complaint_id = $1"
+            " ORDER BY occurred_at, id", complaint_id)
+        return [TimelineRow(**dict(r)) for r in rows]
+
+    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+            complaint_id, event.id, event.event_name, event.time, summary, event.data)
+
+    async def apply_event(self, complaint_id: uuid.UUID, event: CloudEvent,
+                          decision: EventDecision) -> EventApplied | None:
+        """Lock the row + record the inbox row + the effect + the timeline entry, in ONE
+        statement; reports the inbox outcome to the unit of work (``set_claimed``).
+
+        On the event's first delivery only: the effect runs, and the timeline gets the
+        decision's summary (None: no entry) — for a conditional effect (``MarkRouted``) only
+        when it applied. None when the complaint is unknown (nothing written).
+        ``status``/``hop`` are the complaint's before the effect.
+        """
+        effect = decision.effect
+        sql, conditional = "SELECT 1 WHERE false", False
+        names: tuple[str, ...] = ()
+        values: list[Any] = []
+        if effect is not None:
+            sql, names = _EFFECTS[type(effect)]
+            conditional = effect.conditional
+            values = [_db(getattr(effect, n)) for n in names]
+        r = await self.conn.fetchrow(
+            f"""WITH c AS MATERIALIZED (SELECT status, hop FROM complaints WHERE id = $1 FOR UPDATE),
+               first AS (
+                   INSERT INTO inbox (event_id, event_type) SELECT $2, $3 FROM c
+                   ON CONFLICT (event_id) DO NOTHING RETURNING 1
+               ), e AS ({sql}),
+               t AS (
+                   INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
+                   SELECT $1, $2, $4, $5, $6, $7 FROM first
+                   WHERE $6::text IS NOT NULL {"AND EXISTS (SELECT 1 FROM e)" if conditional else ""}
+                   ON CONFLICT (event_id) DO NOTHING
+               )
+               SELECT c.status, c.hop, EXISTS (SELECT 1 FROM first) AS first,
+                      EXISTS (SELECT 1 FROM e) AS applied FROM c""",
+            complaint_id, event.id, event.type, event.event_name, event.time, decision.summary,
+            event.data, *values)
+        if r is None:
+            return None
+        self.tx.set_claimed(r["first"])
+        return EventApplied(State(r["status"]), r["hop"], r["first"], r["applied"])
+
+
+def _complaint(r: asyncpg.Record | None) -> ComplaintRow | None:
+    if r is None:
+        return None
+    return ComplaintRow(**{
+        **dict(r), "status": State(r["status"]),
+        "resume_state": State(r["resume_state"]) if r["resume_state"] else None,
+        "duplicate_candidates": tuple(r["duplicate_candidates"])})
+
+
+def _db(value: Any) -> Any:
+    """A domain value as asyncpg binds it (states as their text, tuples as arrays)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_db(v) for v in value]
+    return value
 
 
 _CLOCK_STARTED_CONFLICT = """
@@ -39,254 +308,71 @@ _CLOCK_FLAG_CONFLICT = """
         opd_code = COALESCE(clocks.opd_code, EXCLUDED.opd_code)"""
 
 
-class IntakeRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def accept(self, row: dict[str, Any], reporter: dict[str, Any] | None,
-                     reporter_fp: str, event: CloudEvent, summary: str) -> bool:
-        """Insert the complaint, its reporter, its first timeline entry and its
-        ``complaint.submitted`` outbox row in ONE statement (atomic on its own; one round
-        trip on the hot path). Nothing is written when the (source, external_id) or the
-        tracking id is taken; True when this call created the complaint. On False the caller
-        looks the submission up: found means a retry; not found, a tracking-id clash.
-        """
-        r = reporter or {}
-        event_id, routing_key, payload = outbox_row(event)
-        created = await self.conn.fetchval(
-            """WITH c AS (
-                   INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
-                       submission, classification, category, title, kecamatan, desa, anonymous,
-                       confidential, reporter_ref, received_at, accepted_at)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
-                   ON CONFLICT DO NOTHING RETURNING id
-               ), r AS (
-                   INSERT INTO reporters (complaint_id, name, phone, email, nik, fingerprint)
-                   SELECT id, $17, $18, $19, $20, $21 FROM c
-               ), t AS (
-                   INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
-                   SELECT id, $22, $23, $24, $25, $26 FROM c
-               ), o AS (
-                   INSERT INTO outbox (event_id, routing_key, payload) SELECT $22, $23, $26 FROM c
-               )
-               SELECT count(*) FROM c""",
-            row["id"], row["tracking_id"], row["source"], row["external_id"],
-            row["fingerprint"], row["submission"], row["classification"], row["category"],
-            row["title"], row["kecamatan"], row["desa"], row["anonymous"],
-            row["confidential"], row["reporter_ref"], row["received_at"], row["accepted_at"],
-            r.get("name"), r.get("phone"), r.get("email"), r.get("nik"), reporter_fp,
-            event_id, routing_key, event.time, summary, payload,
-        )
-        if created:
-            staged_on(self.conn)
-        return bool(created)
-
-    async def find_by_source(self, source: str, external_id: str) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(
-            """SELECT c.id, c.tracking_id, c.status, c.submission, r.fingerprint AS reporter_fp
-               FROM complaints c JOIN reporters r ON r.complaint_id = c.id
-               WHERE c.source = $1 AND c.external_id = $2""",
-            source, external_id,
-        )
-
-    async def find(self, key: str) -> asyncpg.Record | None:
-        """By complaint id (uuid) or tracking id."""
-        try:
-            cid = uuid.UUID(key)
-        except ValueError:
-            return await self.conn.fetchrow("SELECT * FROM complaints WHERE tracking_id = $1", key.upper())
-        return await self.conn.fetchrow("SELECT * FROM complaints WHERE id = $1", cid)
-
-    async def find_for_update(self, key: str) -> asyncpg.Record | None:
-        """Like ``find``, locking the row until the transaction ends (actions serialise on it)."""
-        try:
-            cid = uuid.UUID(key)
-        except ValueError:
-            return await self.conn.fetchrow(
-                "SELECT * FROM complaints WHERE tracking_id = $1 FOR UPDATE", key.upper())
-        return await self.conn.fetchrow("SELECT * FROM complaints WHERE id = $1 FOR UPDATE", cid)
-
-    async def lock(self, complaint_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self.conn.fetchrow("SELECT * FROM complaints WHERE id = $1 FOR UPDATE",
-                                        complaint_id)
-
-    async def update_complaint(self, complaint_id: uuid.UUID, **fields: Any) -> None:
-        """Set the given columns (names from code, never from input) and ``updated_at``."""
-        unknown = set(fields) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"not updatable: {sorted(unknown)}")
-        cols = list(fields)
-        assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
-        await self.conn.execute(
-            f"UPDATE complaints SET {assignments}, updated_at = now() WHERE id = $1",
-            complaint_id, *(fields[c] for c in cols))
-
-    async def insert_response(self, complaint_id: uuid.UUID, opd_code: str, hop: int, body: str,
-                              attachments: list[str], at: datetime) -> int:
-        """Store an OPD response; returns its number within the complaint (1, 2, …).
-        The caller holds the complaint's row lock, so numbering cannot race."""
-        return await self.conn.fetchval(
-            """INSERT INTO responses (complaint_id, opd_code, hop, response_no, body, attachments, created_at)
-               SELECT $1, $2, $3, COALESCE(max(response_no), 0) + 1, $4, $5, $6
-               FROM responses WHERE complaint_id = $1
-               RETURNING response_no""",
-            complaint_id, opd_code, hop, body, attachments, at)
-
-    async def insert_reply(self, complaint_id: uuid.UUID, hop: int, body: str,
-                           attachments: list[str], at: datetime) -> None:
-        await self.conn.execute(
-            "INSERT INTO reporter_replies (complaint_id, hop, body, attachments, created_at)"
-            " VALUES ($1, $2, $3, $4, $5)", complaint_id, hop, body, attachments, at)
-
-    async def responses_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            "SELECT response_no, opd_code, hop, body, attachments, created_at FROM responses"
-            " WHERE complaint_id = $1 ORDER BY response_no", complaint_id)
-
-    async def replies_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            "SELECT hop, body, attachments, created_at FROM reporter_replies"
-            " WHERE complaint_id = $1 ORDER BY created_at, id", complaint_id)
-
-    async def reporter_of(self, complaint_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(
-            "SELECT name, phone, email, nik FROM reporters WHERE complaint_id = $1", complaint_id)
-
-    async def briefs(self, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            "SELECT id, tracking_id, status FROM complaints WHERE id = ANY($1::uuid[])", ids)
-
-    async def list_complaints(self, *, status: str | None, needs_triage: bool | None,
-                              opd_code: str | None, source: str | None, opd_states: list[str] | None,
-                              limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
-        where, args = [], []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if status is not None:
-            where.append(f"status = {arg(status)}")
-        if needs_triage is not None:
-            where.append(f"needs_triage = {arg(needs_triage)}")
-        if opd_code is not None:
-            where.append(f"opd_code = {arg(opd_code)}")
-        if source is not None:
-            where.append(f"source = {arg(source)}")
-        if opd_states is not None:
-            where.append(f"status = ANY({arg(opd_states)}::text[])")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        total = await self.conn.fetchval(f"SELECT count(*) FROM complaints {clause}", *args)
-        rows = await self.conn.fetch(
-            f"""SELECT id, tracking_id, source, status, needs_triage, classification, category,
-                       title, kecamatan, desa, opd_code, opd_name, hop, received_at, updated_at,
-                       suggested_opd_code
-                FROM complaints {clause}
-                ORDER BY received_at DESC, id LIMIT {arg(limit)} OFFSET {arg(offset)}""", *args)
-        return total, rows
-
-    async def clocks_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            "SELECT * FROM clocks WHERE complaint_id = $1 ORDER BY started_at NULLS LAST, clock, hop",
-            complaint_id)
-
-    async def timeline_of(self, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            "SELECT event_type, occurred_at, summary FROM timeline WHERE complaint_id = $1"
-            " ORDER BY occurred_at, id", complaint_id)
-
-    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str) -> None:
-        await self.conn.execute(
-            "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            complaint_id, event.id, event.event_name, event.time, summary, event.data)
-
-    async def apply_event(self, complaint_id: uuid.UUID, event: CloudEvent, effect: str | None,
-                          effect_args: tuple, summary: str | None) -> EventApplied | None:
-        """``lock`` + ``first_delivery`` + the effect + ``add_timeline`` in ONE statement.
-
-        On the event's first delivery only: the effect (a key of ``_EFFECTS``, with its
-        arguments; None for none) runs, and the timeline gets ``summary`` (None: no entry) — for
-        a conditional effect (``mark_routed``) only when it applied. None when the complaint is
-        unknown (nothing written). ``status``/``hop`` are the complaint's before the effect.
-        """
-        sql, conditional = _EFFECTS[effect] if effect else ("SELECT 1 WHERE false", False)
-        r = await self.conn.fetchrow(
-            f"""WITH c AS MATERIALIZED (SELECT status, hop FROM complaints WHERE id = $1 FOR UPDATE),
-               first AS (
-                   INSERT INTO inbox (event_id, event_type) SELECT $2, $3 FROM c
-                   ON CONFLICT (event_id) DO NOTHING RETURNING 1
-               ), e AS ({sql}),
-               t AS (
-                   INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
-                   SELECT $1, $2, $4, $5, $6, $7 FROM first
-                   WHERE $6::text IS NOT NULL {"AND EXISTS (SELECT 1 FROM e)" if conditional else ""}
-                   ON CONFLICT (event_id) DO NOTHING
-               )
-               SELECT c.status, c.hop, EXISTS (SELECT 1 FROM first) AS first,
-                      EXISTS (SELECT 1 FROM e) AS applied FROM c""",
-            complaint_id, event.id, event.type, event.event_name, event.time, summary, event.data,
-            *effect_args)
-        return None if r is None else EventApplied(r["status"], r["hop"], r["first"], r["applied"])
-
-    async def first_delivery(self, event: CloudEvent) -> bool:
-        return await first_delivery(self.conn, event)
-
-    async def stage(self, *events: CloudEvent) -> None:
-        await add_to_outbox(self.conn, *events)
-
-
-@dataclass(frozen=True)
-class EventApplied:
-    status: str  # the complaint's, before the effect
-    hop: int
-    first: bool  # False: a redelivery, nothing was done
-    applied: bool  # the effect changed a row
-
-
-# The effects ``apply_event`` runs (as a CTE, on the first delivery only: ``first`` has a row).
-# Parameters: $1 the complaint id, $8… the effect's own (see ``usecases._effect_of``).
-# ``True``: the timeline entry depends on the effect.
-_EFFECTS: dict[str, tuple[str, bool]] = {
-    "mark_routed": ("""
-        UPDATE complaints SET status = 'TERDISPOSISI', needs_triage = false,
-            opd_code = $8, opd_name = $9, hop = $10, return_reason = NULL,
-            last_transition_at = GREATEST(COALESCE(last_transition_at, received_at), $11),
+# The effects ``apply_event`` runs, as a CTE, on the first delivery only (``first`` has a
+# row). Each names its arguments ``:field`` after the effect's dataclass fields; ``_bind``
+# numbers them after the statement's own $1…$7 ($1 is the complaint id).
+_EFFECT_SQL: dict[type, str] = {
+    MarkRouted: """
+        UPDATE complaints SET status = :to_state, needs_triage = false,
+            opd_code = :opd_code, opd_name = :opd_name, hop = :hop, return_reason = NULL,
+            last_transition_at = GREATEST(COALESCE(last_transition_at, received_at), :routed_at),
             updated_at = now()
-        WHERE id = $1 AND hop < $10 AND status IN ('DITERIMA', 'TERVERIFIKASI')
+        WHERE id = $1 AND hop < :hop AND status = ANY(:from_states::text[])
             AND EXISTS (SELECT 1 FROM first)
-        RETURNING 1""", True),
-    "set_suggestion": ("""
-        UPDATE complaints SET suggested_opd_code = $8, suggested_opd_name = $9,
-            suggested_rule_id = $10, suggested_at = $11,
-            needs_triage = (hop = 0 AND status IN ('DITERIMA', 'TERVERIFIKASI', 'DITUNDA')),
+        RETURNING 1""",
+    SetSuggestion: """
+        UPDATE complaints SET suggested_opd_code = :opd_code, suggested_opd_name = :opd_name,
+            suggested_rule_id = :rule_id, suggested_at = :suggested_at,
+            needs_triage = (hop = 0 AND status = ANY(:triage_states::text[])),
             updated_at = now()
         WHERE id = $1 AND EXISTS (SELECT 1 FROM first)
-        RETURNING 1""", False),
-    "add_duplicate_candidates": ("""
+        RETURNING 1""",
+    AddDuplicateCandidates: """
         UPDATE complaints SET duplicate_candidates = ARRAY(
-            SELECT DISTINCT x FROM unnest(duplicate_candidates || $8::uuid[]) AS x
+            SELECT DISTINCT x FROM unnest(duplicate_candidates || :candidate_ids::uuid[]) AS x
             WHERE x <> $1), updated_at = now()
         WHERE id = $1 AND EXISTS (SELECT 1 FROM first)
-        RETURNING 1""", False),
-    "mark_needs_triage": ("""
+        RETURNING 1""",
+    MarkNeedsTriage: """
         UPDATE complaints SET needs_triage = true, updated_at = now()
         WHERE id = $1 AND hop = 0 AND EXISTS (SELECT 1 FROM first)
-        RETURNING 1""", False),
-    "upsert_clock_started": (f"""
+        RETURNING 1""",
+    StartClock: f"""
         INSERT INTO clocks (complaint_id, clock, hop, opd_code, started_at, deadline,
             working_days, calendar_version, policy_version)
-        SELECT $1, $8, $9, $10, $11, $12, $13, $14, $15 FROM first
+        SELECT $1, :clock, :hop, :opd_code, :started_at, :deadline, :working_days,
+            :calendar_version, :policy_version FROM first
         {_CLOCK_STARTED_CONFLICT}
-        RETURNING 1""", False),
-    "upsert_clock_flag": (f"""
+        RETURNING 1""",
+    FlagClock: f"""
         INSERT INTO clocks (complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
-        SELECT $1, $8, $9, $10, $11::timestamptz, $12::boolean, $13::boolean, $14::timestamptz
+        SELECT $1, :clock, :hop, :opd_code, :stopped_at::timestamptz, :breached::boolean,
+            :warned::boolean, :deadline::timestamptz
         FROM first
         {_CLOCK_FLAG_CONFLICT}
-        RETURNING 1""", False),
+        RETURNING 1""",
 }
+_NAMED = re.compile(r"(?<![:\w]):([a-z_]+)")
 
+
+def _bind(effect: type, sql: str, first: int) -> tuple[str, tuple[str, ...]]:
+    """``:name`` → ``$n`` (one number per name, from ``first``); returns the SQL and the
+    field names in parameter order."""
+    fields = {f.name for f in dataclasses.fields(effect)}
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in fields:
+            raise KeyError(f"{effect.__name__} has no field {name!r}")
+        if name not in names:
+            names.append(name)
+        return f"${first + names.index(name)}"
+
+    return _NAMED.sub(number, sql), tuple(names)
+
+
+_EFFECTS = {t: _bind(t, sql, first=8) for t, sql in _EFFECT_SQL.items()}
 
 _UPDATABLE = frozenset({
     "status", "title", "original_title", "resume_state", "deferred_at", "last_transition_at",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -18,7 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-Classification = Literal["pengaduan", "aspirasi", "permintaan_informasi"]
+from shared.events import CODE_PATTERN, ArchiveReason, Classification
+
 # Portals' clocks drift; a received_at further in the future than this is a bug upstream.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 _PHONE = re.compile(r"^\+?[0-9][0-9 \-]{6,18}$")
@@ -72,7 +73,7 @@ class ReporterIn(_Strict):
 
 
 class ComplaintIn(_Strict):
-    source: str = Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{1,39}$",
+    source: str = Field(pattern=CODE_PATTERN,
                         description="the portal's name, e.g. 'portal-sekadau', 'wa-bot', 'lapor'")
     external_id: str = Field(min_length=1, max_length=100, description="the portal's own id")
     received_at: AwareDatetime = Field(description="when the citizen filed it, with offset")
@@ -91,7 +92,7 @@ class ComplaintIn(_Strict):
     @field_validator("received_at")
     @classmethod
     def _not_in_future(cls, v: datetime) -> datetime:
-        if v > datetime.now(timezone.utc) + MAX_CLOCK_SKEW:
+        if v > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError("must not be in the future")
         return v
 
@@ -105,12 +106,12 @@ class ComplaintIn(_Strict):
     @field_validator("reporter")
     @classmethod
     def _reporter_unless_anonymous(cls, r: ReporterIn | None, info: ValidationInfo) -> ReporterIn | None:
-        if not info.data.get("anonymous", False):
-            if r is None or not r.name or not (r.phone or r.email or r.nik):
-                raise ValueError("needs a name and a phone, email or nik unless anonymous is true")
+        if not info.data.get("anonymous", False) and (
+                r is None or not r.name or not (r.phone or r.email or r.nik)):
+            raise ValueError("needs a name and a phone, email or nik unless anonymous is true")
         return r
 
-    def canonical(self) -> dict:
+    def canonical(self) -> dict[str, Any]:
         """The submission without the reporter, in a stable JSON form."""
         return self.model_dump(mode="json", exclude={"reporter"})
 
@@ -169,11 +170,6 @@ class ComplaintStatus(ComplaintCore):
 
 
 # --- The lifecycle: one body per action (POST /v1/complaints/{key}/{action}) --------------
-ArchiveReasonIn = Literal[
-    "format_salah", "terlalu_umum", "bukan_pelayanan_publik", "duplikat",
-    "tidak_ada_tanggapan_pelapor", "lainnya",
-]
-_OPD_CODE = r"^[a-z0-9][a-z0-9_.\-]{1,39}$"
 
 
 class ActionIn(_Strict):
@@ -185,7 +181,7 @@ class ActionIn(_Strict):
     @field_validator("occurred_at")
     @classmethod
     def _occurred_not_in_future(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v > datetime.now(timezone.utc) + MAX_CLOCK_SKEW:
+        if v is not None and v > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError("must not be in the future")
         return v
 
@@ -205,7 +201,7 @@ class ResumeIn(ActionIn):
 
 
 class ArchiveIn(ActionIn):
-    reason: ArchiveReasonIn
+    reason: ArchiveReason
     # Declared after ``reason``: its validator reads it.
     duplicate_of: str | None = Field(default=None, min_length=1, max_length=64,
                                      validate_default=True,
@@ -224,7 +220,7 @@ class ArchiveIn(ActionIn):
 
 
 class DisposeIn(ActionIn):
-    opd_code: str = Field(pattern=_OPD_CODE, description="the OPD to dispose to, e.g. 'dinkes'")
+    opd_code: str = Field(pattern=CODE_PATTERN, description="the OPD to dispose to, e.g. 'dinkes'")
     opd_name: str | None = Field(default=None, min_length=2, max_length=200,
                                  description="display name; defaults to routing's suggestion")
 

@@ -1,28 +1,62 @@
-"""intake's use cases. They take their collaborators as arguments and know no broker."""
+"""intake's use cases. Each takes a unit of work and its collaborators as arguments, runs
+in one unit of work, and knows no broker, pool or HTTP: the domain (``domain``) decides,
+the repository persists."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from services.intake.actions import SOURCE, close_by_system
-from services.intake.lifecycle import State
-
-from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
+from services.intake import lifecycle
+from services.intake.catalog import Catalog, load_catalog
+from services.intake.domain.complaint import (
+    SOURCE,
+    Actor,
+    Complaint,
+    ComplaintNotFound,
+    Facts,
+    Step,
+    actions_for,
+)
+from services.intake.domain.effects import MarkRouted, decide, routed_ignored
+from services.intake.domain.model import NewComplaint, ReporterRow
 from services.intake.idempotency import conflicting_fields
+from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
 from services.intake.repository import IntakeRepository
-from services.intake.schemas import ComplaintIn
+from services.intake.schemas import ActionIn, ArchiveIn, ComplaintIn, DisposeIn, ReplyIn, RespondIn
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
+from shared.settings import Settings
+from shared.uow import Tx
 
-CLOCK_LABELS = {
-    "verification": "verifikasi dan disposisi",
-    "opd_response": "tindak lanjut pertama OPD",
-    "completion": "penyelesaian",
-    "auto_close": "penutupan otomatis",
-}
 
+class IntakeUnitOfWork(Protocol):
+    """``shared.uow.PgUnitOfWork`` on ``IntakeRepository`` (or the in-memory fake)."""
+
+    def __call__(self, event: CloudEvent | None = None, *, single_statement: bool = False
+                 ) -> AbstractAsyncContextManager[Tx[IntakeRepository]]: ...
+
+    def read(self) -> AbstractAsyncContextManager[IntakeRepository]: ...
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    region_code: str
+    tz: ZoneInfo
+    reporter_ref_key: str
+    hop_cap: int  # ``settings.hop_cap``
+    catalog: Catalog = field(default_factory=load_catalog)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeConfig:
+        return cls(region_code=settings.region_code, tz=settings.tz,
+                   reporter_ref_key=settings.reporter_ref_key, hop_cap=settings.hop_cap)
+
+
+# --- submission -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Accepted:
@@ -40,29 +74,20 @@ class SubmissionConflict(Exception):
         self.fields = fields
 
 
-class UnknownComplaint(Exception):
-    """An event names a complaint intake never accepted."""
-
-
-@dataclass(frozen=True)
-class IntakeConfig:
-    region_code: str
-    tz: ZoneInfo
-    reporter_ref_key: str
-
-
-async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: IntakeConfig,
+async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeConfig,
                            now: datetime) -> Accepted:
     """Accept a complaint exactly once per (source, external_id).
 
     The complaint, its reporter and its ``complaint.submitted`` event are written together,
-    in one statement: no surrounding transaction is needed.
+    in one statement (``single_statement``): no surrounding transaction is needed.
     """
     canonical = sub.canonical()
-    reporter = sub.reporter.model_dump() if sub.reporter else None
-    reporter_fp = fingerprint(reporter, cfg.reporter_ref_key)
+    r = sub.reporter
+    reporter = ReporterRow(**r.model_dump()) if r else ReporterRow()
+    reporter_fp = fingerprint(r.model_dump() if r else None, cfg.reporter_ref_key)
     complaint_id = uuid.uuid4()
-    ref = _reporter_ref(sub, cfg)
+    ref = reporter_ref(cfg.reporter_ref_key, sub.anonymous,
+                       reporter.nik, reporter.phone, reporter.email, reporter.name)
     for _ in range(3):
         tracking_id = new_tracking_id(cfg.region_code, now, cfg.tz)
         event = make_event(SOURCE, ComplaintSubmitted(
@@ -72,146 +97,138 @@ async def submit_complaint(repo: IntakeRepository, sub: ComplaintIn, cfg: Intake
             location=Location(kecamatan=sub.location.kecamatan, desa=sub.location.desa),
             anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
         ), time=now)
-        row = {
-            "id": complaint_id, "tracking_id": tracking_id, "source": sub.source,
-            "external_id": sub.external_id, "fingerprint": fingerprint(canonical),
-            "submission": canonical, "classification": sub.classification,
-            "category": sub.category, "title": sub.title,
-            "kecamatan": sub.location.kecamatan, "desa": sub.location.desa,
-            "anonymous": sub.anonymous, "confidential": sub.confidential,
-            "reporter_ref": ref, "received_at": sub.received_at, "accepted_at": now,
-        }
-        if await repo.accept(row, reporter, reporter_fp, event, f"Laporan diterima dari {sub.source}"):
-            break
-        existing = await repo.find_by_source(sub.source, sub.external_id)
+        new = NewComplaint(
+            id=complaint_id, tracking_id=tracking_id, source=sub.source,
+            external_id=sub.external_id, fingerprint=fingerprint(canonical),
+            submission=canonical, classification=sub.classification, category=sub.category,
+            title=sub.title, kecamatan=sub.location.kecamatan, desa=sub.location.desa,
+            anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
+            received_at=sub.received_at, accepted_at=now, status=lifecycle.INITIAL_STATE,
+            reporter=reporter, reporter_fp=reporter_fp)
+        async with uow(single_statement=True) as tx:
+            tx.stage(event)
+            created = await tx.repo.accept(new, f"Laporan diterima dari {sub.source}")
+        if created:
+            return Accepted(complaint_id, tracking_id, new.status.value, created=True)
+        async with uow(single_statement=True) as tx:
+            existing = await tx.repo.find_by_source(sub.source, sub.external_id)
         if existing is not None:
-            diffs = conflicting_fields(existing["submission"], existing["reporter_fp"],
+            diffs = conflicting_fields(existing.submission, existing.reporter_fp,
                                        canonical, reporter_fp)
             if diffs:
-                raise SubmissionConflict(existing["id"], existing["tracking_id"], diffs)
-            return Accepted(existing["id"], existing["tracking_id"], existing["status"], created=False)
+                raise SubmissionConflict(existing.id, existing.tracking_id, diffs)
+            return Accepted(existing.id, existing.tracking_id, existing.status.value, created=False)
         # Not a retry: the random tracking id clashed; draw another.
-    else:  # pragma: no cover - 30 random bits a day make three clashes in a row unheard of
-        raise RuntimeError("could not allocate a unique tracking id")
-
-    return Accepted(complaint_id, tracking_id, "DITERIMA", created=True)
+    # 30 random bits a day make three clashes in a row unheard of
+    raise RuntimeError("could not allocate a unique tracking id")  # pragma: no cover
 
 
-def _reporter_ref(sub: ComplaintIn, cfg: IntakeConfig) -> str:
-    r = sub.reporter
-    return reporter_ref(cfg.reporter_ref_key, sub.anonymous,
-                        r and r.nik, r and r.phone, r and r.email, r and r.name)
+# --- lifecycle actions ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ActionResult:
+    complaint_id: uuid.UUID
+    tracking_id: str
+    action: str
+    previous_status: str
+    status: str
+    hop: int
+    opd_code: str | None
+    event_id: str
+    allowed_actions: list[str]
 
 
-async def record_event(repo: IntakeRepository, event: CloudEvent, tz: ZoneInfo,
+async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: ActionIn,
+                         actor: Actor, cfg: IntakeConfig, *, now: datetime) -> ActionResult:
+    """Apply one lifecycle action, in one unit of work.
+
+    The complaint row is locked first (``FOR UPDATE``): two concurrent actions on one
+    complaint serialise on it, and the second sees the first's state. The state change, its
+    timeline entries and its events commit together.
+
+    Raises ``ComplaintNotFound`` (404), ``OutOfScope`` / ``lifecycle.RoleMayNot`` (403),
+    ``lifecycle.InvalidTransition`` (409), ``InvalidField`` (422).
+    """
+    if not lifecycle.role_may(actor.role, action):
+        raise lifecycle.RoleMayNot(actor.role, action)
+    async with uow() as tx:
+        state = await tx.repo.find_for_update(key)
+        if state is None:
+            raise ComplaintNotFound(key)
+        step = Complaint(state).begin(action, actor, at=body.occurred_at or now, hop_cap=cfg.hop_cap)
+        outcome = step.apply(body, await _facts(tx.repo, step, body, cfg.catalog))
+        await tx.repo.save(outcome)
+        tx.stage(*outcome.events)
+    after = outcome.after
+    return ActionResult(
+        complaint_id=after.id, tracking_id=after.tracking_id, action=action,
+        previous_status=state.status.value, status=after.status.value, hop=after.hop,
+        opd_code=after.opd_code, event_id=outcome.events[-1].id,
+        allowed_actions=actions_for(actor, after, cfg.hop_cap))
+
+
+async def _facts(repo: IntakeRepository, step: Step, body: ActionIn, catalog: Catalog) -> Facts:
+    """What the action needs from outside the complaint. The texts a person wrote are
+    stored here, under the row lock (a response's number goes into its event)."""
+    row, at = step.row, step.at
+    if isinstance(body, ArchiveIn) and body.reason == "duplikat":
+        return Facts(original=await repo.find(body.duplicate_of or ""))
+    if isinstance(body, DisposeIn):
+        return Facts(opd=catalog.opd(body.opd_code))
+    if isinstance(body, RespondIn):
+        return Facts(response_no=await repo.insert_response(
+            row.id, row.opd_code, row.hop, body.body, [str(a) for a in body.attachments], at))
+    if isinstance(body, ReplyIn):
+        await repo.insert_reply(row.id, row.hop, body.body, [str(a) for a in body.attachments], at)
+    return Facts()
+
+
+# --- downstream events ------------------------------------------------------------------
+
+class UnknownComplaint(Exception):
+    """An event names a complaint intake never accepted."""
+
+
+async def record_event(uow: IntakeUnitOfWork, event: CloudEvent, tz: ZoneInfo,
                        now: datetime | None = None) -> bool:
     """Apply a downstream event to the complaint's status, clocks and timeline.
 
-    Returns False for a redelivery (no effect). Call inside a transaction. Events that no
-    longer fit the complaint's state (reordered, or overtaken by a person's action) are
-    noted on the timeline and otherwise ignored.
+    Returns False for a redelivery (no effect). Events that no longer fit the complaint's
+    state (reordered, or overtaken by a person's action) are noted on the timeline and
+    otherwise ignored.
 
     The complaint row is locked first (lifecycle actions and these events serialise per
     complaint), then the inbox decides; every event but the reply window's does that, its
     effect and its timeline entry in one statement (``IntakeRepository.apply_event``).
     """
     complaint_id = uuid.UUID(event.subject or event.data["complaint_id"])
-    if event.source == SOURCE:
-        # intake's own lifecycle event coming back: applied when it was emitted
-        effect, args, summary = None, (), None
-    elif event.event_name == "sla.reply_window_elapsed":
-        return await _record_reply_window_elapsed(repo, complaint_id, event, tz, now)
-    else:
-        effect, args, summary = _effect_of(event, tz)
-    applied = await repo.apply_event(complaint_id, event, effect, args, summary)
-    if applied is None:
-        raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
-    if not applied.first or event.source == SOURCE:
-        return False
-    if effect == "mark_routed" and not applied.applied:
-        d = event.data
-        await repo.add_timeline(complaint_id, event, (
-            f"Disposisi otomatis ke {d['opd_name']} (disposisi ke-{d['hop']}) diabaikan: "
-            f"laporan sudah berstatus {applied.status} (disposisi ke-{applied.hop})"))
+    if event.source != SOURCE and event.event_name == "sla.reply_window_elapsed":
+        return await _reply_window_elapsed(uow, complaint_id, event, tz,
+                                           now or datetime.now(UTC))
+    decision = decide(event, tz)
+    async with uow(event) as tx:
+        applied = await tx.repo.apply_event(complaint_id, event, decision)
+        if applied is None:
+            raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
+        if not applied.first or event.source == SOURCE:
+            return False
+        if isinstance(decision.effect, MarkRouted) and not applied.applied:
+            await tx.repo.add_timeline(complaint_id, event,
+                                       routed_ignored(decision.effect, applied.status, applied.hop))
     return True
 
 
-def _effect_of(event: CloudEvent, tz: ZoneInfo) -> tuple[str | None, tuple, str]:
-    """The repository effect an event has (its name and arguments) and its timeline summary."""
-    d = event.data
-    name = event.event_name
-    label = CLOCK_LABELS.get(d.get("clock", ""), d.get("clock", ""))
-    if name == "complaint.routed":
-        return ("mark_routed",
-                (d["opd_code"], d["opd_name"], d["hop"], datetime.fromisoformat(d["routed_at"])),
-                f"Didisposisikan ke {d['opd_name']} (disposisi ke-{d['hop']})")
-    if name == "complaint.routing_suggested":
-        return ("set_suggestion",
-                (d["opd_code"], d["opd_name"], d["rule_id"],
-                 datetime.fromisoformat(d["suggested_at"])),
-                f"Saran disposisi: {d['opd_name']} (menunggu keputusan admin koordinator)")
-    if name == "complaint.duplicate_suspected":
-        ids = [uuid.UUID(c) for c in d["candidate_ids"]]
-        return ("add_duplicate_candidates", (ids,),
-                f"Diduga duplikat: {len(ids)} laporan serupa di desa yang sama dalam "
-                f"{d['window_days']} hari terakhir")
-    if name == "complaint.triage_required":
-        return "mark_needs_triage", (), f"Menunggu triase admin koordinator: {d['reason']}"
-    if name == "sla.clock_started":
-        return ("upsert_clock_started",
-                (d["clock"], d["hop"], d["opd_code"], datetime.fromisoformat(d["started_at"]),
-                 datetime.fromisoformat(d["deadline"]), d["working_days"],
-                 d["calendar_version"], d["policy_version"]),
-                f"Tenggat {label}: {_local(d['deadline'], tz)} ({d['working_days']} hari kerja)")
-    if name == "sla.clock_stopped":
-        return ("upsert_clock_flag",
-                (d["clock"], d["hop"], d.get("opd_code"), datetime.fromisoformat(d["stopped_at"]),
-                 False, False, None),
-                f"Tenggat {label} berhenti ({'tepat waktu' if d['on_time'] else 'terlambat'})")
-    if name == "sla.warning":
-        return ("upsert_clock_flag", (d["clock"], d["hop"], d.get("opd_code"), None, False, True,
-                                      None),
-                f"Peringatan: tenggat {label} jatuh pada {_local(d['deadline'], tz)}")
-    if name == "sla.breached":
-        return ("upsert_clock_flag",
-                (d["clock"], d["hop"], d.get("opd_code"), None, True, False,
-                 datetime.fromisoformat(d["deadline"])),
-                f"Tenggat {label} terlampaui ({_local(d['deadline'], tz)})")
-    return None, (), name
-
-
-async def _record_reply_window_elapsed(repo: IntakeRepository, complaint_id: uuid.UUID,
-                                       event: CloudEvent, tz: ZoneInfo,
-                                       now: datetime | None) -> bool:
-    # Lock the row: lifecycle actions and these events serialise per complaint.
-    row = await repo.lock(complaint_id)
-    if row is None:
-        raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
-    if not await repo.first_delivery(event):
-        return False
-    summary = await _reply_window_elapsed(repo, row, event.data, tz,
-                                          now or datetime.now(timezone.utc))
-    await repo.add_timeline(complaint_id, event, summary)
+async def _reply_window_elapsed(uow: IntakeUnitOfWork, complaint_id: uuid.UUID,
+                                event: CloudEvent, tz: ZoneInfo, now: datetime) -> bool:
+    async with uow(event) as tx:
+        # Lock the row: lifecycle actions and these events serialise per complaint.
+        state = await tx.repo.lock(complaint_id)
+        if state is None:
+            raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
+        if not await tx.claim():
+            return False
+        outcome, summary = Complaint(state).reply_window_elapsed(event.data, tz, now)
+        await tx.repo.save(outcome)
+        tx.stage(*outcome.events)
+        await tx.repo.add_timeline(complaint_id, event, summary)
     return True
-
-
-async def _reply_window_elapsed(repo: IntakeRepository, row, d: dict, tz: ZoneInfo,
-                                now: datetime) -> str:
-    """Close the complaint (``closed_by: system``) iff it still waits on the reporter after the
-    very response the window was about; returns the timeline summary either way."""
-    responded_at = datetime.fromisoformat(d["responded_at"])
-    last_response, last_reply = row["last_responded_at"], row["last_reply_at"]
-    deadline = _local(d["deadline"], tz)
-    if (row["status"] == State.DITINDAKLANJUTI and row["hop"] == d["hop"]
-            and last_response is not None and last_response <= responded_at
-            and (last_reply is None or last_reply < responded_at)):
-        await close_by_system(repo, row, max(now, row["last_transition_at"] or now), (
-            "Laporan ditutup otomatis oleh sistem: pelapor tidak menanggapi tindak lanjut hingga "
-            f"{deadline}"))
-        return f"Batas waktu tanggapan pelapor ({deadline}) lewat tanpa tanggapan"
-    return (f"Batas waktu tanggapan pelapor ({deadline}) lewat, tetapi laporan tidak ditutup: "
-            f"status {row['status']}, disposisi ke-{row['hop']}")
-
-
-def _local(value: str, tz: ZoneInfo) -> str:
-    return datetime.fromisoformat(value).astimezone(tz).strftime("%d-%m-%Y %H:%M %Z")

@@ -11,6 +11,7 @@ from services.intake.repository import IntakeRepository
 from services.intake.usecases import record_event
 from shared.db import create_pool, migrate
 from shared.events import SlaBreached, SlaClockStarted, SlaClockStopped, make_event
+from shared.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
 TZ = ZoneInfo("Asia/Pontianak")
@@ -19,7 +20,8 @@ VERSIONS = {"calendar_version": "holidays-0.109+ovr-0", "policy_version": 1}
 
 async def test_new_instance_resets_stop_but_moved_deadline_keeps_breach(settings):
     await migrate(settings.database_url, "intake", migrations_of("intake"))
-    pool = await create_pool(settings.database_url, schema="intake", min_size=1, max_size=1)
+    pool = await create_pool(settings.database_url, schema="intake", min_size=1, max_size=2)
+    uow = PgUnitOfWork(lambda: pool, IntakeRepository)
     conn = await pool.acquire()
     try:
         cid = uuid.uuid4()
@@ -31,8 +33,7 @@ async def test_new_instance_resets_stop_but_moved_deadline_keeps_breach(settings
             " false, 'r', $4, $4)", cid, f"T-{cid.hex[:8]}", cid.hex, now)
 
         async def apply(data) -> None:
-            async with conn.transaction():
-                assert await record_event(IntakeRepository(conn), make_event("sp4n/sla", data), TZ)
+            assert await record_event(uow, make_event("sp4n/sla", data), TZ)
 
         def started(at, deadline):
             return SlaClockStarted(complaint_id=cid, clock="auto_close", hop=1, opd_code="dinkes",

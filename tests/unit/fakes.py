@@ -67,3 +67,8 @@ class FakeUnitOfWork(Generic[R]):
             raise
         self.committed_events.extend(tx.staged)
         self.commits += 1
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[R]:
+        """Like ``PgUnitOfWork.read``: the repository, no transaction."""
+        yield self.repo

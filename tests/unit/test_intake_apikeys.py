@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.intake.apikeys import ROLES, create_api_key
+from services.intake.apikeys import SCOPES, create_api_key
 from services.intake.errors import field_errors
 
 
@@ -47,8 +47,8 @@ async def test_inconsistent_keys_are_refused(role, source, opd_code):
 
 
 def test_existing_roles_keep_their_scopes():
-    assert ROLES["portal"] == ("complaints:submit", "complaints:read")
-    assert "complaints:admin" in ROLES["admin_koordinator"]
+    assert SCOPES["portal"] == ("complaints:submit", "complaints:read")
+    assert "complaints:admin" in SCOPES["admin_koordinator"]
 
 
 def test_a_field_called_body_is_still_named():

@@ -1,7 +1,8 @@
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 from services.intake.idempotency import conflicting_fields
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 STORED = {"title": "Jalan rusak", "location": {"kecamatan": "Belitang", "desa": "A"},
           "attachments": []}
@@ -27,7 +28,7 @@ def test_fingerprint_is_order_independent_and_keyed():
 
 
 def test_tracking_id_uses_local_date_of_the_regency():
-    at = datetime(2026, 3, 16, 20, 0, tzinfo=timezone.utc)  # 17 Mar 03:00 WIB
+    at = datetime(2026, 3, 16, 20, 0, tzinfo=UTC)  # 17 Mar 03:00 WIB
     tid = new_tracking_id("SKD", at, ZoneInfo("Asia/Pontianak"))
     assert tid.startswith("SKD-260317-") and len(tid) == len("SKD-260317-") + 6
 

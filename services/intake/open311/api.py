@@ -54,7 +54,6 @@ from services.intake.open311.schemas import (
     ServiceDefinitionOut,
     ServiceOut,
 )
-from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig, SubmissionConflict, submit_complaint
 
 PREFIX = "/open311/v2"
@@ -218,8 +217,7 @@ async def create(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> list[dict
         metrics.rejected.labels("validation").inc()
         raise
     try:
-        async with db.acquire() as conn:
-            accepted = await submit_complaint(IntakeRepository(conn), sub, ctx.cfg, now)
+        accepted = await submit_complaint(request.app.state.intake.uow, sub, ctx.cfg, now)
     except SubmissionConflict as exc:
         if extras.received_at_defaulted and exc.fields == ["received_at"]:
             # A retry: it differs only in the arrival time this facade filled in.

@@ -1,0 +1,154 @@
+"""intake's read side: which complaints a key may see, and what of them. Each query takes
+the unit of work (``uow.read()``: no transaction) and returns a view model (``schemas``).
+
+Rules (the write side shares ``domain.complaint.check_scope``):
+- A portal key bound to a source does not learn that another source's complaint exists:
+  404, not 403. An OPD key sees what is currently disposed to its OPD (403 otherwise).
+- The reporter's identity goes only to the people who handle the complaint (admin
+  koordinator, OPD), never for anonim reports, never the NIK to an OPD; portals already
+  hold it.
+- Routing's suggestion and the duplicate candidates are the admin koordinator's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.intake.domain.complaint import (
+    Actor,
+    ComplaintNotFound,
+    OutOfScope,
+    actions_for,
+    check_scope,
+)
+from services.intake.domain.model import ClockRow, ComplaintRow, ReporterRow
+from services.intake.lifecycle import OPD_SCOPE_STATES, State
+from services.intake.schemas import (
+    ClockOut,
+    ComplaintDetail,
+    ComplaintPage,
+    ComplaintSummary,
+    DuplicateCandidateOut,
+    ReplyOut,
+    ReporterOut,
+    ResponseOut,
+    SuggestionOut,
+    TimelineEntry,
+)
+from services.intake.usecases import IntakeUnitOfWork
+
+
+def hidden_from(actor: Actor, c: ComplaintRow) -> bool:
+    """A portal key bound to a source is told another source's complaint does not exist."""
+    return actor.role == "portal" and bool(actor.source) and actor.source != c.source
+
+
+def may_see_reporter(actor: Actor, c: ComplaintRow) -> bool:
+    return actor.role in ("admin_koordinator", "opd") and not c.anonymous
+
+
+def reporter_view(actor: Actor, r: ReporterRow | None) -> ReporterOut | None:
+    """The reporter as ``actor`` (who ``may_see_reporter``) sees them; None: nothing to show."""
+    if r is None or not (r.name or r.phone or r.email):
+        return None
+    return ReporterOut(name=r.name, phone=r.phone, email=r.email,
+                       nik=r.nik if actor.role == "admin_koordinator" else None)
+
+
+async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *,
+                           hop_cap: int) -> ComplaintDetail:
+    """A complaint by id or tracking id, as ``actor`` may see it. Raises
+    ``ComplaintNotFound`` (404) or ``OutOfScope`` (403)."""
+    async with uow.read() as repo:
+        c = await repo.find(key)
+        if c is None or hidden_from(actor, c):
+            raise ComplaintNotFound(key)
+        check_scope(actor, c)
+        clocks = await repo.clocks_of(c.id)
+        timeline = await repo.timeline_of(c.id)
+        responses = await repo.responses_of(c.id)
+        replies = await repo.replies_of(c.id)
+        reporter = reporter_view(actor, await repo.reporter_of(c.id)) \
+            if may_see_reporter(actor, c) else None
+        admin = actor.role == "admin_koordinator"
+        candidates = []
+        if admin and c.duplicate_candidates:
+            known = {b.id: b for b in await repo.briefs(list(c.duplicate_candidates))}
+            candidates = [DuplicateCandidateOut(
+                complaint_id=d, tracking_id=known[d].tracking_id if d in known else None,
+                status=known[d].status.value if d in known else None)
+                for d in c.duplicate_candidates]
+    return ComplaintDetail(
+        complaint_id=c.id, tracking_id=c.tracking_id, source=c.source,
+        external_id=c.external_id, status=c.status.value, needs_triage=c.needs_triage,
+        classification=c.classification, category=c.category, title=c.title,
+        kecamatan=c.kecamatan, desa=c.desa, anonymous=c.anonymous,
+        confidential=c.confidential, received_at=c.received_at,
+        accepted_at=c.accepted_at, opd_code=c.opd_code, opd_name=c.opd_name, hop=c.hop,
+        clocks=[_clock(k) for k in clocks],
+        timeline=[TimelineEntry(event=t.event_type, at=t.occurred_at, summary=t.summary)
+                  for t in timeline],
+        original_title=c.original_title,
+        allowed_actions=actions_for(actor, c, hop_cap),
+        suggestion=SuggestionOut(
+            opd_code=c.suggested_opd_code, opd_name=c.suggested_opd_name,
+            rule_id=c.suggested_rule_id, suggested_at=c.suggested_at)
+        if admin and c.suggested_opd_code else None,
+        duplicate_candidates=candidates,
+        responses=[ResponseOut(response_no=r.response_no, opd_code=r.opd_code, hop=r.hop,
+                               body=r.body, attachments=r.attachments, at=r.created_at)
+                   for r in responses],
+        replies=[ReplyOut(hop=r.hop, body=r.body, attachments=r.attachments, at=r.created_at)
+                 for r in replies],
+        rating=c.rating, archive_reason=c.archive_reason,
+        duplicate_of=c.duplicate_of, forwarded_to=c.forwarded_to,
+        return_reason=c.return_reason, closed_by=c.closed_by,
+        closed_at=c.closed_at, reporter=reporter,
+    )
+
+
+@dataclass(frozen=True)
+class ListScope:
+    """Which complaints a key may list."""
+
+    opd_code: str | None = None
+    source: str | None = None
+    states: frozenset[State] | None = None
+
+
+def list_scope(actor: Actor, opd: str | None) -> ListScope:
+    """All (admin koordinator), those currently disposed to the key's OPD (opd), or the key's
+    portal source (portal). Raises ``OutOfScope`` for an OPD key asking for another OPD."""
+    if actor.role == "opd":
+        if opd is not None and opd != actor.opd_code:
+            raise OutOfScope(f"kunci API ini hanya untuk OPD '{actor.opd_code}'", field="opd")
+        return ListScope(opd_code=actor.opd_code, states=OPD_SCOPE_STATES)
+    if actor.role == "portal":
+        return ListScope(opd_code=opd, source=actor.source)
+    return ListScope(opd_code=opd)
+
+
+async def complaint_page(uow: IntakeUnitOfWork, actor: Actor, *, status: State | None,
+                         needs_triage: bool | None, opd: str | None, limit: int,
+                         offset: int) -> ComplaintPage:
+    """The complaints ``actor`` may see, newest first."""
+    scope = list_scope(actor, opd)
+    async with uow.read() as repo:
+        total, rows = await repo.list_complaints(
+            status=status, needs_triage=needs_triage, opd_code=scope.opd_code, source=scope.source,
+            states=scope.states, limit=limit, offset=offset)
+    admin = actor.role == "admin_koordinator"
+    items = [ComplaintSummary(
+        complaint_id=r.id, tracking_id=r.tracking_id, source=r.source, status=r.status.value,
+        needs_triage=r.needs_triage, classification=r.classification, category=r.category,
+        title=r.title, kecamatan=r.kecamatan, desa=r.desa, opd_code=r.opd_code,
+        opd_name=r.opd_name, hop=r.hop, received_at=r.received_at, updated_at=r.updated_at,
+        suggested_opd_code=r.suggested_opd_code if admin else None) for r in rows]
+    return ComplaintPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def _clock(c: ClockRow) -> ClockOut:
+    return ClockOut(clock=c.clock, hop=c.hop, opd_code=c.opd_code, started_at=c.started_at,
+                    deadline=c.deadline, working_days=c.working_days, state=c.state,
+                    breached=c.breached, calendar_version=c.calendar_version,
+                    policy_version=c.policy_version)
