@@ -15,15 +15,15 @@ import asyncio
 import json
 import os
 import platform
-import re
 import random
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aio_pika
@@ -79,7 +79,8 @@ class Tap:
         self.conn = await aio_pika.connect(self.url)
         ch = await self.conn.channel()
         await ch.set_qos(prefetch_count=1000)
-        ex = await ch.declare_exchange(events_exchange(self.ns).name, aio_pika.ExchangeType.TOPIC, durable=True)
+        ex = await ch.declare_exchange(events_exchange(self.ns).name, aio_pika.ExchangeType.TOPIC,
+                                       durable=True)
         q = await ch.declare_queue(exclusive=True)
         for k in self.keys:
             await q.bind(ex, routing_key=k)
@@ -92,9 +93,7 @@ class Tap:
         ev = json.loads(msg.body)
         name = ev["type"].removeprefix("id.go.sp4n.").rsplit(".", 1)[0]
         key = (name, ev["subject"])
-        if name == "sla.clock_started":
-            key = (f"{name}:{ev['data']['clock']}", ev["subject"])
-        elif name == "sla.breached":
+        if name == "sla.clock_started" or name == "sla.breached":
             key = (f"{name}:{ev['data']['clock']}", ev["subject"])
         self.seen.setdefault(key, now)
         self.payloads.setdefault(key, ev)
@@ -172,7 +171,7 @@ async def phase_accept_wrk(url, key, tap, seconds, concurrency) -> None:
     """Sustained acceptance with wrk (a C load generator) so the client's own CPU use does
     not starve the services on a small machine."""
     before = sum(1 for (name, _s) in tap.seen if name == "complaint.routed")
-    env = {**os.environ, "SP4N_KEY": key, "SP4N_RECEIVED_AT": datetime.now(timezone.utc).isoformat()}
+    env = {**os.environ, "SP4N_KEY": key, "SP4N_RECEIVED_AT": datetime.now(UTC).isoformat()}
     cmd = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s",
            str(ROOT / "bench" / "accept.lua"), url]
     t0 = time.monotonic()
@@ -191,12 +190,13 @@ async def phase_accept_wrk(url, key, tap, seconds, concurrency) -> None:
             break
         last = routed
         await asyncio.sleep(2)
+    overall = routed / (elapsed + max(0.0, time.monotonic() - routed_wait - 4))
     print(f"[accept/wrk] {routed} routed; routing caught up {time.monotonic() - routed_wait - 2:.1f}s "
-          f"after wrk stopped → {routed / (elapsed + max(0.0, time.monotonic() - routed_wait - 4)):.0f} routed/s overall")
+          f"after wrk stopped → {overall:.0f} routed/s overall")
 
 
 async def phase_accept(client, tap, n, concurrency) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     bodies = [body(i, now) for i in range(n)]
     t0 = time.monotonic()
     accepted, lat, errors = await post_all(client, bodies, concurrency, None)
@@ -212,7 +212,7 @@ async def phase_accept(client, tap, n, concurrency) -> None:
 
 async def phase_latency(client, tap, rate, seconds, concurrency) -> None:
     n = int(rate * seconds)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     bodies = [body(i, now) for i in range(n)]
     accepted, lat, errors = await post_all(client, bodies, concurrency, rate)
     missing = await tap.wait([("complaint.routed", c) for c in accepted], timeout=60)
@@ -228,7 +228,7 @@ async def phase_pipeline_wrk(url, key, tap, seconds, concurrency) -> None:
     """Sustained end-to-end rate: wrk posts for ``seconds``; done when sla has set the OPD's
     clock for every accepted complaint (every bench category routes)."""
     before = sum(1 for (name, _s) in tap.seen if name == "sla.clock_started:opd_response")
-    env = {**os.environ, "SP4N_KEY": key, "SP4N_RECEIVED_AT": datetime.now(timezone.utc).isoformat()}
+    env = {**os.environ, "SP4N_KEY": key, "SP4N_RECEIVED_AT": datetime.now(UTC).isoformat()}
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s",
            str(ROOT / "bench" / "accept.lua"), url]
     t0 = time.monotonic()
@@ -252,7 +252,7 @@ async def phase_pipeline_wrk(url, key, tap, seconds, concurrency) -> None:
 
 async def phase_pipeline(client, tap, n, concurrency) -> None:
     """accepted → routed → clocks set (the OPD's hop clock started by sla)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     bodies = [body(i, now) for i in range(n)]
     t0 = time.monotonic()
     accepted, _lat, errors = await post_all(client, bodies, concurrency, None)
@@ -278,7 +278,7 @@ async def phase_breach_lag(client, tap, settings, open_timers, coming_due) -> No
         before = await conn.fetchval(pending_sql)
         fresh = max(0, (open_timers - before) // 4)  # a fresh complaint opens ~4 pending timers
         if fresh:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             accepted, _, _ = await post_all(client, [body(i, now) for i in range(fresh)], 32, None)
             await tap.wait([("sla.clock_started:opd_response", c) for c in accepted], timeout=600)
         pending = await conn.fetchval(pending_sql)
@@ -299,7 +299,7 @@ async def phase_breach_lag(client, tap, settings, open_timers, coming_due) -> No
               f"p99 {pct(lags, 99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms "
               f"(scan interval {settings.sla_scan_interval_s * 1000:.0f} ms)")
 
-        old = datetime.now(timezone.utc) - timedelta(days=40)
+        old = datetime.now(UTC) - timedelta(days=40)
         accepted, _, _ = await post_all(client, [body(i, old) for i in range(100)], 8, 20)
         await tap.wait([("sla.breached:completion", c) for c in accepted], timeout=60)
         rows = await conn.fetch(
@@ -315,10 +315,13 @@ async def phase_breach_lag(client, tap, settings, open_timers, coming_due) -> No
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    mem = next((ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), "0")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    mem = next((ln.split()[1] for ln in meminfo if ln.startswith("MemTotal")), "0")
     return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, "
-            f"Python {platform.python_version()}, services + PostgreSQL + RabbitMQ + this client on one machine")
+            f"Python {platform.python_version()}, "
+            "services + PostgreSQL + RabbitMQ + this client on one machine")
 
 
 async def main() -> int:
@@ -329,7 +332,8 @@ async def main() -> int:
     ap.add_argument("--rate", type=float, default=50, help="offered rate in the latency phase")
     ap.add_argument("--seconds", type=int, default=20, help="length of the latency phase")
     ap.add_argument("--open-timers", type=int, default=10_000)
-    ap.add_argument("--coming-due", type=int, default=500, help="breach timers brought due in the breach phase")
+    ap.add_argument("--coming-due", type=int, default=500,
+                    help="breach timers brought due in the breach phase")
     ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
                     help="load generator for the accept phase (wrk if installed)")
     ap.add_argument("--accept-seconds", type=int, default=30)
@@ -359,7 +363,7 @@ async def main() -> int:
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
         async with httpx.AsyncClient(base_url=system.url("intake"), limits=limits, timeout=30,
                                      headers={"Authorization": f"Bearer {key}"}) as client:
-            await post_all(client, [body(i, datetime.now(timezone.utc)) for i in range(50)], 8, None)  # warm-up
+            await post_all(client, [body(i, datetime.now(UTC)) for i in range(50)], 8, None)  # warm-up
             await drain(args.amqp, ns, services)  # the warm-up's events are processed before counting
             if "accept" in phases and args.client == "wrk":
                 await phase_accept_wrk(system.url("intake"), key, tap, args.accept_seconds, args.concurrency)

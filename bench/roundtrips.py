@@ -29,7 +29,7 @@ import statistics
 import sys
 import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -175,7 +175,7 @@ async def run(pools, counters, settings: Settings, n: int, *, show: bool,
                 print(f"   {q}")
         c.keep_log = False
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for pass_name in ("in order", "routed first"):
         for i in range(n):
             received = now - timedelta(minutes=random.randrange(600))

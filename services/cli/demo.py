@@ -15,6 +15,7 @@ import httpx
 from services.cli.common import migrations_of, pass_settings
 from services.intake.apikeys import create_api_key
 from shared.connect import service_connection
+from shared.events import CLOCK_LABELS
 from shared.settings import Settings
 
 DEMO_COMPLAINTS: list[dict[str, Any]] = [
@@ -55,12 +56,6 @@ DEMO_COMPLAINTS: list[dict[str, Any]] = [
         "anonymous": True,
     },
 ]
-
-
-# TODO(merge): the twin of shared.events.CLOCK_LABELS (another slice defines it); point this
-# at the shared one.
-CLOCK_NAMES = {"verification": "verifikasi & disposisi", "completion": "penyelesaian",
-               "opd_response": "tindak lanjut pertama OPD", "auto_close": "penutupan otomatis"}
 
 
 async def _demo_key(settings: Settings) -> str:
@@ -104,7 +99,7 @@ async def run_demo(settings: Settings, url: str, api_key: str | None, timeout: f
                   f"→ {where}")
             for clock in status.get("clocks", []):
                 due = datetime.fromisoformat(clock["deadline"]).astimezone(settings.tz)
-                print(f"    tenggat {CLOCK_NAMES.get(clock['clock'], clock['clock']):<28} "
+                print(f"    tenggat {CLOCK_LABELS.get(clock['clock'], clock['clock']):<28} "
                       f"{due:%d-%m-%Y %H:%M} {settings.tz.key}  "
                       f"({clock['working_days']} HK, {clock['state']})")
     return 0

@@ -33,7 +33,8 @@ def build_app(settings: Settings) -> FastAPI:
     # The pool exists only after start-up: the unit of work and the key lookup read it late.
     ctx = IntakeContext(cfg=cfg, metrics=metrics,
                         uow=PgUnitOfWork(lambda: runtime.pool, IntakeRepository),
-                        authenticator=Authenticator(settings.intake.key_cache_ttl_s), pool=lambda: runtime.pool)
+                        authenticator=Authenticator(settings.intake.key_cache_ttl_s),
+                        pool=lambda: runtime.pool)
     runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
     install_api(runtime.app, metrics)

@@ -18,7 +18,7 @@ class EventTap:
         self._url, self._ns, self._keys = amqp_url, namespace, keys
         self.events: list[dict] = []
 
-    async def __aenter__(self) -> "EventTap":
+    async def __aenter__(self) -> EventTap:
         self._conn = await aio_pika.connect(self._url)
         ch = await self._conn.channel()
         ex = await ch.declare_exchange(events_exchange(self._ns).name, aio_pika.ExchangeType.TOPIC,

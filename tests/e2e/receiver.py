@@ -27,7 +27,7 @@ class WebhookReceiver:
     requests: list[Received] = field(default_factory=list)
     _attempts: Counter = field(default_factory=Counter)
 
-    async def __aenter__(self) -> "WebhookReceiver":
+    async def __aenter__(self) -> WebhookReceiver:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

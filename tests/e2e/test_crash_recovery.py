@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 def complaint(i: int) -> dict:
     return {
         "source": "portal-sekadau", "external_id": f"crash-{uuid.uuid4().hex[:10]}",
-        "received_at": datetime.now(timezone.utc).isoformat(), "classification": "aspirasi",
+        "received_at": datetime.now(UTC).isoformat(), "classification": "aspirasi",
         "category": "pendidikan", "title": f"Usulan perbaikan sekolah {i}",
         "description": "Mohon atap ruang kelas diperbaiki sebelum musim hujan tiba.",
         "location": {"kecamatan": "Sekadau Hulu", "desa": f"Desa {uuid.uuid4().hex[:6]}"},

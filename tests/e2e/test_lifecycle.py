@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -103,7 +103,7 @@ def clock(status: dict, name: str, hop: int = 0) -> dict | None:
 
 
 async def test_happy_path_ends_with_the_system_closing_after_the_reply_window(api, settings):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     received = now - timedelta(days=40)
     responded = now - timedelta(days=20)
     calendar = WorkingCalendar(settings.tz)
@@ -135,7 +135,7 @@ async def test_happy_path_ends_with_the_system_closing_after_the_reply_window(ap
 
 
 async def test_bukan_wewenang_then_redisposition_starts_a_new_opd_clock(api, settings):
-    cid = await submit(api, datetime.now(timezone.utc) - timedelta(hours=2))
+    cid = await submit(api, datetime.now(UTC) - timedelta(hours=2))
     await act(api, "admin", cid, "dispose", opd_code="dinkes")
     await status_until(api, cid, lambda s: clock(s, "opd_response", 1) is not None)
     r = await act(api, "dinkes", cid, "return", reason="Ini kewenangan Dinas PUPR")
@@ -145,14 +145,14 @@ async def test_bukan_wewenang_then_redisposition_starts_a_new_opd_clock(api, set
     status = await status_until(api, cid, lambda s: clock(s, "opd_response", 2) is not None)
     hop2 = clock(status, "opd_response", 2)
     assert hop2["opd_code"] == "dpupr" and hop2["state"] == "berjalan" and hop2["working_days"] == 5
-    assert datetime.fromisoformat(hop2["deadline"]) > datetime.now(timezone.utc)
+    assert datetime.fromisoformat(hop2["deadline"]) > datetime.now(UTC)
     # The first hop's clock does not keep running for an OPD that no longer has it.
     status = await status_until(api, cid, lambda s: clock(s, "opd_response", 1)["state"] != "berjalan")
     assert status["status"] == "TERDISPOSISI"
 
 
 async def test_hop_cap_leaves_it_to_the_admin_koordinator(api, settings):
-    cid = await submit(api, datetime.now(timezone.utc) - timedelta(hours=2))
+    cid = await submit(api, datetime.now(UTC) - timedelta(hours=2))
     for opd in ("dinkes", "dpupr", "disdikbud")[: settings.hop_cap]:
         await act(api, "admin", cid, "dispose", opd_code=opd)
         await act(api, opd, cid, "return", reason="Bukan wewenang")
@@ -165,7 +165,7 @@ async def test_hop_cap_leaves_it_to_the_admin_koordinator(api, settings):
 
 
 async def test_defer_moves_the_completion_deadline_by_the_paused_working_days(api, settings):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     received = now - timedelta(days=10)
     deferred = now - timedelta(days=7)
     calendar = WorkingCalendar(settings.tz)
@@ -175,7 +175,7 @@ async def test_defer_moves_the_completion_deadline_by_the_paused_working_days(ap
     await act(api, "admin", cid, "defer", at=deferred, reason="Mohon lampirkan foto")
     resumed = (await act(api, "admin", cid, "resume"))
     assert resumed["status"] == "DITERIMA"
-    paused = calendar.working_days_between(deferred, datetime.now(timezone.utc))
+    paused = calendar.working_days_between(deferred, datetime.now(UTC))
     assert paused > 0
     expected = calendar.end_of_day(calendar.nth_working_day_after(calendar.local_date(original), paused))
 
@@ -187,7 +187,7 @@ async def test_defer_moves_the_completion_deadline_by_the_paused_working_days(ap
 
 
 async def test_forbidden_transitions_and_out_of_scope_keys_over_http(api, settings):
-    cid = await submit(api, datetime.now(timezone.utc) - timedelta(hours=2))
+    cid = await submit(api, datetime.now(UTC) - timedelta(hours=2))
     r = await api["admin"].post(f"/v1/complaints/{cid}/close", json={})
     assert r.status_code == 409
     assert r.json() | {"detail": ""} == {

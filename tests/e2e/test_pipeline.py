@@ -8,7 +8,7 @@ import base64
 import json
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -97,12 +97,14 @@ def verify_signature(req) -> dict:
                                              ("webhook-id", "webhook-timestamp", "webhook-signature")})
 
 
-async def test_fresh_complaint_is_routed_and_its_clocks_show_on_status(running, receiver, portal_key, settings):
-    accepted = await submit(running, portal_key, complaint(datetime.now(timezone.utc)))
+async def test_fresh_complaint_is_routed_and_its_clocks_show_on_status(running, receiver, portal_key,
+                                                                       settings):
+    accepted = await submit(running, portal_key, complaint(datetime.now(UTC)))
     cid = accepted["complaint_id"]
 
     def clocks_set(s):
-        return s["opd_code"] and {c["clock"] for c in s["clocks"]} >= {"verification", "completion", "opd_response"}
+        wanted = {"verification", "completion", "opd_response"}
+        return s["opd_code"] and {c["clock"] for c in s["clocks"]} >= wanted
 
     status = await status_until(running, portal_key, cid, clocks_set)
     assert status["status"] == "TERDISPOSISI" and status["opd_code"] == "dinkes"
@@ -111,7 +113,7 @@ async def test_fresh_complaint_is_routed_and_its_clocks_show_on_status(running, 
     assert clocks["opd_response"]["working_days"] == 5 and clocks["opd_response"]["hop"] == 1
     assert clocks["opd_response"]["opd_code"] == "dinkes"
     for c in clocks.values():
-        assert datetime.fromisoformat(c["deadline"]) > datetime.now(timezone.utc)
+        assert datetime.fromisoformat(c["deadline"]) > datetime.now(UTC)
         assert c["calendar_version"].startswith("holidays-") and c["policy_version"] >= 1
     # The verification clock stops when routed (on time); sla says so asynchronously.
     status = await status_until(running, portal_key, cid,
@@ -128,7 +130,7 @@ async def test_fresh_complaint_is_routed_and_its_clocks_show_on_status(running, 
 
 
 async def test_backdated_complaint_breaches_and_is_delivered_signed(running, receiver, portal_key, settings):
-    received = datetime.now(timezone.utc) - timedelta(days=40)  # ≥ 20 working days ago
+    received = datetime.now(UTC) - timedelta(days=40)  # ≥ 20 working days ago
     async with EventTap(settings.amqp_url, settings.namespace, ("sla.*",)) as tap:
         accepted = await submit(running, portal_key, complaint(received))
         cid = accepted["complaint_id"]
@@ -137,7 +139,7 @@ async def test_backdated_complaint_breaches_and_is_delivered_signed(running, rec
         breaches = tap.of("sla.breached", cid)
     assert sorted(b["data"]["clock"] for b in breaches) == ["completion", "verification"]
     for b in breaches:
-        assert datetime.fromisoformat(b["data"]["deadline"]) < datetime.now(timezone.utc)
+        assert datetime.fromisoformat(b["data"]["deadline"]) < datetime.now(UTC)
         assert b["data"]["calendar_version"] and b["data"]["policy_version"] >= 1
 
     # Each breach reaches the healthy subscriber once, with a valid Standard Webhooks signature.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -26,7 +26,7 @@ def running(settings, tmp_path_factory):
 def complaint(**over):
     body = {
         "source": "portal-sekadau", "external_id": f"e2e-{uuid.uuid4().hex[:10]}",
-        "received_at": datetime.now(timezone.utc).isoformat(), "classification": "pengaduan",
+        "received_at": datetime.now(UTC).isoformat(), "classification": "pengaduan",
         "category": "infrastruktur_jalan", "title": "Jalan berlubang di Sungai Ayak",
         "description": "Jalan desa berlubang besar di depan SD, membahayakan anak sekolah.",
         "location": {"kecamatan": "Belitang Hilir", "desa": "Sungai Ayak"},

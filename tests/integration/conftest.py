@@ -10,7 +10,6 @@ from services.intake.app import build_app
 async def intake(settings):
     """intake running in process (its lifespan: migrations, broker, relay) and an HTTP client."""
     app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://intake") as client:
-            yield app, client
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://intake") as client:
+        yield app, client

@@ -1,7 +1,7 @@
 """intake's view of sla clocks: a restarted clock instance does not inherit the old outcome."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,7 +25,7 @@ async def test_new_instance_resets_stop_but_moved_deadline_keeps_breach(settings
     conn = await pool.acquire()
     try:
         cid = uuid.uuid4()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         await conn.execute(
             "INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint, submission,"
             " classification, category, title, anonymous, confidential, reporter_ref, received_at,"

@@ -8,13 +8,13 @@ import asyncio
 import json
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from services.intake.apikeys import create_api_key
-from services.intake.lifecycle import ACTIONS, State, TRANSITIONS, allowed_actions
+from services.intake.lifecycle import ACTIONS, TRANSITIONS, State, allowed_actions
 from shared.broker import publish_event
 from shared.events import (
     ComplaintDuplicateSuspected,
@@ -56,7 +56,7 @@ async def db(settings):
 def body(**over):
     b = {
         "source": "portal-sekadau", "external_id": f"lc-{uuid.uuid4().hex[:10]}",
-        "received_at": (datetime.now(timezone.utc) - timedelta(days=3)).isoformat(),
+        "received_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
         "classification": "pengaduan", "category": "kesehatan",
         "title": "Puskesmas tutup pada jam layanan",
         "description": "Puskesmas tidak buka pukul 08.00 sesuai jadwal; warga menunggu lama.",
@@ -321,7 +321,8 @@ async def test_out_of_scope_keys_are_403(intake, keys, db):
     r = await client.post(f"/v1/complaints/{uuid.uuid4()}/verify", json={}, headers=keys["admin"])
     assert r.status_code == 404 and r.json()["type"] == "urn:sp4n:problem:not_found"
     assert (await client.post(f"/v1/complaints/{cid}/verify", json={})).status_code == 401
-    assert (await client.post(f"/v1/complaints/{cid}/approve", json={}, headers=keys["admin"])).status_code == 404
+    unknown = await client.post(f"/v1/complaints/{cid}/approve", json={}, headers=keys["admin"])
+    assert unknown.status_code == 404
 
 
 async def test_invalid_action_bodies_are_422_naming_fields(intake, keys):
@@ -334,14 +335,16 @@ async def test_invalid_action_bodies_are_422_naming_fields(intake, keys):
         return {e["field"] for e in r.json()["errors"]}
 
     assert await fields("dinkes", "respond", {"body": "x" * 4001}) == {"body"}
-    assert await fields("dinkes", "respond", {"body": "ok", "attachments": ["not a url"]}) == {"attachments.0"}
+    not_a_url = {"body": "ok", "attachments": ["not a url"]}
+    assert await fields("dinkes", "respond", not_a_url) == {"attachments.0"}
     assert await fields("dinkes", "respond", {}) == {"body"}
     assert await fields("dinkes", "return", {"reason": ""}) == {"reason"}
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert await fields("dinkes", "respond", {"body": "ok", "occurred_at": future}) == {"occurred_at"}
-    assert await fields("dinkes", "respond", {"body": "ok", "occurred_at": "2026-01-01T10:00:00"}) == {"occurred_at"}
+    naive = {"body": "ok", "occurred_at": "2026-01-01T10:00:00"}
+    assert await fields("dinkes", "respond", naive) == {"occurred_at"}
     # Before the complaint's latest transition (the disposition a moment ago).
-    earlier = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    earlier = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     assert await fields("dinkes", "respond", {"body": "ok", "occurred_at": earlier}) == {"occurred_at"}
     assert await fields("admin", "dispose", {"opd_code": "Dinas Kesehatan!"}) == {"opd_code"}
     assert await fields("admin", "archive", {"reason": "bosan"}) == {"reason"}
@@ -351,7 +354,7 @@ async def test_invalid_action_bodies_are_422_naming_fields(intake, keys):
 
 async def test_occurred_at_backdates_the_event(intake, keys, db):
     _, client = intake
-    received = datetime.now(timezone.utc) - timedelta(days=30)
+    received = datetime.now(UTC) - timedelta(days=30)
     cid = (await submit(client, keys, received_at=received.isoformat()))["complaint_id"]
     t1, t2 = received + timedelta(days=2), received + timedelta(days=3)
     await act(client, keys, "admin", cid, "dispose", opd_code="dinkes", occurred_at=t1.isoformat())
@@ -442,7 +445,7 @@ async def test_reply_window_elapsed_closes_once_with_closed_by_system(intake, ke
     runtime = app.state.runtime
     cid = await reach(client, keys, S.DITINDAKLANJUTI)
     responded = (await events_of(db, cid, "complaint.responded"))[0]["data"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     elapsed = make_event("sp4n/sla", SlaReplyWindowElapsed(
         complaint_id=uuid.UUID(cid), responded_at=datetime.fromisoformat(responded["responded_at"]),
         deadline=now, opd_code="dinkes", hop=1, calendar_version="holidays-x+ovr-0", policy_version=1))
@@ -474,9 +477,10 @@ async def test_reply_window_after_a_reply_does_not_close(intake, keys, db, setti
     await act(client, keys, "portal", cid, "reply")
     await act(client, keys, "dinkes", cid, "respond", body="Tanggapan kedua.")
     # The window of the FIRST response elapses late: a newer response exists, no close.
-    await publish_event(app.state.runtime.broker, settings.namespace, make_event("sp4n/sla", SlaReplyWindowElapsed(
+    broker = app.state.runtime.broker
+    await publish_event(broker, settings.namespace, make_event("sp4n/sla", SlaReplyWindowElapsed(
         complaint_id=uuid.UUID(cid), responded_at=datetime.fromisoformat(responded["responded_at"]),
-        deadline=datetime.now(timezone.utc), opd_code="dinkes", hop=1,
+        deadline=datetime.now(UTC), opd_code="dinkes", hop=1,
         calendar_version="holidays-x+ovr-0", policy_version=1)))
 
     async def noted():
@@ -484,13 +488,14 @@ async def test_reply_window_after_a_reply_does_not_close(intake, keys, db, setti
                                  " AND event_type = 'sla.reply_window_elapsed'", uuid.UUID(cid))
     await wait_for(noted)
     assert await events_of(db, cid, "complaint.closed") == []
-    assert (await client.get(f"/v1/complaints/{cid}", headers=keys["admin"])).json()["status"] == "DITINDAKLANJUTI"
+    status = (await client.get(f"/v1/complaints/{cid}", headers=keys["admin"])).json()["status"]
+    assert status == "DITINDAKLANJUTI"
 
 
 async def test_routing_events_respect_the_admins_decisions(intake, keys, db, settings):
     app, client = intake
     broker = app.state.runtime.broker
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     disposed = await reach(client, keys, S.TERDISPOSISI)
     waiting = await reach(client, keys, S.DITERIMA)
     deferred = await reach(client, keys, S.DITUNDA)

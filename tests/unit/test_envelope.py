@@ -1,5 +1,5 @@
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +17,7 @@ from shared.events import (
 def _routed():
     return ComplaintRouted(complaint_id=uuid.uuid4(), opd_code="DINKES", opd_name="Dinas Kesehatan",
                            hop=1, rule_id=7, rule_version=2,
-                           routed_at=datetime(2026, 3, 17, 9, tzinfo=timezone.utc))
+                           routed_at=datetime(2026, 3, 17, 9, tzinfo=UTC))
 
 
 def test_envelope_round_trips_through_json():
