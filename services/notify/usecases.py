@@ -69,7 +69,15 @@ async def accept_event(uow: NotifyUnitOfWork, event: CloudEvent) -> list[str]:
     Returns the names of the subscriptions that got a new delivery (empty on a redelivery).
     The inbox row and the deliveries commit together; the (event, subscription) key is a
     second guard: an event never gets two deliveries for one subscription.
+
+    Most events match no subscription (notify's queue binds every complaint.* and sla.* event
+    so that any subscriber can ask for any of them): those cost one read and no transaction,
+    and leave no inbox row — with no effect, a redelivery has nothing to repeat.
     """
+    async with uow(single_statement=True) as probe:
+        if not matching(await probe.repo.fetch_subscriptions(enabled_only=True),
+                        event.event_name, event.data):
+            return []
     async with uow(event) as tx:
         if not await tx.claim():
             return []

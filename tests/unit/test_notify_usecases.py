@@ -130,7 +130,18 @@ async def test_matching_subscriptions_get_one_delivery_each():
     assert (d.event_type, d.event_name, d.event_time) == (event.type, "sla.breached", event.time)
     assert d.complaint_id == uuid.UUID(event.subject)
     assert repo.wakes == 1
-    assert uow.inbox == {event.id} and uow.commits == 1 and uow.committed_events == []
+    # The subscriptions read (no transaction), then the transaction with the inbox row.
+    assert uow.inbox == {event.id} and uow.commits == 2 and uow.committed_events == []
+
+
+async def test_an_event_no_subscription_wants_costs_no_transaction_and_no_inbox_row():
+    repo = FakeNotifyRepository([sub("warnings", event_types=("sla.warning",))])
+    uow = FakeUnitOfWork(repo)
+    event = breach()
+
+    assert await usecases.accept_event(uow, event) == []
+
+    assert repo.deliveries == {} and uow.inbox == set() and uow.commits == 1
 
 
 async def test_a_redelivered_event_creates_no_delivery():
