@@ -130,11 +130,18 @@ class ServiceRuntime:
                 checks[f"loop:{task.get_name()}"] = "error: stopped"
         return checks
 
+    @contextlib.asynccontextmanager
+    async def admin_channel(self) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+        """A fresh channel on the runtime's own AMQP connection (not the consumers'), for
+        topology checks and changes; fresh because aio-pika caches passive declares."""
+        if self._admin is None:
+            raise RuntimeError(f"{self.name}: AMQP admin connection used before start-up")
+        async with self._admin.channel() as channel:
+            yield channel
+
     async def _consumer_state(self, spec: QueueSpec) -> str:
-        # A fresh channel per check: aio-pika caches a passive declare on a channel.
         try:
-            assert self._admin is not None
-            async with self._admin.channel() as channel:
+            async with self.admin_channel() as channel:
                 q = await channel.declare_queue(spec.name(self.settings.namespace), passive=True)
                 count = q.declaration_result.consumer_count
         except Exception as exc:  # noqa: BLE001

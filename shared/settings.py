@@ -44,6 +44,9 @@ class NotifySettings(BaseModel):
     # Retries of the subscriptions-file sync at start-up back off (doubling from
     # notify_poll_interval_s) up to this many seconds.
     sync_backoff_max_s: float = 30.0
+    # A subscription added or resumed gets the on-demand events (complaint.submitted, the
+    # clock starts and stops) within this many seconds: how often notify re-checks its bindings.
+    bindings_refresh_s: float = 2.0
 
 
 class Settings(BaseSettings):

@@ -87,23 +87,27 @@ SLA_COMPLAINTS = QueueSpec(
      "complaint.reporter_replied", "complaint.closed", "complaint.reopened"),
 )
 # notify feeds webhook subscriptions, and a subscription may ask for any complaint.* or sla.*
-# event (``*``, ``complaint.*``, ``sla.*`` or a name), so its queue binds every one of them;
-# the subscriptions' own filter (services/notify/subscriptions.py) picks what is delivered.
-# Events carry no personal data (a pseudonymous reporter_ref at most), so none is withheld.
+# event (``*``, ``complaint.*``, ``sla.*`` or a name); the subscriptions' own filter
+# (services/notify/subscriptions.py) picks what is delivered. Events carry no personal data
+# (a pseudonymous reporter_ref at most), so none is withheld.
+# - Bound always (declared with the topology): the alerting events.
+# - Bound on demand (``NOTIFY_ON_DEMAND``): the events every complaint produces several times
+#   over (submitted, three clock starts, the stops). notify binds each while an enabled
+#   subscription asks for it and unbinds it when none does (services/notify/bindings.py), so
+#   a system without such subscriptions does not pay a quorum-queue delivery per event.
+# complaint.verified and complaint.rated are consumed by no other service (intake applies
+# them itself; sla's verification clock stops at disposition, complaint.routed, and no clock
+# depends on a rating), but a subscriber may want them.
 NOTIFY_ALERTS = QueueSpec(
     "notify", "alerts",
     ("complaint.routed", "complaint.triage_required", "complaint.routing_suggested",
      "complaint.returned", "complaint.responded", "complaint.closed", "complaint.reopened",
      "complaint.duplicate_suspected", "sla.warning", "sla.breached",
-     # Added for webhook subscribers (bindings only, the queue's arguments are unchanged):
-     "complaint.submitted", "complaint.deferred", "complaint.resumed", "complaint.archived",
-     "complaint.forwarded", "complaint.reporter_replied", "sla.clock_started",
-     "sla.clock_stopped", "sla.reply_window_elapsed",
-     # complaint.verified and complaint.rated were bound by no queue: no service consumes
-     # them (intake applies them itself; sla's verification clock stops at disposition,
-     # complaint.routed, and no clock depends on a rating), but a subscriber may want them.
-     "complaint.verified", "complaint.rated"),
+     "complaint.deferred", "complaint.resumed", "complaint.archived", "complaint.forwarded",
+     "complaint.reporter_replied", "sla.reply_window_elapsed", "complaint.verified",
+     "complaint.rated"),
 )
+NOTIFY_ON_DEMAND = ("complaint.submitted", "sla.clock_started", "sla.clock_stopped")
 # Published, bound by no queue, on purpose: notify's own delivery reports. They are an audit
 # trail on the exchange for an operator's tools; no service needs them, and binding them to
 # notify would loop (a webhook about a webhook's delivery, reported again, …).

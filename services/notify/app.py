@@ -6,17 +6,34 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.notify.bindings import BindingKeeper
 from services.notify.dispatcher import Dispatcher
 from services.notify.handlers import make_alert_handler
 from services.notify.metrics import NotifyMetrics
 from services.notify.repository import NotifyRepository
-from services.notify.subscriptions import load_file
+from services.notify.subscriptions import Subscription, load_file
+from services.notify.usecases import NotifyUnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import Settings
-from shared.topology import NOTIFY_ALERTS
+from shared.topology import NOTIFY_ALERTS, events_exchange
 from shared.uow import PgUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _keep_bindings(runtime: ServiceRuntime) -> None:
+    """The on-demand bindings follow the enabled subscriptions (``bindings``)."""
+    uow: NotifyUnitOfWork = runtime.app.state.uow
+
+    async def enabled_subscriptions() -> list[Subscription]:
+        async with uow(single_statement=True) as tx:
+            return await tx.repo.fetch_subscriptions(enabled_only=True)
+
+    ns = runtime.settings.namespace
+    keeper = BindingKeeper(NOTIFY_ALERTS.name(ns), events_exchange(ns).name, enabled_subscriptions,
+                           runtime.admin_channel)
+    runtime.app.state.bindings = keeper
+    await keeper.run(runtime.settings.notify.bindings_refresh_s)
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -30,6 +47,7 @@ def build_app(settings: Settings) -> FastAPI:
     dispatcher = Dispatcher(settings, metrics, uow, file_subscriptions=file_subscriptions)
     runtime.consume(NOTIFY_ALERTS, make_alert_handler(uow, dispatcher))
     runtime.add_loop(dispatcher.deliver_webhooks)
+    runtime.add_loop(_keep_bindings)
     app = runtime.app
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher

@@ -12,6 +12,9 @@ import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.notify.bindings import BindingKeeper
+from services.notify.signing import generate_secret
+from services.notify.subscriptions import Subscription
 from shared.broker import (
     declare_queue,
     declare_topology,
@@ -22,7 +25,7 @@ from shared.broker import (
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, ComplaintSubmitted, ComplaintTriageRequired, Location, make_event
 from shared.outbox import OutboxRelay, add_to_outbox
-from shared.topology import NOTIFY_ALERTS, QueueSpec, events_exchange
+from shared.topology import NOTIFY_ALERTS, NOTIFY_ON_DEMAND, QueueSpec, events_exchange
 from shared.uow import PgUnitOfWork
 from tests.infra import next_message
 
@@ -157,24 +160,49 @@ async def test_inbox_ignores_redelivered_event(pool):
     assert effects == [event.id]
 
 
-async def test_notify_alerts_bindings_route_every_complaint_and_sla_event(settings, topology):
-    """A queue declared with notify's bindings gets every complaint.* and sla.* event and none
-    of notify's own notification.* events (published to the real topic exchange)."""
+async def test_notify_binds_the_alerting_events_always_and_the_on_demand_ones_while_wanted(
+        settings, topology):
+    """A queue declared with notify's bindings gets the alerting events and none of notify's
+    own notification.* events; the on-demand ones (complaint.submitted, clock starts/stops)
+    only while an enabled subscription asks for them (published to the real topic exchange)."""
+    ns = settings.namespace
     spec = QueueSpec("test", f"n{uuid.uuid4().hex[:8]}", NOTIFY_ALERTS.routing_keys)
+    subscriptions: list[Subscription] = []
+
+    async def load() -> list[Subscription]:
+        return subscriptions
+
     async with topology.channel() as ch:
-        await declare_queue(ch, settings.namespace, spec, settings.delivery_limit)
+        await declare_queue(ch, ns, spec, settings.delivery_limit)
+        keeper = BindingKeeper(spec.name(ns), events_exchange(ns).name, load, topology.channel)
         try:
-            exchange = await ch.get_exchange(events_exchange(settings.namespace).name)
-            for name in EVENT_MODELS:
-                await exchange.publish(aio_pika.Message(name.encode()), routing_key=name)
-            queue = await ch.get_queue(spec.name(settings.namespace))
-            got = set()
-            while (msg := await next_message(queue, timeout=1)) is not None:
-                await msg.ack()
-                got.add(msg.body.decode())
-            assert got == {n for n in EVENT_MODELS if n.startswith(("complaint.", "sla."))}
+            exchange = await ch.get_exchange(events_exchange(ns).name)
+            queue = await ch.get_queue(spec.name(ns))
+
+            async def routed() -> set[str]:
+                for name in EVENT_MODELS:
+                    await exchange.publish(aio_pika.Message(name.encode()), routing_key=name)
+                got = set()
+                while (msg := await next_message(queue, timeout=1)) is not None:
+                    await msg.ack()
+                    got.add(msg.body.decode())
+                return got
+
+            every = {n for n in EVENT_MODELS if n.startswith(("complaint.", "sla."))}
+            assert await keeper.refresh() is True
+            assert await routed() == every - set(NOTIFY_ON_DEMAND)
+
+            subscriptions.append(Subscription(name="all", url="http://127.0.0.1:9/", secret=generate_secret(),
+                                              event_types=("*",)))
+            assert await keeper.refresh() is True and await keeper.refresh() is False
+            assert await routed() == every
+
+            subscriptions[0] = Subscription(name="all", url="http://127.0.0.1:9/", secret=generate_secret(),
+                                            event_types=("*",), enabled=False)
+            assert await keeper.refresh() is True
+            assert await routed() == every - set(NOTIFY_ON_DEMAND)
         finally:
-            for name in (spec.name(settings.namespace), spec.dlq_name(settings.namespace)):
+            for name in (spec.name(ns), spec.dlq_name(ns)):
                 await ch.queue_delete(name, if_unused=False, if_empty=False)
 
 
