@@ -46,9 +46,9 @@ def list_api_keys(settings: Settings) -> int:
         async with service_connection(settings, "intake", migrations=migrations_of("intake")) as conn:
             keys = await apikeys.list_api_keys(conn)
         for r in keys:
-            state = f"revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "active"
-            scope = f"opd={r['opd_code']}" if r["opd_code"] else f"source={r['source'] or '*'}"
-            click.echo(f"#{r['id']:<4} {r['name']:<24} sp4n_{r['prefix']}_…  {r['role']:<18} "
+            state = f"revoked {r.revoked_at:%Y-%m-%d}" if r.revoked_at else "active"
+            scope = f"opd={r.opd_code}" if r.opd_code else f"source={r.source or '*'}"
+            click.echo(f"#{r.id:<4} {r.name:<24} sp4n_{r.prefix}_…  {r.role:<18} "
                        f"{scope:<23} {state}")
         return 0
 

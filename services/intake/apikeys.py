@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -98,11 +99,25 @@ async def verify_api_key(conn: asyncpg.Connection | asyncpg.Pool, raw: str) -> A
                   row["opd_code"])
 
 
-async def list_api_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+@dataclass(frozen=True)
+class ApiKeyListing:
+    """A key as ``sp4n list-api-keys`` shows it (never its secret or hash)."""
+
+    id: int
+    name: str
+    prefix: str
+    role: str
+    source: str | None
+    opd_code: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def list_api_keys(conn: asyncpg.Connection) -> list[ApiKeyListing]:
+    rows = await conn.fetch(
         "SELECT id, name, prefix, role, source, opd_code, created_at, revoked_at FROM api_keys"
         " ORDER BY id")
-    return rows
+    return [ApiKeyListing(**dict(r)) for r in rows]
 
 
 async def revoke_api_key(conn: asyncpg.Connection, key_id: int) -> bool:

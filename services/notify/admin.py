@@ -14,8 +14,8 @@ from typing import TypeAlias
 
 import asyncpg
 
-from services.notify import repository as repo
 from services.notify.model import DeadLetteredDelivery
+from services.notify.repository import NotifyRepository
 from services.notify.signing import generate_secret
 from services.notify.subscriptions import Subscription
 from services.notify.usecases import dead_lettered_event
@@ -54,23 +54,23 @@ async def add_subscription(db: Db, *, name: str, url: str, event_types: list[str
                        enabled=enabled)
     async with _transaction(db) as conn:
         if replace:
-            await repo.upsert_subscriptions(conn, [sub])
-        elif not await repo.insert_subscription(conn, sub):
+            await NotifyRepository(conn).upsert_subscriptions([sub])
+        elif not await NotifyRepository(conn).insert_subscription(sub):
             raise ValueError(f"subscription {name!r} already exists")
     return sub
 
 
 async def list_subscriptions(db: Db) -> list[Subscription]:
     async with _transaction(db) as conn:
-        return await repo.fetch_subscriptions(conn)
+        return await NotifyRepository(conn).fetch_subscriptions()
 
 
 async def set_subscription_enabled(db: Db, name: str, enabled: bool) -> bool:
     """Pause (deliveries wait, none are created) or resume a subscription; False if unknown."""
     async with _transaction(db) as conn:
-        changed = await repo.set_subscription_enabled(conn, name, enabled)
+        changed = await NotifyRepository(conn).set_subscription_enabled(name, enabled)
         if changed and enabled:
-            await repo.wake_dispatchers(conn)
+            await NotifyRepository(conn).wake_dispatchers()
         return changed
 
 
@@ -78,9 +78,9 @@ async def remove_subscription(db: Db, name: str) -> bool:
     """Delete a subscription; its unfinished deliveries become dead-lettered (replayable
     if it is added again). False if there was no such subscription."""
     async with _transaction(db) as conn:
-        if not await repo.delete_subscription(conn, name):
+        if not await NotifyRepository(conn).delete_subscription(name):
             return False
-        dropped = await repo.dead_letter_pending_of(conn, name, "subscription removed")
+        dropped = await NotifyRepository(conn).dead_letter_pending_of(name, "subscription removed")
         await add_to_outbox(conn, *(
             dead_lettered_event(r.complaint_id, r.subscription, r.event_id,
                                 r.event_type, r.attempts, "subscription removed")
@@ -92,21 +92,21 @@ async def list_dead_lettered(db: Db, *, subscription: str | None = None,
                              limit: int = 100) -> list[DeadLetteredDelivery]:
     """Dead-lettered deliveries, oldest first (ids and errors; no payload)."""
     async with _transaction(db) as conn:
-        return await repo.fetch_dead_lettered(conn, subscription=subscription, limit=limit)
+        return await NotifyRepository(conn).fetch_dead_lettered(subscription=subscription, limit=limit)
 
 
 async def replay_dead_lettered(db: Db, delivery_id: int) -> bool:
     """Send a dead-lettered delivery again with a fresh round of attempts (same webhook-id
     and body). False if it is not dead-lettered; ``ValueError`` if its subscription is gone."""
     async with _transaction(db) as conn:
-        row = await repo.fetch_delivery(conn, delivery_id)
+        row = await NotifyRepository(conn).fetch_delivery(delivery_id)
         if row is None or row.status != "dead_lettered":
             return False
-        if await repo.fetch_subscription(conn, row.subscription) is None:
+        if await NotifyRepository(conn).fetch_subscription(row.subscription) is None:
             raise ValueError(f"subscription {row.subscription!r} no longer exists; add it first")
-        replayed = await repo.requeue_dead_lettered(conn, delivery_id)
+        replayed = await NotifyRepository(conn).requeue_dead_lettered(delivery_id)
         if replayed:
-            await repo.wake_dispatchers(conn)
+            await NotifyRepository(conn).wake_dispatchers()
         return replayed
 
 

@@ -106,13 +106,6 @@ class StopDecision:
     fire_breach: bool
 
 
-@dataclass(frozen=True)
-class RoutingPlan:
-    stop_verification: ClockStop
-    cancel_previous_hops_at: datetime  # open opd_response clocks with a lower hop are cancelled
-    start: ClockStart
-
-
 def starts_on_submission(event: ComplaintSubmitted) -> list[ClockStart]:
     """complaint.submitted starts verification and completion, both from ``received_at``
     (the moment the complaint reached the first portal, so a late import may be overdue)."""
@@ -122,17 +115,6 @@ def starts_on_submission(event: ComplaintSubmitted) -> list[ClockStart]:
                    completion_policy_key(event.classification, event.berkadar_pengawasan),
                    event.received_at),
     ]
-
-
-def plan_routing(event: ComplaintRouted) -> RoutingPlan:
-    """complaint.routed stops verification, cancels earlier hops' OPD clocks (a re-route) and
-    starts this hop's opd_response clock, all at ``routed_at``."""
-    return RoutingPlan(
-        stop_verification=ClockStop("verification", 0, event.routed_at, "stopped"),
-        cancel_previous_hops_at=event.routed_at,
-        start=ClockStart("opd_response", event.hop, OPD_RESPONSE, event.routed_at,
-                         opd_code=event.opd_code),
-    )
 
 
 def compute_deadline(started_at: datetime, policy: Policy, calendar: WorkingCalendar) -> Deadline:
@@ -264,7 +246,10 @@ def starts_on(data: EventData) -> list[ClockStart]:
         case ComplaintSubmitted():
             return starts_on_submission(data)
         case ComplaintRouted():
-            return [plan_routing(data).start]
+            # Each hop's OPD clock starts at its disposition; the routing also stops the
+            # verification clock and cancels earlier hops' OPD clocks (``_stop_by``).
+            return [ClockStart("opd_response", data.hop, OPD_RESPONSE, data.routed_at,
+                               opd_code=data.opd_code)]
         case ComplaintResponded():
             return [ClockStart("auto_close", data.hop, AUTO_CLOSE, data.responded_at,
                                opd_code=data.opd_code, instance=data.response_no)]

@@ -167,3 +167,21 @@ async def test_calendar_override_and_subscription_commands(
                          " WHERE id = (SELECT min(id) FROM routing.rules)")
     finally:
         await db.close()
+
+
+async def test_api_key_commands_create_list_and_revoke(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    name = f"cli-key-{uuid.uuid4().hex[:6]}"
+    code, plaintext = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "create-api-key",
+                                              "--name", name, "--source", "portal-uji")
+    assert code == 0 and plaintext.strip().startswith("sp4n_")
+    code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "list-api-keys")
+    [line] = [ln for ln in out.splitlines() if name in ln]
+    assert "portal" in line and "source=portal-uji" in line and line.endswith("active")
+    assert plaintext.strip() not in out  # never the secret
+    key_id = line.split()[0].lstrip("#")
+    code, _ = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "revoke-api-key", key_id)
+    assert code == 0
+    code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "list-api-keys")
+    [line] = [ln for ln in out.splitlines() if name in ln]
+    assert "revoked" in line

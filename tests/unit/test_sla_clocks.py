@@ -49,18 +49,22 @@ def test_submission_starts_verification_and_completion(classification, berkadar,
 
 def test_routing_stops_verification_and_starts_the_hop_clock():
     event = routed(hop=1, opd="DINKES")
-    plan = clocks.plan_routing(event)
-    assert plan.stop_verification == ClockStop("verification", 0, event.routed_at, "stopped")
-    assert (plan.start.clock, plan.start.hop, plan.start.opd_code, plan.start.policy_key) == (
+    [start] = clocks.starts_on(event)
+    assert clocks.stop_for("verification", 0, RECEIVED, [clocks.fact_of(event)]) == ClockStop(
+        "verification", 0, event.routed_at, "stopped")
+    assert (start.clock, start.hop, start.opd_code, start.policy_key) == (
         "opd_response", 1, "DINKES", "opd_response")
-    assert plan.start.started_at == event.routed_at
+    assert start.started_at == event.routed_at
 
 
 def test_reroute_cancels_previous_hops_at_routing_time():
     event = routed(hop=2, opd="DISHUB")
-    plan = clocks.plan_routing(event)
-    assert plan.cancel_previous_hops_at == event.routed_at
-    assert plan.start.hop == 2 and plan.start.opd_code == "DISHUB"
+    [start] = clocks.starts_on(event)
+    facts = [clocks.fact_of(event)]
+    assert clocks.stop_for("opd_response", 1, RECEIVED, facts) == ClockStop(
+        "opd_response", 1, event.routed_at, "cancelled")
+    assert clocks.stop_for("opd_response", 2, event.routed_at, facts) is None
+    assert start.hop == 2 and start.opd_code == "DISHUB"
 
 
 def test_deadline_records_calendar_and_policy_version():
