@@ -19,15 +19,23 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 TYPE_PREFIX = "id.go.sp4n."
 Classification = Literal["pengaduan", "aspirasi", "permintaan_informasi"]
 ClockKind = Literal[
-    "verification", "opd_response", "completion", "auto_close"
+    "verification", "opd_response", "completion", "auto_close", "redisposition", "deferral"
 ]
 # How people read each clock (timelines, the demo).
 CLOCK_LABELS: dict[str, str] = {
     "verification": "verifikasi dan disposisi",
-    "opd_response": "tindak lanjut pertama OPD",
+    "opd_response": "tindak lanjut OPD",
     "completion": "penyelesaian",
     "auto_close": "penutupan otomatis",
+    "redisposition": "disposisi ulang setelah dikembalikan",
+    "deferral": "batas tunda menunggu pelapor",
 }
+# Who an escalation step is addressed to (a regency's Perbup names them; the ladder is data).
+EscalationTarget = Literal[
+    "pejabat_penghubung", "kepala_opd", "admin_koordinator", "sekda", "bupati"
+]
+# Why a deadline moved (``sla.deadline_changed``).
+DeadlineChangeReason = Literal["reclassified", "calendar_changed", "policy_changed"]
 # A portal's source name or an OPD's code: lower-case letters, digits, '_', '.', '-'.
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{1,39}$"
 
@@ -123,9 +131,14 @@ class ComplaintTriageRequired(EventData):
 
 
 class SlaClockStarted(EventData):
+    """A clock started, or its deadline moved (a resume, a recomputation): the same
+    (clock, hop, instance) with the same ``started_at`` is the same clock."""
     event_name: ClassVar[str] = "sla.clock_started"
     clock: ClockKind
     hop: int = 0
+    # Several instances of one clock and hop: an OPD clock again after a reporter's reply or
+    # a reopen, a completion clock per reopen, a reply window per response.
+    instance: int = 0
     opd_code: str | None = None
     started_at: AwareDatetime
     working_days: int
@@ -133,12 +146,17 @@ class SlaClockStarted(EventData):
     warn_at: AwareDatetime | None
     calendar_version: str
     policy_version: int
+    # Working days the clock stood still while the complaint was DITUNDA.
+    paused_working_days: int = 0
+    # The deadline lies past the last year whose cuti bersama the calendar knows for sure.
+    beyond_calendar_coverage: bool = False
 
 
 class SlaClockStopped(EventData):
     event_name: ClassVar[str] = "sla.clock_stopped"
     clock: ClockKind
     hop: int = 0
+    instance: int = 0
     opd_code: str | None = None
     stopped_at: AwareDatetime
     deadline: AwareDatetime
@@ -149,8 +167,11 @@ class SlaClockStopped(EventData):
 class _SlaAlert(EventData):
     clock: ClockKind
     hop: int = 0
+    instance: int = 0
     opd_code: str | None = None
     deadline: AwareDatetime
+    # When the alert came due; the event's own ``time`` is when it was emitted, later for a
+    # staff-facing alert held back by quiet hours.
     due_at: AwareDatetime
     calendar_version: str
     policy_version: int
@@ -158,10 +179,48 @@ class _SlaAlert(EventData):
 
 class SlaWarning(_SlaAlert):
     event_name: ClassVar[str] = "sla.warning"
+    # Which warning point of the clock's policy: "2hk" (2 working days before) or "50%".
+    point: str | None = None
 
 
 class SlaBreached(_SlaAlert):
     event_name: ClassVar[str] = "sla.breached"
+
+
+class SlaEscalated(_SlaAlert):
+    """One step of the clock's escalation ladder, emitted once (a response, close or
+    withdrawal stops the ladder)."""
+    event_name: ClassVar[str] = "sla.escalated"
+    level: int = Field(ge=1)
+    target_role: EscalationTarget
+    working_days_late: int = Field(ge=0)
+    ladder_version: int
+
+
+class SlaDeadlineChanged(EventData):
+    """A running clock's deadline was recomputed (reclassification, a calendar change)."""
+    event_name: ClassVar[str] = "sla.deadline_changed"
+    clock: ClockKind
+    hop: int = 0
+    instance: int = 0
+    opd_code: str | None = None
+    old_deadline: AwareDatetime
+    new_deadline: AwareDatetime
+    reason: DeadlineChangeReason
+    note: str | None = Field(default=None, max_length=500)  # the admin's or operator's words
+    changed_by: str | None = None  # who: a key name or an operator, never a citizen
+    calendar_version: str
+    policy_version: int
+
+
+class SlaDeferralExpired(EventData):
+    """DITUNDA for the policy's working days without the reporter's answer: intake archives
+    the complaint by the system (reason ``tidak_ada_tanggapan_pelapor``)."""
+    event_name: ClassVar[str] = "sla.deferral_expired"
+    deferred_at: AwareDatetime
+    deadline: AwareDatetime
+    calendar_version: str
+    policy_version: int
 
 
 # --- The lifecycle (issue: the whole complaint lifecycle). intake emits these when the admin
@@ -225,12 +284,39 @@ class ComplaintReturned(EventData):
 
 
 class ComplaintResponded(EventData):
-    """Tindak lanjut: the OPD posted a response (its text stays in intake)."""
+    """Tindak lanjut: the OPD posted a response (its text stays in intake). ``final`` False is a
+    progress update: it stops no clock; the final tindak lanjut meets the OPD's clock and the
+    completion clock."""
     event_name: ClassVar[str] = "complaint.responded"
     opd_code: str
     hop: int = Field(ge=1)
     response_no: int = Field(ge=1)
     responded_at: AwareDatetime
+    final: bool = True
+
+
+class ComplaintReclassified(EventData):
+    """The admin koordinator corrected what the submitter sent (at verification or later);
+    clocks that depend on it are recomputed (``sla.deadline_changed``)."""
+    event_name: ClassVar[str] = "complaint.reclassified"
+    reclassified_at: AwareDatetime
+    classification: Classification
+    berkadar_pengawasan: bool
+    category: str
+    anonymous: bool
+    confidential: bool
+    changed_fields: list[str]
+    reason: str = Field(max_length=500)  # the admin's words, not the citizen's
+    changed_by: str | None = None
+
+
+class ComplaintWithdrawn(EventData):
+    """The admin koordinator pulled a mis-disposed complaint back from an OPD (TERDISPOSISI):
+    that hop's OPD clock is cancelled, not breached; the complaint waits for disposition."""
+    event_name: ClassVar[str] = "complaint.withdrawn"
+    opd_code: str
+    hop: int = Field(ge=1)
+    withdrawn_at: AwareDatetime
 
 
 class ComplaintReporterReplied(EventData):
@@ -308,10 +394,12 @@ EVENT_MODELS: dict[str, type[EventData]] = {
         ComplaintVerified, ComplaintDeferred, ComplaintResumed, ComplaintArchived,
         ComplaintForwarded, ComplaintRoutingSuggested, ComplaintReturned, ComplaintResponded,
         ComplaintReporterReplied, ComplaintRated, ComplaintClosed, ComplaintReopened,
-        ComplaintDuplicateSuspected,
+        ComplaintDuplicateSuspected, ComplaintReclassified, ComplaintWithdrawn,
+        SlaEscalated, SlaDeadlineChanged, SlaDeferralExpired,
         NotificationDelivered, NotificationDeadLettered,
     )
 }
 
 __all__ = ["CLOCK_LABELS", "CODE_PATTERN", "ArchiveReason", "Classification", "ClockKind",
+           "DeadlineChangeReason", "EscalationTarget",
            "CloudEvent", "EventData", "EVENT_MODELS", "make_event"]

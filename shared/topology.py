@@ -77,14 +77,16 @@ INTAKE_TIMELINE = QueueSpec(
     "intake", "timeline",
     ("complaint.routed", "complaint.triage_required", "complaint.routing_suggested",
      "complaint.duplicate_suspected", "sla.clock_started", "sla.clock_stopped",
-     "sla.warning", "sla.breached", "sla.reply_window_elapsed"),
+     "sla.warning", "sla.breached", "sla.reply_window_elapsed",
+     "sla.escalated", "sla.deadline_changed", "sla.deferral_expired"),
 )
 ROUTING_SUBMITTED = QueueSpec("routing", "submitted", ("complaint.submitted",))
 SLA_COMPLAINTS = QueueSpec(
     "sla", "complaints",
     ("complaint.submitted", "complaint.routed", "complaint.deferred", "complaint.resumed",
      "complaint.archived", "complaint.forwarded", "complaint.returned", "complaint.responded",
-     "complaint.reporter_replied", "complaint.closed", "complaint.reopened"),
+     "complaint.reporter_replied", "complaint.closed", "complaint.reopened",
+     "complaint.reclassified", "complaint.withdrawn"),
 )
 # notify feeds webhook subscriptions, and a subscription may ask for any complaint.* or sla.*
 # event (``*``, ``complaint.*``, ``sla.*`` or a name); the subscriptions' own filter
@@ -105,7 +107,8 @@ NOTIFY_ALERTS = QueueSpec(
      "complaint.duplicate_suspected", "sla.warning", "sla.breached",
      "complaint.deferred", "complaint.resumed", "complaint.archived", "complaint.forwarded",
      "complaint.reporter_replied", "sla.reply_window_elapsed", "complaint.verified",
-     "complaint.rated"),
+     "complaint.rated", "complaint.reclassified", "complaint.withdrawn", "sla.escalated",
+     "sla.deadline_changed", "sla.deferral_expired"),
 )
 NOTIFY_ON_DEMAND = ("complaint.submitted", "sla.clock_started", "sla.clock_stopped")
 # Published, bound by no queue, on purpose: notify's own delivery reports. They are an audit

@@ -36,7 +36,7 @@ def test_every_event_type_is_past_tense_and_versioned():
     for name, model in EVENT_MODELS.items():
         assert model.ce_type().endswith(f"{name}.v{model.version}")
         last_word = name.split(".")[-1]
-        assert last_word.endswith(("ed", "required", "started", "stopped", "warning")), name
+        assert last_word.endswith(("ed", "required", "started", "stopped", "warning", "withdrawn")), name
 
 
 def test_event_data_rejects_unknown_fields():
