@@ -110,6 +110,9 @@ class ComplaintSubmitted(EventData):
     anonymous: bool
     confidential: bool
     reporter_ref: str
+    # Imported history (a LAPOR! row already closed or archived there): its outcome is known and
+    # recorded by intake; no clock runs for it, so nothing breaches or warns at import.
+    historical: bool = False
 
 
 class ComplaintRouted(EventData):
