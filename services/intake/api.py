@@ -51,10 +51,10 @@ Key = Annotated[ApiKey, Depends(api_key)]
 
 def actor_of(key: ApiKey) -> Actor:
     if key.role == "opd":
-        return Actor("opd", opd_code=key.opd_code)
+        return Actor("opd", opd_code=key.opd_code, name=key.name)
     if key.role == "portal":
-        return Actor("portal", source=key.source)
-    return Actor(key.role)
+        return Actor("portal", source=key.source, name=key.name)
+    return Actor(key.role, name=key.name)
 
 
 def _not_found(key: str) -> ApiError:
@@ -132,7 +132,8 @@ async def complaint_status(key: str, api: Key, ctx: Context) -> JSONResponse:
     next, by complaint id or tracking id."""
     require(api, "complaints:read")
     try:
-        detail = await queries.complaint_detail(ctx.uow, key, actor_of(api), hop_cap=ctx.cfg.hop_cap)
+        detail = await queries.complaint_detail(ctx.uow, key, actor_of(api), hop_cap=ctx.cfg.hop_cap,
+                                                tz=ctx.cfg.tz)
     except ComplaintNotFound as exc:
         raise _not_found(key) from exc
     except OutOfScope as exc:
@@ -169,7 +170,9 @@ async def act(ctx: IntakeContext, key: str, api: ApiKey, action: str, body: Acti
 
 
 ACTION_DOCS = {
-    "verify": "Verify (admin koordinator). Optionally corrects the title; the original is kept.",
+    "verify": "Verify (admin koordinator). Optionally corrects the title (the original is kept) "
+              "and, with a reason, classification, berkadar_pengawasan, category, anonymous "
+              "and confidential (then also complaint.reclassified).",
     "defer": "Defer — tunda (admin koordinator): waiting for information from the reporter; "
              "the clocks that wait on the reporter pause.",
     "resume": "Resume a deferred complaint (admin koordinator): back to the state it was in.",
@@ -178,11 +181,21 @@ ACTION_DOCS = {
     "forward": "Forward — dilimpahkan (admin koordinator) to an instansi outside the regency.",
     "close": "Close (admin koordinator) after the OPD's response.",
     "reopen": "Reopen — banding (admin koordinator or the portal): back to the last OPD.",
-    "respond": "Respond — tindak lanjut (the OPD the complaint is disposed to).",
+    "respond": "Respond — tindak lanjut (the OPD the complaint is disposed to). 'final' true "
+               "(default): the final tindak lanjut, DITINDAKLANJUTI; false: a progress update, "
+               "the status stays and no clock stops.",
     "return": "Return — bukan wewenang (the OPD the complaint is disposed to), with a reason.",
     "reply": "Reply (the portal): the reporter answers the response, or supplies the "
              "information a deferral asked for.",
     "rate": "Rate the handling 1–5 (the portal).",
+    "reclassify": "Reclassify (admin koordinator). Corrects classification, berkadar_pengawasan, "
+                  "category, anonymous or confidential, with a reason, in any state before "
+                  "SELESAI, DIARSIPKAN or DILIMPAHKAN; the status stays; sla recomputes the "
+                  "deadlines that depend on it. 422 when nothing would change.",
+    "withdraw": "Withdraw (admin koordinator). Pulls a TERDISPOSISI complaint back from its OPD, "
+                "with a reason: that hop's OPD clock is cancelled, the complaint is TERVERIFIKASI "
+                "again and the next dispose is the next hop (a withdrawn disposition does not "
+                "count toward the hop cap).",
 }
 
 

@@ -8,15 +8,28 @@ when the role could, but not in the complaint's current state (``InvalidTransiti
 States follow LAPOR!'s export strings (DESIGN §2):
 
 - DITERIMA            received, waiting for the admin koordinator
-- TERVERIFIKASI       verified by the admin koordinator
+- TERVERIFIKASI       verified by the admin koordinator; also where a withdrawal (``withdraw``)
+                      puts a complaint the admin pulled back from an OPD: it waits for the
+                      next disposition (DIKEMBALIKAN would say the OPD declined it, which it
+                      did not; DITERIMA would ask for a verification the admin has done)
 - DITUNDA             tunda: waiting for information from the reporter (clocks paused)
 - DIARSIPKAN          archived with a reason (terminal)
 - DILIMPAHKAN         forwarded to an instansi outside the regency (terminal)
 - TERDISPOSISI        disposed to an OPD (hop = how many dispositions so far)
 - DIKEMBALIKAN        returned by the OPD as bukan wewenang; back with the admin koordinator
-- DITINDAKLANJUTI     the OPD posted a response (tindak lanjut)
+- DITINDAKLANJUTI     the OPD posted its final response (tindak lanjut akhir); a progress update
+                      (``respond`` with ``final: false``) leaves the state where it was
 - DITANGGAPI_PELAPOR  the reporter replied to the response: the OPD's turn again
 - SELESAI             closed (by the admin koordinator or by the system); may be reopened
+
+Besides the transitions, ``reclassify`` (the admin koordinator corrects classification,
+berkadar pengawasan, category, anonim, rahasia) changes no state: it is allowed while the
+complaint is still being handled, not once it is closed, archived or forwarded.
+
+The hop cap counts the dispositions an OPD could decline: a disposition the admin withdrew
+(``withdraw``) does not count toward it (``counted_hops``), so correcting a mis-disposition
+never traps a complaint at the cap; ``hop`` itself still grows with every disposition, so
+each hop keeps its own number (sla's per-hop clocks, the events).
 """
 
 from __future__ import annotations
@@ -42,9 +55,10 @@ class State(StrEnum):
 Role = Literal["admin_koordinator", "opd", "portal", "system"]
 ROLES: tuple[Role, ...] = ("admin_koordinator", "opd", "portal", "system")
 Action = Literal["verify", "defer", "resume", "archive", "dispose", "forward", "close", "reopen",
-                 "respond", "return", "reply", "rate"]
+                 "respond", "return", "reply", "rate", "reclassify", "withdraw"]
 ACTIONS: tuple[Action, ...] = ("verify", "defer", "resume", "archive", "dispose", "forward",
-                               "close", "reopen", "respond", "return", "reply", "rate")
+                               "close", "reopen", "respond", "return", "reply", "rate",
+                               "reclassify", "withdraw")
 
 # "Same state" marker: the action records something (a rating) without a transition.
 STAY = "STAY"
@@ -66,6 +80,8 @@ TRANSITIONS: dict[tuple[str, str], dict[State, str]] = {
     ("close", "admin_koordinator"): {S.DITINDAKLANJUTI: S.SELESAI,
                                      S.DITANGGAPI_PELAPOR: S.SELESAI},
     ("close", "system"): {S.DITINDAKLANJUTI: S.SELESAI},
+    # sla.deferral_expired: DITUNDA too long without the reporter's answer.
+    ("archive", "system"): {S.DITUNDA: S.DIARSIPKAN},
     ("reopen", "admin_koordinator"): {S.SELESAI: S.TERDISPOSISI},
     ("reopen", "portal"): {S.SELESAI: S.TERDISPOSISI},
     ("respond", "opd"): {S.TERDISPOSISI: S.DITINDAKLANJUTI,
@@ -73,7 +89,33 @@ TRANSITIONS: dict[tuple[str, str], dict[State, str]] = {
     ("return", "opd"): {S.TERDISPOSISI: S.DIKEMBALIKAN},
     ("reply", "portal"): {S.DITINDAKLANJUTI: S.DITANGGAPI_PELAPOR, S.DITUNDA: RESUME},
     ("rate", "portal"): {S.DITINDAKLANJUTI: STAY, S.DITANGGAPI_PELAPOR: STAY, S.SELESAI: STAY},
+    # Corrections while the complaint is being handled; not once closed, archived or forwarded.
+    ("reclassify", "admin_koordinator"): {s: STAY for s in (
+        S.DITERIMA, S.TERVERIFIKASI, S.DITUNDA, S.TERDISPOSISI, S.DIKEMBALIKAN,
+        S.DITINDAKLANJUTI, S.DITANGGAPI_PELAPOR)},
+    # Pull a mis-disposed complaint back from the OPD before it answered: it waits for the
+    # next disposition again (see TERVERIFIKASI above).
+    ("withdraw", "admin_koordinator"): {S.TERDISPOSISI: S.TERVERIFIKASI},
 }
+
+# Variants of an action whose outcome depends on its body, not on who takes it: the variant
+# is allowed exactly where the action is, and leads elsewhere. ``respond`` with
+# ``final: false`` is a progress update (perkembangan tindak lanjut): it records the text and
+# leaves the complaint with the OPD, waiting for the final tindak lanjut.
+PROGRESS = "progress"
+VARIANTS: dict[tuple[str, str], dict[State, str]] = {
+    ("respond", PROGRESS): {S.TERDISPOSISI: STAY, S.DITANGGAPI_PELAPOR: STAY},
+}
+
+
+def _variants_follow_their_action() -> None:
+    for (action, variant), table in VARIANTS.items():
+        for (a, _role), main in TRANSITIONS.items():
+            if a == action:
+                assert set(table) == set(main), (action, variant)
+
+
+_variants_follow_their_action()
 
 # States in which a complaint is "currently disposed to" its OPD: the OPD may read it and act
 # on it. After a return (DIKEMBALIKAN) it is back with the admin koordinator.
@@ -150,11 +192,12 @@ class Transition:
 
 
 def decide(state: State | str, role: str, action: str, *, hop: int = 0, hop_cap: int | None = None,
-           resume_state: State | str | None = None) -> Transition:
+           resume_state: State | str | None = None, variant: str | None = None) -> Transition:
     """Where ``action`` by ``role`` leads from ``state``; raises when it is not allowed.
 
     ``resume_state`` is the state a deferral interrupted (DITERIMA or TERVERIFIKASI);
-    ``hop`` the number of dispositions so far.
+    ``hop`` the number of dispositions that count toward ``hop_cap`` (withdrawn ones do not);
+    ``variant`` one of ``VARIANTS`` for this action (e.g. ``PROGRESS`` for ``respond``).
     """
     state = State(state)
     if not role_may(role, action):
@@ -166,6 +209,8 @@ def decide(state: State | str, role: str, action: str, *, hop: int = 0, hop_cap:
     if action == "dispose" and hop_cap is not None and hop >= hop_cap:
         raise HopCapReached(state, hop, hop_cap, allowed)
     target = table[state]
+    if variant is not None:
+        target = VARIANTS[(action, variant)][state]
     if target == STAY:
         return Transition(action, role, state, state, False)
     if target == RESUME:
@@ -178,7 +223,8 @@ def decide(state: State | str, role: str, action: str, *, hop: int = 0, hop_cap:
 
 __all__ = [
     "ACTIONS", "AUTO_ROUTING_FROM", "AUTO_ROUTING_TO", "INITIAL_STATE", "OPD_SCOPE_STATES",
-    "ROLES", "TERMINAL_STATES", "TRANSITIONS", "TRIAGE_STATES", "HopCapReached",
+    "PROGRESS", "ROLES", "TERMINAL_STATES", "TRANSITIONS", "TRIAGE_STATES", "VARIANTS",
+    "HopCapReached",
     "InvalidTransition", "LifecycleError", "RoleMayNot", "State", "Transition",
     "allowed_actions", "decide", "role_may",
 ]

@@ -8,11 +8,17 @@ Rules (the write side shares ``domain.complaint.check_scope``):
   koordinator, OPD), never for anonim reports, never the NIK to an OPD; portals already
   hold it.
 - Routing's suggestion and the duplicate candidates are the admin koordinator's.
+- Anonim and rahasia are read from the complaint's columns on every path (this module, the
+  listing, Open311), so the admin koordinator's correction applies to the next read.
+- Clocks are what sla reported; intake adds only what needs no working-day calendar (the
+  label, the local deadline, calendar days left). Working days late are sla's count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from services.intake.domain.complaint import (
     Actor,
@@ -20,6 +26,7 @@ from services.intake.domain.complaint import (
     OutOfScope,
     actions_for,
     check_scope,
+    local_time,
 )
 from services.intake.domain.model import ClockRow, ComplaintRow, ReporterRow
 from services.intake.lifecycle import OPD_SCOPE_STATES, State
@@ -36,6 +43,7 @@ from services.intake.schemas import (
     TimelineEntry,
 )
 from services.intake.usecases import IntakeUnitOfWork
+from shared.events import CLOCK_LABELS
 
 
 def hidden_from(actor: Actor, c: ComplaintRow) -> bool:
@@ -55,10 +63,10 @@ def reporter_view(actor: Actor, r: ReporterRow | None) -> ReporterOut | None:
                        nik=r.nik if actor.role == "admin_koordinator" else None)
 
 
-async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *,
-                           hop_cap: int) -> ComplaintDetail:
-    """A complaint by id or tracking id, as ``actor`` may see it. Raises
-    ``ComplaintNotFound`` (404) or ``OutOfScope`` (403)."""
+async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop_cap: int,
+                           tz: ZoneInfo, now: datetime | None = None) -> ComplaintDetail:
+    """A complaint by id or tracking id, as ``actor`` may see it (clocks read at ``now``, in
+    ``tz``). Raises ``ComplaintNotFound`` (404) or ``OutOfScope`` (403)."""
     async with uow.read() as repo:
         c = await repo.find(key)
         if c is None or hidden_from(actor, c):
@@ -81,11 +89,12 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *,
     return ComplaintDetail(
         complaint_id=c.id, tracking_id=c.tracking_id, source=c.source,
         external_id=c.external_id, status=c.status.value, needs_triage=c.needs_triage,
-        classification=c.classification, category=c.category, title=c.title,
+        classification=c.classification, berkadar_pengawasan=c.berkadar_pengawasan,
+        category=c.category, title=c.title,
         kecamatan=c.kecamatan, desa=c.desa, anonymous=c.anonymous,
         confidential=c.confidential, received_at=c.received_at,
         accepted_at=c.accepted_at, opd_code=c.opd_code, opd_name=c.opd_name, hop=c.hop,
-        clocks=[_clock(k) for k in clocks],
+        clocks=[clock_view(k, tz, now or datetime.now(UTC)) for k in clocks],
         timeline=[TimelineEntry(event=t.event_type, at=t.occurred_at, summary=t.summary)
                   for t in timeline],
         original_title=c.original_title,
@@ -96,11 +105,12 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *,
         if admin and c.suggested_opd_code else None,
         duplicate_candidates=candidates,
         responses=[ResponseOut(response_no=r.response_no, opd_code=r.opd_code, hop=r.hop,
-                               body=r.body, attachments=r.attachments, at=r.created_at)
+                               body=r.body, attachments=r.attachments, at=r.created_at,
+                               final=r.final)
                    for r in responses],
         replies=[ReplyOut(hop=r.hop, body=r.body, attachments=r.attachments, at=r.created_at)
                  for r in replies],
-        rating=c.rating, archive_reason=c.archive_reason,
+        rating=c.rating, archive_reason=c.archive_reason, archived_by=c.archived_by,
         duplicate_of=c.duplicate_of, forwarded_to=c.forwarded_to,
         return_reason=c.return_reason, closed_by=c.closed_by,
         closed_at=c.closed_at, reporter=reporter,
@@ -147,8 +157,18 @@ async def complaint_page(uow: IntakeUnitOfWork, actor: Actor, *, status: State |
     return ComplaintPage(items=items, total=total, limit=limit, offset=offset)
 
 
-def _clock(c: ClockRow) -> ClockOut:
-    return ClockOut(clock=c.clock, hop=c.hop, opd_code=c.opd_code, started_at=c.started_at,
-                    deadline=c.deadline, working_days=c.working_days, state=c.state,
-                    breached=c.breached, calendar_version=c.calendar_version,
-                    policy_version=c.policy_version)
+def clock_view(c: ClockRow, tz: ZoneInfo, now: datetime) -> ClockOut:
+    """A clock as the status answer shows it at ``now``."""
+    days_left = None
+    if c.deadline is not None and c.state == "berjalan":
+        days_left = (c.deadline.astimezone(tz).date() - now.astimezone(tz).date()).days
+    return ClockOut(
+        clock=c.clock, label=CLOCK_LABELS.get(c.clock, c.clock), hop=c.hop, instance=c.instance,
+        opd_code=c.opd_code, started_at=c.started_at, deadline=c.deadline,
+        deadline_local=local_time(c.deadline.isoformat(), tz) if c.deadline else None,
+        working_days=c.working_days, paused_working_days=c.paused_working_days,
+        calendar_days_left=days_left, state=c.state, breached=c.breached, warned=c.warned,
+        stopped_at=c.stopped_at, calendar_version=c.calendar_version,
+        policy_version=c.policy_version, beyond_calendar_coverage=c.beyond_calendar_coverage,
+        escalation_level=c.escalation_level, escalated_to=c.escalated_to,
+        working_days_late=c.working_days_late)

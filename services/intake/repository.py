@@ -16,6 +16,8 @@ import asyncpg
 from services.intake.domain.complaint import Outcome
 from services.intake.domain.effects import (
     AddDuplicateCandidates,
+    ChangeDeadline,
+    EscalateClock,
     EventDecision,
     FlagClock,
     MarkNeedsTriage,
@@ -68,8 +70,9 @@ class IntakeRepository:
             """WITH c AS (
                    INSERT INTO complaints (id, tracking_id, source, external_id, fingerprint,
                        submission, classification, category, title, kecamatan, desa, anonymous,
-                       confidential, reporter_ref, received_at, accepted_at, status)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$27)
+                       confidential, reporter_ref, received_at, accepted_at, status,
+                       berkadar_pengawasan)
+                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$27,$28)
                    ON CONFLICT DO NOTHING RETURNING id
                ), r AS (
                    INSERT INTO reporters (complaint_id, name, phone, email, nik, fingerprint)
@@ -86,6 +89,7 @@ class IntakeRepository:
             c.confidential, c.reporter_ref, c.received_at, c.accepted_at,
             r.name, r.phone, r.email, r.nik, c.reporter_fp,
             event_id, routing_key, event.time, summary, payload, c.status.value,
+            c.berkadar_pengawasan,
         )
         return bool(created)
 
@@ -140,15 +144,17 @@ class IntakeRepository:
             complaint_id, *(_db(fields[c]) for c in cols))
 
     async def insert_response(self, complaint_id: uuid.UUID, opd_code: str | None, hop: int, body: str,
-                              attachments: list[str], at: datetime) -> int:
-        """Store an OPD response; returns its number within the complaint (1, 2, …).
-        The caller holds the complaint's row lock, so numbering cannot race."""
+                              attachments: list[str], at: datetime, final: bool = True) -> int:
+        """Store an OPD response (``final`` False: a progress update); returns its number within
+        the complaint (1, 2, …). The caller holds the complaint's row lock, so numbering
+        cannot race."""
         no: int = await self.conn.fetchval(
-            """INSERT INTO responses (complaint_id, opd_code, hop, response_no, body, attachments, created_at)
-               SELECT $1, $2, $3, COALESCE(max(response_no), 0) + 1, $4, $5, $6
+            """INSERT INTO responses (complaint_id, opd_code, hop, response_no, body, attachments,
+                                      created_at, final)
+               SELECT $1, $2, $3, COALESCE(max(response_no), 0) + 1, $4, $5, $6, $7
                FROM responses WHERE complaint_id = $1
                RETURNING response_no""",
-            complaint_id, opd_code, hop, body, attachments, at)
+            complaint_id, opd_code, hop, body, attachments, at, final)
         return no
 
     async def insert_reply(self, complaint_id: uuid.UUID, hop: int, body: str,
@@ -159,7 +165,7 @@ class IntakeRepository:
 
     async def responses_of(self, complaint_id: uuid.UUID) -> list[ResponseRow]:
         rows = await self.conn.fetch(
-            "SELECT response_no, opd_code, hop, body, attachments, created_at FROM responses"
+            "SELECT response_no, opd_code, hop, body, attachments, created_at, final FROM responses"
             " WHERE complaint_id = $1 ORDER BY response_no", complaint_id)
         return [ResponseRow(**dict(r)) for r in rows]
 
@@ -210,7 +216,7 @@ class IntakeRepository:
     async def clocks_of(self, complaint_id: uuid.UUID) -> list[ClockRow]:
         rows = await self.conn.fetch(
             f"SELECT {_CLOCK} FROM clocks WHERE complaint_id = $1"
-            " ORDER BY started_at NULLS LAST, clock, hop", complaint_id)
+            " ORDER BY started_at NULLS LAST, clock, hop, instance", complaint_id)
         return [ClockRow(**dict(r)) for r in rows]
 
     async def timeline_of(self, complaint_id: uuid.UUID) -> list[TimelineRow]:
@@ -283,27 +289,58 @@ def _db(value: Any) -> Any:
     return value
 
 
-_CLOCK_STARTED_CONFLICT = """
-    ON CONFLICT (complaint_id, clock, hop) DO UPDATE SET
+# A clock row is one (clock, hop, instance). Another start time for the same key is a new
+# run of that clock (sla before instances: the reply window after a second response): the
+# old run's outcome does not carry over. The same start time (a resumed clock's moved
+# deadline) keeps it. The deadline and its versions come from the newest event that set
+# them (``deadline_as_of``), so a late start does not undo a recomputation.
+_NEW_RUN = "clocks.started_at <> EXCLUDED.started_at"  # NULL (not yet started): not a new run
+_NEWER = "(clocks.deadline_as_of IS NULL OR EXCLUDED.deadline_as_of >= clocks.deadline_as_of)"
+
+
+def _if(condition: str, *columns: str) -> str:
+    return ", ".join(f"{c} = CASE WHEN {condition} THEN EXCLUDED.{c} ELSE clocks.{c} END"
+                     for c in columns)
+
+
+_CLOCK_KEY = "(complaint_id, clock, hop, instance)"
+_DEADLINE = ("deadline", "calendar_version", "policy_version")
+_CLOCK_STARTED_CONFLICT = f"""
+    ON CONFLICT {_CLOCK_KEY} DO UPDATE SET
         opd_code = EXCLUDED.opd_code, started_at = EXCLUDED.started_at,
-        deadline = EXCLUDED.deadline, working_days = EXCLUDED.working_days,
-        calendar_version = EXCLUDED.calendar_version,
-        policy_version = EXCLUDED.policy_version,
-        -- Another start time means a new instance of this clock (e.g. the reply
-        -- window after a second response): the old one's outcome does not carry
-        -- over. The same start time (a resumed clock's moved deadline) keeps it.
-        stopped_at = CASE WHEN clocks.started_at <> EXCLUDED.started_at
-                          THEN NULL ELSE clocks.stopped_at END,
-        breached = CASE WHEN clocks.started_at <> EXCLUDED.started_at
-                        THEN false ELSE clocks.breached END,
-        warned = CASE WHEN clocks.started_at <> EXCLUDED.started_at
-                      THEN false ELSE clocks.warned END"""
+        working_days = EXCLUDED.working_days,
+        {_if(f"({_NEWER} OR {_NEW_RUN})", *_DEADLINE, "paused_working_days",
+             "beyond_calendar_coverage")},
+        deadline_as_of = CASE WHEN {_NEW_RUN} THEN EXCLUDED.deadline_as_of
+                              ELSE GREATEST(clocks.deadline_as_of, EXCLUDED.deadline_as_of) END,
+        stopped_at = CASE WHEN {_NEW_RUN} THEN NULL ELSE clocks.stopped_at END,
+        breached = CASE WHEN {_NEW_RUN} THEN false ELSE clocks.breached END,
+        warned = CASE WHEN {_NEW_RUN} THEN false ELSE clocks.warned END,
+        cancelled = CASE WHEN {_NEW_RUN} THEN false ELSE clocks.cancelled END,
+        escalation_level = CASE WHEN {_NEW_RUN} THEN 0 ELSE clocks.escalation_level END,
+        escalated_to = CASE WHEN {_NEW_RUN} THEN NULL ELSE clocks.escalated_to END,
+        working_days_late = CASE WHEN {_NEW_RUN} THEN NULL ELSE clocks.working_days_late END"""
 # Any of started/stopped/warning/breached may arrive first; each only sets its own fields.
-_CLOCK_FLAG_CONFLICT = """
-    ON CONFLICT (complaint_id, clock, hop) DO UPDATE SET
+_CLOCK_FLAG_CONFLICT = f"""
+    ON CONFLICT {_CLOCK_KEY} DO UPDATE SET
         stopped_at = COALESCE(EXCLUDED.stopped_at, clocks.stopped_at),
         breached = clocks.breached OR EXCLUDED.breached,
         warned = clocks.warned OR EXCLUDED.warned,
+        cancelled = clocks.cancelled OR EXCLUDED.cancelled,
+        deadline = COALESCE(clocks.deadline, EXCLUDED.deadline),
+        opd_code = COALESCE(clocks.opd_code, EXCLUDED.opd_code)"""
+_DEADLINE_CHANGED_CONFLICT = f"""
+    ON CONFLICT {_CLOCK_KEY} DO UPDATE SET
+        {_if(_NEWER, *_DEADLINE)},
+        deadline_as_of = GREATEST(clocks.deadline_as_of, EXCLUDED.deadline_as_of),
+        opd_code = COALESCE(clocks.opd_code, EXCLUDED.opd_code)"""
+# Levels may arrive in any order: the highest one stands, with its target and lateness.
+_HIGHER = "EXCLUDED.escalation_level > clocks.escalation_level"
+_ESCALATED_CONFLICT = f"""
+    ON CONFLICT {_CLOCK_KEY} DO UPDATE SET
+        breached = true,
+        {_if(_HIGHER, "escalated_to", "working_days_late")},
+        escalation_level = GREATEST(clocks.escalation_level, EXCLUDED.escalation_level),
         deadline = COALESCE(clocks.deadline, EXCLUDED.deadline),
         opd_code = COALESCE(clocks.opd_code, EXCLUDED.opd_code)"""
 
@@ -338,18 +375,35 @@ _EFFECT_SQL: dict[type, str] = {
         WHERE id = $1 AND hop = 0 AND EXISTS (SELECT 1 FROM first)
         RETURNING 1""",
     StartClock: f"""
-        INSERT INTO clocks (complaint_id, clock, hop, opd_code, started_at, deadline,
-            working_days, calendar_version, policy_version)
-        SELECT $1, :clock, :hop, :opd_code, :started_at, :deadline, :working_days,
-            :calendar_version, :policy_version FROM first
+        INSERT INTO clocks (complaint_id, clock, hop, instance, opd_code, started_at, deadline,
+            working_days, calendar_version, policy_version, paused_working_days,
+            beyond_calendar_coverage, deadline_as_of)
+        SELECT $1, :clock, :hop, :instance, :opd_code, :started_at, :deadline, :working_days,
+            :calendar_version, :policy_version, :paused_working_days, :beyond_calendar_coverage,
+            :as_of FROM first
         {_CLOCK_STARTED_CONFLICT}
         RETURNING 1""",
     FlagClock: f"""
-        INSERT INTO clocks (complaint_id, clock, hop, opd_code, stopped_at, breached, warned, deadline)
-        SELECT $1, :clock, :hop, :opd_code, :stopped_at::timestamptz, :breached::boolean,
-            :warned::boolean, :deadline::timestamptz
+        INSERT INTO clocks (complaint_id, clock, hop, instance, opd_code, stopped_at, breached,
+            warned, cancelled, deadline)
+        SELECT $1, :clock, :hop, :instance, :opd_code, :stopped_at::timestamptz, :breached::boolean,
+            :warned::boolean, :cancelled::boolean, :deadline::timestamptz
         FROM first
         {_CLOCK_FLAG_CONFLICT}
+        RETURNING 1""",
+    ChangeDeadline: f"""
+        INSERT INTO clocks (complaint_id, clock, hop, instance, opd_code, deadline,
+            calendar_version, policy_version, deadline_as_of)
+        SELECT $1, :clock, :hop, :instance, :opd_code, :new_deadline, :calendar_version,
+            :policy_version, :as_of FROM first
+        {_DEADLINE_CHANGED_CONFLICT}
+        RETURNING 1""",
+    EscalateClock: f"""
+        INSERT INTO clocks (complaint_id, clock, hop, instance, opd_code, deadline, breached,
+            escalation_level, escalated_to, working_days_late)
+        SELECT $1, :clock, :hop, :instance, :opd_code, :deadline, true, :level, :target_role,
+            :working_days_late FROM first
+        {_ESCALATED_CONFLICT}
         RETURNING 1""",
 }
 _NAMED = re.compile(r"(?<![:\w]):([a-z_]+)")
@@ -378,5 +432,6 @@ _UPDATABLE = frozenset({
     "status", "title", "original_title", "resume_state", "deferred_at", "last_transition_at",
     "archive_reason", "duplicate_of", "forwarded_to", "return_reason", "needs_triage",
     "opd_code", "opd_name", "hop", "rating", "rated_at", "last_responded_at", "last_reply_at",
-    "closed_at", "closed_by", "closed_event_id",
+    "closed_at", "closed_by", "closed_event_id", "classification", "berkadar_pengawasan",
+    "category", "anonymous", "confidential", "withdrawals", "archived_by",
 })

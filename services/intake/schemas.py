@@ -124,16 +124,39 @@ class ComplaintAccepted(BaseModel):
 
 
 class ClockOut(BaseModel):
-    clock: str
+    """One clock as sla reported it, with what intake derives for people reading it.
+
+    From sla's events: kind, hop, instance, deadline, working days, paused days, calendar and
+    policy versions, calendar coverage, the outcome and the escalation level reached. Computed
+    by intake at read time: ``label``, ``deadline_local`` and ``calendar_days_left`` (intake
+    has no working-day calendar: working days late are sla's count at its latest escalation)."""
+    clock: str = Field(description="the clock's kind (ClockKind)")
+    label: str = Field(description="how people read the kind, e.g. 'tindak lanjut OPD'")
     hop: int
+    instance: int = Field(description="several instances of one clock and hop: after a reporter's "
+                                      "reply, a reopen, a second response")
     opd_code: str | None
     started_at: datetime | None
-    deadline: datetime | None
-    working_days: int | None
-    state: Literal["berjalan", "selesai", "terlambat"]
+    deadline: datetime | None = Field(description="ISO 8601, with offset")
+    deadline_local: str | None = Field(description="the deadline in the regency's local time, "
+                                                   "e.g. '12-11-2026 23:59 WIB'")
+    working_days: int | None = Field(description="the clock's length in working days (HK)")
+    paused_working_days: int = Field(description="working days it stood still while DITUNDA")
+    calendar_days_left: int | None = Field(description=(
+        "a running clock: calendar days from today (local) to the deadline's day; 0 = due "
+        "today, negative = that many days past it. None once stopped. Calendar days, "
+        "computed by intake; sla counts working days"))
+    state: Literal["berjalan", "selesai", "terlambat", "dibatalkan"]
     breached: bool
+    warned: bool
+    stopped_at: datetime | None
     calendar_version: str | None
     policy_version: int | None
+    beyond_calendar_coverage: bool = Field(description=(
+        "the deadline lies past the last year whose cuti bersama the calendar knows for sure"))
+    escalation_level: int = Field(description="the highest escalation level reached (0: none)")
+    escalated_to: str | None = Field(description="that level's target role")
+    working_days_late: int | None = Field(description="working days late at that escalation (sla)")
 
 
 class TimelineEntry(BaseModel):
@@ -162,6 +185,7 @@ class ComplaintCore(BaseModel):
 
 class ComplaintStatus(ComplaintCore):
     external_id: str
+    berkadar_pengawasan: bool = False
     anonymous: bool
     confidential: bool
     accepted_at: datetime
@@ -186,9 +210,52 @@ class ActionIn(_Strict):
         return v
 
 
-class VerifyIn(ActionIn):
+# What the admin koordinator may correct of what the submitter sent (verify, reclassify).
+CORRECTABLE = ("classification", "berkadar_pengawasan", "category", "anonymous", "confidential")
+
+
+class CorrectionsIn(ActionIn):
+    """The admin koordinator's corrections; a field left out keeps its value."""
+    classification: Classification | None = None
+    berkadar_pengawasan: bool | None = Field(
+        default=None, description="pengaduan needing field examination (60 HK instead of 14); "
+                                  "pengaduan only. Changing the classification away from "
+                                  "pengaduan clears it")
+    category: str | None = Field(default=None, min_length=1, max_length=100)
+    anonymous: bool | None = Field(default=None, description="anonim: identity hidden from the OPD")
+    confidential: bool | None = Field(default=None, description="rahasia: hidden from the public")
+
+    def corrections(self) -> dict[str, Any]:
+        """The correctable fields given, by name."""
+        return {f: getattr(self, f) for f in CORRECTABLE if getattr(self, f) is not None}
+
+
+class VerifyIn(CorrectionsIn):
     title: str | None = Field(default=None, min_length=3, max_length=200,
                               description="a corrected title; the original is kept")
+    # Declared after the corrections: its validator reads them.
+    reason: str | None = Field(default=None, min_length=3, max_length=500, validate_default=True,
+                               description="why: required when any of classification, "
+                                           "berkadar_pengawasan, category, anonymous or "
+                                           "confidential is given")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_with_corrections(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if not v and any(info.data.get(f) is not None for f in CORRECTABLE):
+            raise ValueError("required when classification, berkadar_pengawasan, category, "
+                             "anonymous or confidential is given")
+        return v
+
+
+class ReclassifyIn(CorrectionsIn):
+    reason: str = Field(min_length=3, max_length=500,
+                        description="why the correction (the admin's words; carried by the event)")
+
+
+class WithdrawIn(ActionIn):
+    reason: str = Field(min_length=3, max_length=1000,
+                        description="why the complaint is pulled back from the OPD")
 
 
 class DeferIn(ActionIn):
@@ -241,6 +308,9 @@ class ReopenIn(ActionIn):
 class RespondIn(ActionIn):
     body: str = Field(min_length=1, max_length=4000, description="the tindak lanjut text")
     attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+    final: bool = Field(default=True, description=(
+        "true: the final tindak lanjut (DITINDAKLANJUTI; meets the OPD's and the completion "
+        "clock); false: a progress update (perkembangan): the status stays, no clock stops"))
 
 
 class ReturnIn(ActionIn):
@@ -260,6 +330,7 @@ ACTION_BODIES: dict[str, type[ActionIn]] = {
     "verify": VerifyIn, "defer": DeferIn, "resume": ResumeIn, "archive": ArchiveIn,
     "dispose": DisposeIn, "forward": ForwardIn, "close": CloseIn, "reopen": ReopenIn,
     "respond": RespondIn, "return": ReturnIn, "reply": ReplyIn, "rate": RateIn,
+    "reclassify": ReclassifyIn, "withdraw": WithdrawIn,
 }
 
 
@@ -302,6 +373,7 @@ class ResponseOut(BaseModel):
     body: str
     attachments: list[str]
     at: datetime
+    final: bool = Field(default=True, description="false: a progress update")
 
 
 class ReplyOut(BaseModel):
@@ -321,6 +393,7 @@ class ComplaintDetail(ComplaintStatus):
     replies: list[ReplyOut] = Field(default_factory=list)
     rating: int | None = None
     archive_reason: str | None = None
+    archived_by: str | None = Field(default=None, description="admin_koordinator or system")
     duplicate_of: uuid.UUID | None = None
     forwarded_to: str | None = None
     return_reason: str | None = None

@@ -5,10 +5,11 @@ the repository persists."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from services.intake import lifecycle
@@ -19,15 +20,25 @@ from services.intake.domain.complaint import (
     Complaint,
     ComplaintNotFound,
     Facts,
+    Outcome,
     Step,
     actions_for,
+    variant_of,
 )
 from services.intake.domain.effects import MarkRouted, decide, routed_ignored
 from services.intake.domain.model import NewComplaint, ReporterRow
 from services.intake.idempotency import conflicting_fields
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
 from services.intake.repository import IntakeRepository
-from services.intake.schemas import ActionIn, ArchiveIn, ComplaintIn, DisposeIn, ReplyIn, RespondIn
+from services.intake.schemas import (
+    ActionIn,
+    ArchiveIn,
+    ComplaintIn,
+    CorrectionsIn,
+    DisposeIn,
+    ReplyIn,
+    RespondIn,
+)
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
 from shared.settings import Settings
 from shared.uow import Tx
@@ -104,7 +115,8 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
             title=sub.title, kecamatan=sub.location.kecamatan, desa=sub.location.desa,
             anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
             received_at=sub.received_at, accepted_at=now, status=lifecycle.INITIAL_STATE,
-            reporter=reporter, reporter_fp=reporter_fp)
+            reporter=reporter, reporter_fp=reporter_fp,
+            berkadar_pengawasan=sub.berkadar_pengawasan)
         async with uow(single_statement=True) as tx:
             tx.stage(event)
             created = await tx.repo.accept(new, f"Laporan diterima dari {sub.source}")
@@ -155,7 +167,8 @@ async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: Act
         state = await tx.repo.find_for_update(key)
         if state is None:
             raise ComplaintNotFound(key)
-        step = Complaint(state).begin(action, actor, at=body.occurred_at or now, hop_cap=cfg.hop_cap)
+        step = Complaint(state).begin(action, actor, at=body.occurred_at or now, hop_cap=cfg.hop_cap,
+                                      variant=variant_of(body))
         outcome = step.apply(body, await _facts(tx.repo, step, body, cfg.catalog))
         await tx.repo.save(outcome)
         tx.stage(*outcome.events)
@@ -175,9 +188,12 @@ async def _facts(repo: IntakeRepository, step: Step, body: ActionIn, catalog: Ca
         return Facts(original=await repo.find(body.duplicate_of or ""))
     if isinstance(body, DisposeIn):
         return Facts(opd=catalog.opd(body.opd_code))
+    if isinstance(body, CorrectionsIn) and body.category is not None:
+        return Facts(category=catalog.service(body.category))
     if isinstance(body, RespondIn):
         return Facts(response_no=await repo.insert_response(
-            row.id, row.opd_code, row.hop, body.body, [str(a) for a in body.attachments], at))
+            row.id, row.opd_code, row.hop, body.body, [str(a) for a in body.attachments], at,
+            final=body.final))
     if isinstance(body, ReplyIn):
         await repo.insert_reply(row.id, row.hop, body.body, [str(a) for a in body.attachments], at)
     return Facts()
@@ -198,13 +214,15 @@ async def record_event(uow: IntakeUnitOfWork, event: CloudEvent, tz: ZoneInfo,
     otherwise ignored.
 
     The complaint row is locked first (lifecycle actions and these events serialise per
-    complaint), then the inbox decides; every event but the reply window's does that, its
-    effect and its timeline entry in one statement (``IntakeRepository.apply_event``).
+    complaint), then the inbox decides; every event but those the system acts on
+    (``_SYSTEM_DECISIONS``: the reply window, an expired deferral) does that, its effect and
+    its timeline entry in one statement (``IntakeRepository.apply_event``).
     """
     complaint_id = uuid.UUID(event.subject or event.data["complaint_id"])
-    if event.source != SOURCE and event.event_name == "sla.reply_window_elapsed":
-        return await _reply_window_elapsed(uow, complaint_id, event, tz,
-                                           now or datetime.now(UTC))
+    system_decision = _SYSTEM_DECISIONS.get(event.event_name) if event.source != SOURCE else None
+    if system_decision is not None:
+        return await _decide_by_system(uow, complaint_id, event, system_decision, tz,
+                                       now or datetime.now(UTC))
     decision = decide(event, tz)
     async with uow(event) as tx:
         applied = await tx.repo.apply_event(complaint_id, event, decision)
@@ -218,8 +236,17 @@ async def record_event(uow: IntakeUnitOfWork, event: CloudEvent, tz: ZoneInfo,
     return True
 
 
-async def _reply_window_elapsed(uow: IntakeUnitOfWork, complaint_id: uuid.UUID,
-                                event: CloudEvent, tz: ZoneInfo, now: datetime) -> bool:
+# sla's events on which the system itself takes a lifecycle action, iff the complaint is
+# still where the event assumes: the reply window closes it, an expired deferral archives it.
+SystemDecision = Callable[[Complaint, dict[str, Any], ZoneInfo, datetime], tuple[Outcome, str]]
+_SYSTEM_DECISIONS: dict[str, SystemDecision] = {
+    "sla.reply_window_elapsed": Complaint.reply_window_elapsed,
+    "sla.deferral_expired": Complaint.deferral_expired,
+}
+
+
+async def _decide_by_system(uow: IntakeUnitOfWork, complaint_id: uuid.UUID, event: CloudEvent,
+                            system_decision: SystemDecision, tz: ZoneInfo, now: datetime) -> bool:
     async with uow(event) as tx:
         # Lock the row: lifecycle actions and these events serialise per complaint.
         state = await tx.repo.lock(complaint_id)
@@ -227,7 +254,7 @@ async def _reply_window_elapsed(uow: IntakeUnitOfWork, complaint_id: uuid.UUID,
             raise UnknownComplaint(f"complaint {complaint_id} is not known to intake")
         if not await tx.claim():
             return False
-        outcome, summary = Complaint(state).reply_window_elapsed(event.data, tz, now)
+        outcome, summary = system_decision(Complaint(state), event.data, tz, now)
         await tx.repo.save(outcome)
         tx.stage(*outcome.events)
         await tx.repo.add_timeline(complaint_id, event, summary)

@@ -13,6 +13,8 @@ from typing import Any
 from services.intake.domain.complaint import Outcome
 from services.intake.domain.effects import (
     AddDuplicateCandidates,
+    ChangeDeadline,
+    EscalateClock,
     EventDecision,
     FlagClock,
     MarkNeedsTriage,
@@ -75,7 +77,8 @@ class FakeIntakeRepository:
         self.timeline: dict[str, tuple[uuid.UUID, str, str]] = {}  # event id -> (complaint, type, summary)
         self.responses: list[tuple[uuid.UUID, ResponseRow]] = []
         self.replies: list[tuple[uuid.UUID, ReplyRow]] = []
-        self.clocks: dict[tuple[uuid.UUID, str, int], ClockRow] = {}
+        self.clocks: dict[tuple[uuid.UUID, str, int, int], ClockRow] = {}
+        self.deadline_as_of: dict[tuple[uuid.UUID, str, int, int], datetime] = {}
 
     # --- writes -------------------------------------------------------------------------
     async def accept(self, c: NewComplaint, summary: str) -> bool:
@@ -90,7 +93,8 @@ class FakeIntakeRepository:
             fingerprint=c.fingerprint, submission=c.submission, classification=c.classification,
             category=c.category, title=c.title, kecamatan=c.kecamatan, desa=c.desa,
             anonymous=c.anonymous, confidential=c.confidential, reporter_ref=c.reporter_ref,
-            received_at=c.received_at, accepted_at=c.accepted_at, status=c.status)
+            received_at=c.received_at, accepted_at=c.accepted_at, status=c.status,
+            berkadar_pengawasan=c.berkadar_pengawasan)
         self.reporters[c.id] = (c.reporter, c.reporter_fp)
         self.timeline[event.id] = (c.id, event.event_name, summary)
         self.tx.staged.append(event)  # written with the complaint (the fake commits it)
@@ -107,9 +111,10 @@ class FakeIntakeRepository:
         self.timeline.setdefault(event.id, (complaint_id, event.event_name, summary))
 
     async def insert_response(self, complaint_id: uuid.UUID, opd_code: str | None, hop: int,
-                              body: str, attachments: list[str], at: datetime) -> int:
+                              body: str, attachments: list[str], at: datetime, final: bool = True) -> int:
         no = 1 + max((r.response_no for c, r in self.responses if c == complaint_id), default=0)
-        self.responses.append((complaint_id, ResponseRow(no, opd_code or "", hop, body, attachments, at)))
+        self.responses.append((complaint_id, ResponseRow(no, opd_code or "", hop, body, attachments, at,
+                                                         final)))
         return no
 
     async def insert_reply(self, complaint_id: uuid.UUID, hop: int, body: str,
@@ -150,23 +155,50 @@ class FakeIntakeRepository:
             if c.hop != 0:
                 return False
             c = replace(c, needs_triage=True)
-        elif isinstance(e, StartClock | FlagClock):
-            key = (c.id, e.clock, e.hop)
-            old = self.clocks.get(key)
-            if isinstance(e, StartClock):
-                self.clocks[key] = ClockRow(e.clock, e.hop, e.opd_code, e.started_at, e.deadline,
-                                            e.working_days, e.calendar_version, e.policy_version,
-                                            None, False, False)
-            else:
-                base = old or ClockRow(e.clock, e.hop, e.opd_code, None, None, None, None, None,
-                                       None, False, False)
-                self.clocks[key] = replace(base, stopped_at=e.stopped_at or base.stopped_at,
-                                           breached=base.breached or e.breached,
-                                           warned=base.warned or e.warned,
-                                           deadline=base.deadline or e.deadline)
+        elif isinstance(e, StartClock | FlagClock | ChangeDeadline | EscalateClock):
+            self._clock(c.id, e)
             return True
         self.complaints[c.id] = c
         return True
+
+    def _clock(self, cid: uuid.UUID, e: StartClock | FlagClock | ChangeDeadline | EscalateClock) -> None:
+        """The clock upserts of ``repository._EFFECT_SQL``, in Python."""
+        key = (cid, e.clock, e.hop, e.instance)
+        old = self.clocks.get(key) or ClockRow(e.clock, e.hop, e.opd_code, None, None, None, None,
+                                               None, None, False, False, instance=e.instance)
+        as_of = self.deadline_as_of.get(key)
+        if isinstance(e, StartClock):
+            new_run = old.started_at is not None and old.started_at != e.started_at
+            fresher = new_run or as_of is None or e.as_of >= as_of
+            new = replace(old, opd_code=e.opd_code, started_at=e.started_at, working_days=e.working_days)
+            if fresher:
+                new = replace(new, deadline=e.deadline, calendar_version=e.calendar_version,
+                              policy_version=e.policy_version, paused_working_days=e.paused_working_days,
+                              beyond_calendar_coverage=e.beyond_calendar_coverage)
+            if new_run:
+                new = replace(new, stopped_at=None, breached=False, warned=False, cancelled=False,
+                              escalation_level=0, escalated_to=None, working_days_late=None)
+                self.deadline_as_of[key] = e.as_of
+            else:
+                self.deadline_as_of[key] = max(as_of or e.as_of, e.as_of)
+        elif isinstance(e, ChangeDeadline):
+            new = replace(old, opd_code=old.opd_code or e.opd_code)
+            if as_of is None or e.as_of >= as_of:
+                new = replace(new, deadline=e.new_deadline, calendar_version=e.calendar_version,
+                              policy_version=e.policy_version)
+            self.deadline_as_of[key] = max(as_of or e.as_of, e.as_of)
+        elif isinstance(e, EscalateClock):
+            new = replace(old, breached=True, deadline=old.deadline or e.deadline,
+                          opd_code=old.opd_code or e.opd_code)
+            if e.level > old.escalation_level:
+                new = replace(new, escalation_level=e.level, escalated_to=e.target_role,
+                              working_days_late=e.working_days_late)
+        else:
+            new = replace(old, stopped_at=e.stopped_at or old.stopped_at,
+                          breached=old.breached or e.breached, warned=old.warned or e.warned,
+                          cancelled=old.cancelled or e.cancelled, deadline=old.deadline or e.deadline,
+                          opd_code=old.opd_code or e.opd_code)
+        self.clocks[key] = new
 
     # --- reads --------------------------------------------------------------------------
     async def find(self, key: str) -> ComplaintRow | None:
@@ -185,7 +217,7 @@ class FakeIntakeRepository:
                                                        self.reporters[c.id][1])
 
     async def clocks_of(self, complaint_id: uuid.UUID) -> list[ClockRow]:
-        return [k for (cid, _, _), k in self.clocks.items() if cid == complaint_id]
+        return [k for (cid, _, _, _), k in self.clocks.items() if cid == complaint_id]
 
     async def timeline_of(self, complaint_id: uuid.UUID) -> list[TimelineRow]:
         return [TimelineRow(t, T0, s) for cid, t, s in self.timeline.values() if cid == complaint_id]

@@ -60,7 +60,8 @@ async def test_status_by_tracking_id_shows_what_the_role_may_do():
         assert body["status"] == "TERDISPOSISI" and body["allowed_actions"] == ["respond", "return"]
         assert "reporter" not in body  # none stored here: the key is left out, not null
         r = await client.get(f"/v1/complaints/{c.id}", headers={"x-api-key": "admin"})
-        assert r.json()["allowed_actions"] == []
+        # issue 10: the admin koordinator may correct and pull back a disposed complaint
+        assert r.json()["allowed_actions"] == ["reclassify", "withdraw"]
 
 
 @pytest.mark.parametrize("key,code", [("wa", 404), ("dinkes", 403), ("portal", 200), (None, 401)])

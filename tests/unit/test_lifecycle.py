@@ -9,6 +9,7 @@ import pytest
 
 from services.intake.lifecycle import (
     ACTIONS,
+    PROGRESS,
     ROLES,
     HopCapReached,
     InvalidTransition,
@@ -42,6 +43,12 @@ SPEC: dict[tuple[str, str], dict[State, object]] = {
     (PORTAL, "rate"): {S.DITINDAKLANJUTI: SAME, S.DITANGGAPI_PELAPOR: SAME, S.SELESAI: SAME},
     (PORTAL, "reopen"): {S.SELESAI: S.TERDISPOSISI},
     (SYSTEM, "close"): {S.DITINDAKLANJUTI: S.SELESAI},
+    # Issue 10: the system archives an expired deferral; the admin corrects and withdraws.
+    (SYSTEM, "archive"): {S.DITUNDA: S.DIARSIPKAN},
+    (ADMIN, "reclassify"): {S.DITERIMA: SAME, S.TERVERIFIKASI: SAME, S.DITUNDA: SAME,
+                            S.TERDISPOSISI: SAME, S.DIKEMBALIKAN: SAME, S.DITINDAKLANJUTI: SAME,
+                            S.DITANGGAPI_PELAPOR: SAME},
+    (ADMIN, "withdraw"): {S.TERDISPOSISI: S.TERVERIFIKASI},
 }
 
 
@@ -132,3 +139,31 @@ def test_messages_are_in_bahasa_indonesia():
     with pytest.raises(InvalidTransition) as err:
         decide(S.DIARSIPKAN, ADMIN, "close")
     assert "tidak dapat dilakukan" in str(err.value)
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_a_progress_update_is_allowed_where_respond_is_and_stays(state):
+    if state in SPEC[(OPD, "respond")]:
+        t = decide(state, OPD, "respond", variant=PROGRESS)
+        assert t.to_state == state and not t.changes_state
+        assert decide(state, OPD, "respond").to_state == S.DITINDAKLANJUTI
+    else:
+        with pytest.raises(InvalidTransition):
+            decide(state, OPD, "respond", variant=PROGRESS)
+
+
+def test_reclassify_is_refused_once_closed_archived_or_forwarded():
+    for state in (S.SELESAI, S.DIARSIPKAN, S.DILIMPAHKAN):
+        with pytest.raises(InvalidTransition):
+            decide(state, ADMIN, "reclassify")
+        assert "reclassify" not in allowed_actions(state, ADMIN)
+    assert decide(S.DITUNDA, ADMIN, "reclassify").to_state == S.DITUNDA
+
+
+def test_withdraw_leads_where_the_admin_may_dispose_again():
+    t = decide(S.TERDISPOSISI, ADMIN, "withdraw")
+    assert t.to_state == S.TERVERIFIKASI and t.changes_state
+    assert "dispose" in allowed_actions(t.to_state, ADMIN, hop=1, hop_cap=3)
+    # The cap is applied to the counted hops the caller passes (withdrawals left out).
+    assert "dispose" in allowed_actions(t.to_state, ADMIN, hop=2, hop_cap=3)
+    assert "dispose" not in allowed_actions(t.to_state, ADMIN, hop=3, hop_cap=3)

@@ -17,20 +17,25 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from services.intake import lifecycle
-from services.intake.catalog import Opd
+from services.intake.catalog import Opd, Service
 from services.intake.domain.model import ComplaintRow
 from services.intake.lifecycle import OPD_SCOPE_STATES, State
 from services.intake.schemas import (
+    CORRECTABLE,
     ActionIn,
     ArchiveIn,
+    CorrectionsIn,
     DeferIn,
     DisposeIn,
     ForwardIn,
     RateIn,
+    ReclassifyIn,
     ReopenIn,
     ReplyIn,
+    RespondIn,
     ReturnIn,
     VerifyIn,
+    WithdrawIn,
 )
 from shared.events import (
     ArchiveReason,
@@ -40,6 +45,7 @@ from shared.events import (
     ComplaintDeferred,
     ComplaintForwarded,
     ComplaintRated,
+    ComplaintReclassified,
     ComplaintReopened,
     ComplaintReporterReplied,
     ComplaintResponded,
@@ -47,6 +53,7 @@ from shared.events import (
     ComplaintReturned,
     ComplaintRouted,
     ComplaintVerified,
+    ComplaintWithdrawn,
     EventData,
     make_event,
 )
@@ -62,6 +69,11 @@ ARCHIVE_LABELS: dict[ArchiveReason, str] = {
 }
 ROLE_LABELS = {"admin_koordinator": "admin koordinator", "portal": "pelapor", "opd": "OPD",
                "system": "sistem"}
+# How people read the correctable fields and their values (timeline).
+FIELD_LABELS = {"classification": "klasifikasi", "berkadar_pengawasan": "berkadar pengawasan",
+                "category": "kategori", "anonymous": "anonim", "confidential": "rahasia"}
+# The ``field`` of an error about the body as a whole (``errors.BODY``).
+WHOLE_BODY = "(body)"
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,11 @@ class Actor:
     role: str  # one of lifecycle.ROLES
     opd_code: str | None = None
     source: str | None = None  # portal keys: the only source they may act for (None: any)
+    name: str | None = None  # the API key's name (who, in events that say who changed what)
+
+    @property
+    def who(self) -> str:
+        return self.name or self.role
 
 
 class ComplaintNotFound(Exception):
@@ -118,7 +135,14 @@ def actions_for(actor: Actor, c: ComplaintRow, hop_cap: int) -> list[str]:
         check_scope(actor, c)
     except OutOfScope:
         return []
-    return lifecycle.allowed_actions(c.status, actor.role, hop=c.hop, hop_cap=hop_cap)
+    return lifecycle.allowed_actions(c.status, actor.role, hop=c.counted_hops, hop_cap=hop_cap)
+
+
+def variant_of(body: ActionIn) -> str | None:
+    """The lifecycle variant a body asks for (``lifecycle.VARIANTS``)."""
+    if isinstance(body, RespondIn) and not body.final:
+        return lifecycle.PROGRESS
+    return None
 
 
 # --- the aggregate ----------------------------------------------------------------------
@@ -155,6 +179,7 @@ class Facts:
     original: ComplaintRow | None = None  # archive 'duplikat': the complaint named (None: unknown)
     opd: Opd | None = None  # dispose: the catalogue's OPD (None: unknown code)
     response_no: int | None = None  # respond: the number the stored response got
+    category: Service | None = None  # verify/reclassify with a category: the catalogue's (None: unknown)
 
 
 class Complaint:
@@ -163,13 +188,14 @@ class Complaint:
     def __init__(self, state: ComplaintRow) -> None:
         self.state = state
 
-    def begin(self, action: str, actor: Actor, *, at: datetime, hop_cap: int) -> Step:
+    def begin(self, action: str, actor: Actor, *, at: datetime, hop_cap: int,
+              variant: str | None = None) -> Step:
         """Check scope, transition and time of ``action``; raises ``OutOfScope``,
         ``lifecycle.RoleMayNot``, ``lifecycle.InvalidTransition`` or ``InvalidField``."""
         c = self.state
         check_scope(actor, c)
-        transition = lifecycle.decide(c.status, actor.role, action, hop=c.hop, hop_cap=hop_cap,
-                                      resume_state=c.resume_state)
+        transition = lifecycle.decide(c.status, actor.role, action, hop=c.counted_hops,
+                                      hop_cap=hop_cap, resume_state=c.resume_state, variant=variant)
         latest = c.last_transition_at or c.received_at
         if at < latest:
             raise InvalidField("occurred_at", f"must not be before the complaint's latest transition "
@@ -199,6 +225,26 @@ class Complaint:
             return closed, f"Batas waktu tanggapan pelapor ({deadline}) lewat tanpa tanggapan"
         return Outcome(c), (f"Batas waktu tanggapan pelapor ({deadline}) lewat, tetapi laporan "
                             f"tidak ditutup: status {c.status}, disposisi ke-{c.hop}")
+
+    def deferral_expired(self, d: dict[str, Any], tz: ZoneInfo, now: datetime
+                         ) -> tuple[Outcome, str]:
+        """Archive the complaint by the system (``tidak_ada_tanggapan_pelapor``) iff it is still
+        DITUNDA since the very deferral that expired (a resume and a new deferral start a new
+        wait); also returns the expiry's own timeline summary."""
+        c = self.state
+        deferred_at = datetime.fromisoformat(d["deferred_at"])
+        deadline = local_time(d["deadline"], tz)
+        if c.status == State.DITUNDA and c.deferred_at == deferred_at:
+            transition = lifecycle.decide(c.status, "system", "archive")
+            step = Step(c, transition, Actor("system"), max(now, c.last_transition_at or now))
+            step.archive("tidak_ada_tanggapan_pelapor", None, (
+                f"Diarsipkan oleh sistem: {ARCHIVE_LABELS['tidak_ada_tanggapan_pelapor']} "
+                f"hingga {deadline}"))
+            return step.outcome(), f"Batas tunda menunggu pelapor ({deadline}) lewat tanpa tanggapan"
+        why = (f"ditunda lagi sejak {local_time(c.deferred_at.isoformat(), tz)}"
+               if c.status == State.DITUNDA and c.deferred_at is not None else f"status {c.status}")
+        return Outcome(c), (f"Batas tunda menunggu pelapor ({deadline}) lewat, tetapi laporan "
+                            f"tidak diarsipkan: {why}")
 
 
 class Step:
@@ -251,8 +297,54 @@ class Step:
                                           opd_code=self.row.opd_code, hop=self.row.hop), summary)
         self.changes.update(closed_at=self.at, closed_by=closed_by, closed_event_id=event.id)
 
+    def archive(self, reason: ArchiveReason, duplicate_of: uuid.UUID | None, summary: str) -> None:
+        """Archive (DIARSIPKAN) by the actor: the admin koordinator, or the system."""
+        self.changes.update(archive_reason=reason, duplicate_of=duplicate_of, needs_triage=False,
+                            resume_state=None, deferred_at=None, archived_by=self.actor.role)
+        self.emit(ComplaintArchived(complaint_id=self.id, archived_at=self.at, reason=reason,
+                                    duplicate_of=duplicate_of), summary)
 
-def _verify(step: Step, body: VerifyIn, _facts: Facts) -> None:
+    def correct(self, body: CorrectionsIn, facts: Facts, *, reason: str, required: bool) -> None:
+        """The admin koordinator's corrections of what the submitter sent: the changed columns
+        and ``complaint.reclassified`` (sla recomputes the clocks that depend on them).
+        Raises ``InvalidField`` for an impossible combination or an unknown category, and,
+        when ``required`` (``reclassify``), when nothing would change."""
+        row = self.row
+        given = body.corrections()
+        new: dict[str, Any] = {f: getattr(row, f) for f in CORRECTABLE} | given
+        if new["classification"] != "pengaduan" and "berkadar_pengawasan" not in given:
+            new["berkadar_pengawasan"] = False  # berkadar pengawasan is a kind of pengaduan
+        if new["berkadar_pengawasan"] and new["classification"] != "pengaduan":
+            raise InvalidField("berkadar_pengawasan", "applies to classification 'pengaduan' only")
+        if new["category"] != row.category and facts.category is None:
+            raise InvalidField("category", f"unknown category '{new['category']}'; "
+                                           "see GET /v1/categories on routing")
+        changed = [f for f in CORRECTABLE if new[f] != getattr(row, f)]
+        if not changed:
+            if required:
+                raise InvalidField(WHOLE_BODY, "nothing to change: every value given is already "
+                                               "the complaint's")
+            return
+        self.changes.update({f: new[f] for f in changed})
+        self.emit(ComplaintReclassified(
+            complaint_id=self.id, reclassified_at=self.at, classification=new["classification"],
+            berkadar_pengawasan=new["berkadar_pengawasan"], category=new["category"],
+            anonymous=new["anonymous"], confidential=new["confidential"], changed_fields=changed,
+            reason=reason, changed_by=self.actor.who),
+            f"Data laporan dikoreksi oleh {ROLE_LABELS[self.actor.role]}: "
+            + "; ".join(f"{FIELD_LABELS[f]} {_shown(getattr(row, f))} → {_shown(new[f])}"
+                        for f in changed)
+            + f" (alasan: {reason})")
+
+
+def _shown(value: Any) -> str:
+    """A correctable field's value as people read it."""
+    if isinstance(value, bool):
+        return "ya" if value else "tidak"
+    return str(value).replace("_", " ")
+
+
+def _verify(step: Step, body: VerifyIn, facts: Facts) -> None:
     if step.transition.from_state == State.DITUNDA:
         step.resumed("diverifikasi oleh admin koordinator")
     edited = body.title is not None and body.title != step.row.title
@@ -262,6 +354,20 @@ def _verify(step: Step, body: VerifyIn, _facts: Facts) -> None:
             step.changes["original_title"] = step.row.title
     step.emit(ComplaintVerified(complaint_id=step.id, verified_at=step.at, title_edited=edited),
               "Laporan diverifikasi oleh admin koordinator" + ("; judul disunting" if edited else ""))
+    # After the verification: sla learns the corrected classification of a verified complaint.
+    step.correct(body, facts, reason=body.reason or "", required=False)
+
+
+def _reclassify(step: Step, body: ReclassifyIn, facts: Facts) -> None:
+    step.correct(body, facts, reason=body.reason, required=True)
+
+
+def _withdraw(step: Step, body: WithdrawIn, _facts: Facts) -> None:
+    step.changes["withdrawals"] = step.row.withdrawals + 1
+    step.emit(ComplaintWithdrawn(complaint_id=step.id, opd_code=step.current_opd_code(),
+                                 hop=step.row.hop, withdrawn_at=step.at),
+              f"Ditarik kembali oleh admin koordinator dari {step.opd_label()} "
+              f"(disposisi ke-{step.row.hop}): {body.reason}; menunggu disposisi ulang")
 
 
 def _defer(step: Step, body: DeferIn, _facts: Facts) -> None:
@@ -276,7 +382,7 @@ def _resume(step: Step, _body: ActionIn, _facts: Facts) -> None:
 
 
 def _archive(step: Step, body: ArchiveIn, facts: Facts) -> None:
-    duplicate_of = None
+    duplicate_of: uuid.UUID | None = None
     label = ARCHIVE_LABELS[body.reason]
     if body.reason == "duplikat":
         original = facts.original
@@ -287,11 +393,8 @@ def _archive(step: Step, body: ArchiveIn, facts: Facts) -> None:
             raise InvalidField("duplicate_of", "a complaint cannot duplicate itself")
         duplicate_of = original.id
         label = f"duplikat dari {original.tracking_id}"
-    step.changes.update(archive_reason=body.reason, duplicate_of=duplicate_of, needs_triage=False,
-                        resume_state=None, deferred_at=None)
-    step.emit(ComplaintArchived(complaint_id=step.id, archived_at=step.at, reason=body.reason,
-                                duplicate_of=duplicate_of),
-              f"Laporan diarsipkan: {label}" + (f" — {body.note}" if body.note else ""))
+    step.archive(body.reason, duplicate_of,
+                 f"Laporan diarsipkan: {label}" + (f" — {body.note}" if body.note else ""))
 
 
 def _dispose(step: Step, body: DisposeIn, facts: Facts) -> None:
@@ -330,14 +433,18 @@ def _reopen(step: Step, body: ReopenIn, _facts: Facts) -> None:
               + (f": {body.reason}" if body.reason else ""))
 
 
-def _respond(step: Step, _body: ActionIn, facts: Facts) -> None:
+def _respond(step: Step, body: RespondIn, facts: Facts) -> None:
     no = facts.response_no
     if no is None:
         raise RuntimeError("respond needs the number of the stored response")
-    step.changes["last_responded_at"] = step.at
+    if body.final:
+        # The reply window is about the final tindak lanjut only (``reply_window_elapsed``).
+        step.changes["last_responded_at"] = step.at
     step.emit(ComplaintResponded(complaint_id=step.id, opd_code=step.current_opd_code(), hop=step.row.hop,
-                                 response_no=no, responded_at=step.at),
-              f"Tindak lanjut dari {step.opd_label()} (tanggapan ke-{no})")
+                                 response_no=no, responded_at=step.at, final=body.final),
+              (f"Tindak lanjut akhir dari {step.opd_label()} (tanggapan ke-{no})" if body.final
+               else f"Perkembangan tindak lanjut dari {step.opd_label()} (tanggapan ke-{no}); "
+                    "menunggu tindak lanjut akhir"))
 
 
 def _return(step: Step, body: ReturnIn, _facts: Facts) -> None:
@@ -369,6 +476,7 @@ _APPLY: dict[str, Callable[[Step, Any, Facts], None]] = {
     "verify": _verify, "defer": _defer, "resume": _resume, "archive": _archive,
     "dispose": _dispose, "forward": _forward, "close": _close, "reopen": _reopen,
     "respond": _respond, "return": _return, "reply": _reply, "rate": _rate,
+    "reclassify": _reclassify, "withdraw": _withdraw,
 }
 assert set(_APPLY) == set(lifecycle.ACTIONS)
 

@@ -61,22 +61,31 @@ class MarkNeedsTriage:
     conditional: ClassVar[bool] = False
 
 
+# Clocks: one row per (clock, hop, instance); any of sla's events about a clock may arrive
+# first, so each sets only its own fields. A deadline is taken from the newest event that
+# set one (``as_of``: the event's time), so a late ``sla.clock_started`` does not undo an
+# ``sla.deadline_changed`` sla emitted after it.
+
 @dataclass(frozen=True)
 class StartClock:
     conditional: ClassVar[bool] = False
     clock: str
     hop: int
+    instance: int
     opd_code: str | None
     started_at: datetime
     deadline: datetime
     working_days: int
     calendar_version: str
     policy_version: int
+    paused_working_days: int
+    beyond_calendar_coverage: bool
+    as_of: datetime
 
 
 @dataclass(frozen=True)
 class FlagClock:
-    """A clock stopped, warned or breached; each only sets its own fields (any may come first)."""
+    """A clock stopped (met, late or cancelled), warned or breached."""
 
     conditional: ClassVar[bool] = False
     clock: str
@@ -86,9 +95,51 @@ class FlagClock:
     breached: bool
     warned: bool
     deadline: datetime | None
+    instance: int = 0
+    cancelled: bool = False
 
 
-Effect = MarkRouted | SetSuggestion | AddDuplicateCandidates | MarkNeedsTriage | StartClock | FlagClock
+@dataclass(frozen=True)
+class ChangeDeadline:
+    """sla recomputed a running clock's deadline (a reclassification, a calendar change)."""
+
+    conditional: ClassVar[bool] = False
+    clock: str
+    hop: int
+    instance: int
+    opd_code: str | None
+    new_deadline: datetime
+    calendar_version: str
+    policy_version: int
+    as_of: datetime
+
+
+@dataclass(frozen=True)
+class EscalateClock:
+    """One step of a clock's escalation ladder (which follows its breach); the clock keeps
+    the highest level reached, whatever the order the steps arrive in."""
+
+    conditional: ClassVar[bool] = False
+    clock: str
+    hop: int
+    instance: int
+    opd_code: str | None
+    deadline: datetime
+    level: int
+    target_role: str
+    working_days_late: int
+
+
+Effect = (MarkRouted | SetSuggestion | AddDuplicateCandidates | MarkNeedsTriage | StartClock
+          | FlagClock | ChangeDeadline | EscalateClock)
+# How people read an escalation's target (``shared.events.EscalationTarget``).
+TARGET_LABELS = {"pejabat_penghubung": "pejabat penghubung", "kepala_opd": "kepala OPD",
+                 "admin_koordinator": "admin koordinator", "sekda": "Sekretaris Daerah",
+                 "bupati": "Kantor Bupati"}
+# Why a deadline moved (``shared.events.DeadlineChangeReason``).
+CHANGE_LABELS = {"reclassified": "klasifikasi laporan dikoreksi",
+                 "calendar_changed": "kalender hari kerja berubah",
+                 "policy_changed": "kebijakan tenggat berubah"}
 
 
 @dataclass(frozen=True)
@@ -123,27 +174,56 @@ def decide(event: CloudEvent, tz: ZoneInfo) -> EventDecision:
             f"{d['window_days']} hari terakhir")
     if name == "complaint.triage_required":
         return EventDecision(MarkNeedsTriage(), f"Menunggu triase admin koordinator: {d['reason']}")
+    instance = d.get("instance", 0)
     if name == "sla.clock_started":
+        paused = d.get("paused_working_days", 0)
+        beyond = d.get("beyond_calendar_coverage", False)
         return EventDecision(
-            StartClock(clock, d["hop"], d["opd_code"], datetime.fromisoformat(d["started_at"]),
+            StartClock(clock, d["hop"], instance, d["opd_code"], datetime.fromisoformat(d["started_at"]),
                        datetime.fromisoformat(d["deadline"]), d["working_days"],
-                       d["calendar_version"], d["policy_version"]),
-            f"Tenggat {label}: {local_time(d['deadline'], tz)} ({d['working_days']} hari kerja)")
+                       d["calendar_version"], d["policy_version"], paused, beyond, event.time),
+            f"Tenggat {label}: {local_time(d['deadline'], tz)} ({d['working_days']} hari kerja"
+            + (f", {paused} hari kerja tertunda" if paused else "")
+            + (", melewati cakupan kalender cuti bersama" if beyond else "") + ")")
     if name == "sla.clock_stopped":
+        cancelled = d.get("reason") == "cancelled"
         return EventDecision(
             FlagClock(clock, d["hop"], d.get("opd_code"), datetime.fromisoformat(d["stopped_at"]),
-                      breached=False, warned=False, deadline=None),
+                      breached=False, warned=False, deadline=None, instance=instance,
+                      cancelled=cancelled),
+            f"Tenggat {label} dibatalkan" if cancelled else
             f"Tenggat {label} berhenti ({'tepat waktu' if d['on_time'] else 'terlambat'})")
     if name == "sla.warning":
         return EventDecision(
             FlagClock(clock, d["hop"], d.get("opd_code"), None, breached=False, warned=True,
-                      deadline=None),
+                      deadline=None, instance=instance),
             f"Peringatan: tenggat {label} jatuh pada {local_time(d['deadline'], tz)}")
     if name == "sla.breached":
         return EventDecision(
             FlagClock(clock, d["hop"], d.get("opd_code"), None, breached=True, warned=False,
-                      deadline=datetime.fromisoformat(d["deadline"])),
+                      deadline=datetime.fromisoformat(d["deadline"]), instance=instance),
             f"Tenggat {label} terlampaui ({local_time(d['deadline'], tz)})")
+    if name == "sla.deadline_changed":
+        why = CHANGE_LABELS.get(d["reason"], d["reason"])
+        if d.get("note"):
+            why += f": {d['note']}"
+        if d.get("changed_by"):
+            why += f"; oleh {d['changed_by']}"
+        return EventDecision(
+            ChangeDeadline(clock, d["hop"], instance, d.get("opd_code"),
+                           datetime.fromisoformat(d["new_deadline"]), d["calendar_version"],
+                           d["policy_version"], event.time),
+            f"Tenggat {label} berubah dari {local_time(d['old_deadline'], tz)} menjadi "
+            f"{local_time(d['new_deadline'], tz)} ({why})")
+    if name == "sla.escalated":
+        target = TARGET_LABELS.get(d["target_role"], d["target_role"])
+        opd = f" ({d['opd_code']})" if d.get("opd_code") else ""
+        return EventDecision(
+            EscalateClock(clock, d["hop"], instance, d.get("opd_code"),
+                          datetime.fromisoformat(d["deadline"]), d["level"], d["target_role"],
+                          d["working_days_late"]),
+            f"Eskalasi tingkat {d['level']} ke {target}{opd}: tenggat {label} "
+            f"({local_time(d['deadline'], tz)}) terlambat {d['working_days_late']} hari kerja")
     return EventDecision(None, name)
 
 

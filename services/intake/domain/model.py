@@ -58,6 +58,17 @@ class ComplaintRow:
     closed_at: datetime | None
     closed_by: str | None
     closed_event_id: str | None
+    # Set at submission and by the admin koordinator's corrections (``reclassify``).
+    berkadar_pengawasan: bool = False
+    # Dispositions the admin koordinator withdrew (``withdraw``): they do not count toward
+    # the hop cap (``counted_hops``).
+    withdrawals: int = 0
+    archived_by: str | None = None  # "admin_koordinator" or "system" (DITUNDA expired)
+
+    @property
+    def counted_hops(self) -> int:
+        """The dispositions that count toward the hop cap."""
+        return self.hop - self.withdrawals
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,7 @@ class NewComplaint:
     status: State
     reporter: ReporterRow
     reporter_fp: str
+    berkadar_pengawasan: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ class ResponseRow:
     body: str
     attachments: list[str]
     created_at: datetime
+    final: bool = True  # False: a progress update (perkembangan tindak lanjut)
 
 
 @dataclass(frozen=True)
@@ -151,12 +164,13 @@ class ReplyRow:
     created_at: datetime
 
 
-ClockState = Literal["berjalan", "selesai", "terlambat"]
+ClockState = Literal["berjalan", "selesai", "terlambat", "dibatalkan"]
 
 
 @dataclass(frozen=True)
 class ClockRow:
-    """A deadline as sla reported it (``sla.clock_*``, ``sla.warning``, ``sla.breached``)."""
+    """A deadline as sla reported it (``sla.clock_*``, ``sla.warning``, ``sla.breached``,
+    ``sla.escalated``, ``sla.deadline_changed``). One row per (clock, hop, instance)."""
 
     clock: str
     hop: int
@@ -169,11 +183,20 @@ class ClockRow:
     stopped_at: datetime | None
     breached: bool
     warned: bool
+    instance: int = 0
+    paused_working_days: int = 0  # sla's count of working days it stood still (DITUNDA)
+    beyond_calendar_coverage: bool = False  # sla: the deadline lies past the known cuti bersama
+    cancelled: bool = False  # stopped as cancelled (a withdrawal): neither met nor breached
+    escalation_level: int = 0  # the highest ``sla.escalated`` level seen (0: none)
+    escalated_to: str | None = None  # that level's target role
+    working_days_late: int | None = None  # sla's count at that escalation
 
     @property
     def state(self) -> ClockState:
         if self.breached:
             return "terlambat"
+        if self.cancelled:
+            return "dibatalkan"
         return "selesai" if self.stopped_at is not None else "berjalan"
 
 
