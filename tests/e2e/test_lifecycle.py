@@ -160,7 +160,7 @@ async def test_hop_cap_leaves_it_to_the_admin_koordinator(api, settings):
     assert r.status_code == 409
     err = r.json()
     assert err["type"] == "urn:sp4n:problem:hop_cap_reached" and err["current_state"] == "DIKEMBALIKAN"
-    assert err["allowed_actions"] == ["archive", "forward"]
+    assert err["allowed_actions"] == ["archive", "forward", "reclassify"]
     assert "admin koordinator" in err["detail"]
 
 
@@ -194,7 +194,7 @@ async def test_forbidden_transitions_and_out_of_scope_keys_over_http(api, settin
         "type": "urn:sp4n:problem:invalid_transition", "status": 409, "detail": "",
         "title": "Aksi tidak dapat dilakukan pada status laporan saat ini", "current_state": "DITERIMA",
         "instance": f"/v1/complaints/{cid}/close",
-        "allowed_actions": ["verify", "defer", "archive", "dispose", "forward"]}
+        "allowed_actions": ["verify", "defer", "archive", "dispose", "forward", "reclassify"]}
     assert (await api["portal"].post(f"/v1/complaints/{cid}/verify", json={})).status_code == 403
     assert (await api["dinkes"].post(f"/v1/complaints/{cid}/respond",
                                      json={"body": "x"})).status_code == 403

@@ -75,6 +75,8 @@ BODIES = {
     "respond": {"body": "Puskesmas sudah ditegur dan jadwal diperbaiki."},
     "return": {"reason": "Bukan kewenangan dinas ini"}, "reply": {"body": "Masih tutup pagi ini."},
     "rate": {"rating": 4},
+    "reclassify": {"berkadar_pengawasan": True, "reason": "Perlu pemeriksaan lapangan"},
+    "withdraw": {"reason": "Salah disposisi"},
 }
 ROLE_KEY = {"admin_koordinator": "admin", "opd": "dinkes", "portal": "portal"}
 
@@ -122,9 +124,10 @@ async def test_every_action_emits_its_event_with_the_right_data(intake, keys, db
 
     r = await act(client, keys, "admin", tid, "verify", title="Puskesmas Nanga Taman tutup pagi")
     assert r["status"] == "TERVERIFIKASI" and r["previous_status"] == "DITERIMA"
-    assert r["allowed_actions"] == ["defer", "archive", "dispose", "forward"]
+    assert r["allowed_actions"] == ["defer", "archive", "dispose", "forward", "reclassify"]
     r = await act(client, keys, "admin", cid, "defer")
-    assert r["status"] == "DITUNDA" and r["allowed_actions"] == ["verify", "resume", "archive"]
+    assert r["status"] == "DITUNDA" and r["allowed_actions"] == ["verify", "resume", "archive",
+                                                                  "reclassify"]
     r = await act(client, keys, "admin", cid, "resume")
     assert r["status"] == "TERVERIFIKASI"  # back where the deferral interrupted it
     r = await act(client, keys, "admin", cid, "dispose")
@@ -178,7 +181,7 @@ async def test_every_action_emits_its_event_with_the_right_data(intake, keys, db
                                                         "Jadwal kini dipasang di pintu."]
     assert status["responses"][0]["attachments"] == ["https://files.example.id/bukti.jpg"]
     assert status["replies"][0]["body"] == "Masih tutup pagi ini."
-    assert status["allowed_actions"] == []  # with the OPD now
+    assert status["allowed_actions"] == ["reclassify", "withdraw"]  # with the OPD now
     summaries = [t["summary"] for t in status["timeline"]]
     assert any("dibuka kembali" in s for s in summaries)
     assert any("diselesaikan oleh admin koordinator" in s for s in summaries)
@@ -222,10 +225,10 @@ async def test_return_redispose_up_to_the_hop_cap_then_409(intake, keys, db, set
     assert r.status_code == 409
     err = r.json()
     assert err["type"] == "urn:sp4n:problem:hop_cap_reached" and err["current_state"] == "DIKEMBALIKAN"
-    assert err["allowed_actions"] == ["archive", "forward"]
+    assert err["allowed_actions"] == ["archive", "forward", "reclassify"]
     assert "hanya dapat ditangani oleh admin koordinator" in err["detail"]
     status = (await client.get(f"/v1/complaints/{cid}", headers=keys["admin"])).json()
-    assert status["allowed_actions"] == ["archive", "forward"] and status["hop"] == 3
+    assert status["allowed_actions"] == ["archive", "forward", "reclassify"] and status["hop"] == 3
     assert status["return_reason"] == "Bukan wewenang kami"
     r = await act(client, keys, "admin", cid, "forward", instansi="Balai Wilayah Sungai Kalimantan I")
     assert r["status"] == "DILIMPAHKAN"
