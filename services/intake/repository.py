@@ -293,7 +293,8 @@ def _db(value: Any) -> Any:
 # run of that clock (sla before instances: the reply window after a second response): the
 # old run's outcome does not carry over. The same start time (a resumed clock's moved
 # deadline) keeps it. The deadline and its versions come from the newest event that set
-# them (``deadline_as_of``), so a late start does not undo a recomputation.
+# them (``deadline_as_of``), so a late start does not undo a recomputation; the paused days
+# and the calendar coverage, which only starts carry, from the first start or a newer one.
 _NEW_RUN = "clocks.started_at <> EXCLUDED.started_at"  # NULL (not yet started): not a new run
 _NEWER = "(clocks.deadline_as_of IS NULL OR EXCLUDED.deadline_as_of >= clocks.deadline_as_of)"
 
@@ -309,7 +310,8 @@ _CLOCK_STARTED_CONFLICT = f"""
     ON CONFLICT {_CLOCK_KEY} DO UPDATE SET
         opd_code = EXCLUDED.opd_code, started_at = EXCLUDED.started_at,
         working_days = EXCLUDED.working_days,
-        {_if(f"({_NEWER} OR {_NEW_RUN})", *_DEADLINE, "paused_working_days",
+        {_if(f"({_NEWER} OR {_NEW_RUN})", *_DEADLINE)},
+        {_if(f"({_NEWER} OR {_NEW_RUN} OR clocks.started_at IS NULL)", "paused_working_days",
              "beyond_calendar_coverage")},
         deadline_as_of = CASE WHEN {_NEW_RUN} THEN EXCLUDED.deadline_as_of
                               ELSE GREATEST(clocks.deadline_as_of, EXCLUDED.deadline_as_of) END,

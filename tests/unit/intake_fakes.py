@@ -173,7 +173,9 @@ class FakeIntakeRepository:
             new = replace(old, opd_code=e.opd_code, started_at=e.started_at, working_days=e.working_days)
             if fresher:
                 new = replace(new, deadline=e.deadline, calendar_version=e.calendar_version,
-                              policy_version=e.policy_version, paused_working_days=e.paused_working_days,
+                              policy_version=e.policy_version)
+            if fresher or old.started_at is None:
+                new = replace(new, paused_working_days=e.paused_working_days,
                               beyond_calendar_coverage=e.beyond_calendar_coverage)
             if new_run:
                 new = replace(new, stopped_at=None, breached=False, warned=False, cancelled=False,
