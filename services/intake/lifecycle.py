@@ -93,8 +93,8 @@ TRANSITIONS: dict[tuple[str, str], dict[State, str]] = {
     ("reclassify", "admin_koordinator"): {s: STAY for s in (
         S.DITERIMA, S.TERVERIFIKASI, S.DITUNDA, S.TERDISPOSISI, S.DIKEMBALIKAN,
         S.DITINDAKLANJUTI, S.DITANGGAPI_PELAPOR)},
-    # Pull a mis-disposed complaint back from the OPD before it answered: it waits for the
-    # next disposition again (see TERVERIFIKASI above).
+    # Pull a mis-disposed complaint back from the OPD before its final tindak lanjut (progress
+    # updates keep it TERDISPOSISI): it waits for the next disposition (see TERVERIFIKASI).
     ("withdraw", "admin_koordinator"): {S.TERDISPOSISI: S.TERVERIFIKASI},
 }
 
