@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from services.intake.reports.domain import COMPLETED_STATE, HELD_STATES
 from services.intake.reports.model import ComplaintFacts
 from shared.uow import PgTx
 
@@ -60,6 +61,9 @@ LEFT JOIN LATERAL (
 """
 
 
+OPEN_HELD_STATES = HELD_STATES - {COMPLETED_STATE}
+
+
 class ReportRepository:
     def __init__(self, tx: PgTx[ReportRepository]) -> None:
         self.conn: asyncpg.Connection = tx.conn
@@ -81,3 +85,16 @@ class ReportRepository:
                          AND d.occurred_at >= $1 AND d.occurred_at < $2))){opd_clause}""",
             *args)
         return [ComplaintFacts(**dict(r)) for r in rows]
+
+    async def open_by_opd(self, now: datetime) -> dict[str, tuple[int, int]]:
+        """Per OPD code: complaints it holds now and not completed, and those of them past
+        the completion deadline (or breached)."""
+        rows = await self.conn.fetch(
+            """SELECT c.opd_code, count(*)::int AS open,
+                      count(*) FILTER (WHERE cc.breached OR cc.deadline < $1)::int AS overdue
+               FROM complaints c
+               LEFT JOIN clocks cc ON cc.complaint_id = c.id AND cc.clock = 'completion' AND cc.hop = 0
+               WHERE c.status = ANY($2::text[]) AND c.opd_code IS NOT NULL
+               GROUP BY c.opd_code""",
+            now, sorted(OPEN_HELD_STATES))
+        return {r["opd_code"]: (r["open"], r["overdue"]) for r in rows}
