@@ -59,17 +59,20 @@ def response_on_time(f: ComplaintFacts) -> bool:
 
 
 def completed_on_time(f: ComplaintFacts) -> bool:
-    """Completed and the completion clock in force neither breached nor passed at the final
-    tindak lanjut (or the closing, without one). Imported history has no clock: on time."""
-    if not completed(f) or f.completion_breached:
+    """Completed, and its final tindak lanjut (the closing, without one) within the
+    completion clock in force (a reopen starts a new one). Judged on the dates, not on
+    sla's breach flag: a backdated import breaches at once and may still have been met.
+    Imported history without a clock counts on time (LAPOR! exports carry no deadline)."""
+    if not completed(f):
         return False
     end = f.final_response_at or f.closed_at
     return f.completion_deadline is None or end is None or end <= f.completion_deadline
 
 
 def overdue(f: ComplaintFacts, now: datetime) -> bool:
+    """Held, not completed, and the completion deadline in force has passed."""
     return (held(f) and not completed(f) and f.completion_deadline is not None
-            and (f.completion_breached or f.completion_deadline < now))
+            and f.completion_deadline < now)
 
 
 def group_key(f: ComplaintFacts, group_by: str) -> tuple[str, str]:

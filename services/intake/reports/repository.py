@@ -88,10 +88,10 @@ class ReportRepository:
 
     async def open_by_opd(self, now: datetime) -> dict[str, tuple[int, int]]:
         """Per OPD code: complaints it holds now and not completed, and those of them past
-        the completion deadline (or breached)."""
+        the completion deadline (as ``domain.overdue``)."""
         rows = await self.conn.fetch(
             """SELECT c.opd_code, count(*)::int AS open,
-                      count(*) FILTER (WHERE cc.breached OR cc.deadline < $1)::int AS overdue
+                      count(*) FILTER (WHERE cc.deadline < $1)::int AS overdue
                FROM complaints c
                LEFT JOIN clocks cc ON cc.complaint_id = c.id AND cc.clock = 'completion' AND cc.hop = 0
                WHERE c.status = ANY($2::text[]) AND c.opd_code IS NOT NULL
