@@ -23,6 +23,10 @@ class IntakeSettings(BaseModel):
     kinerja_target_on_time_rate: float = 90.0
     kinerja_metrics_refresh_s: float = 60.0
     kinerja_window_days: int = 30
+    # The /kinerja page's session cookie: the secret that signs it (empty: a random one per
+    # process — sessions end at restart and do not cross replicas) and how long it lasts.
+    web_session_secret: str = ""
+    web_session_ttl_s: float = 8 * 3600.0
 
 
 class RoutingSettings(BaseModel):

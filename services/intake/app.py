@@ -17,6 +17,7 @@ from services.intake.open311 import install_open311
 from services.intake.reports import install_reports
 from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
+from services.intake.web import install_web
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 from shared.uow import PgUnitOfWork
@@ -42,5 +43,6 @@ def build_app(settings: Settings) -> FastAPI:
     install_open311(runtime, cfg, metrics)
     install_consumers(runtime, ctx)
     install_reports(runtime, settings)
+    install_web(runtime, settings)
     runtime.app.state.runtime = runtime
     return runtime.app
