@@ -51,7 +51,12 @@ LEFT JOIN LATERAL (
       AND COALESCE((t.data->>'instance')::int, 0) = 0
     ORDER BY t.id DESC LIMIT 1
 ) oc ON true
-LEFT JOIN clocks cc ON cc.complaint_id = c.id AND cc.clock = 'completion' AND cc.hop = 0
+LEFT JOIN LATERAL (
+    -- The completion clock in force: the latest started (a reopen starts another instance).
+    SELECT k.deadline, k.breached FROM clocks k
+    WHERE k.complaint_id = c.id AND k.clock = 'completion'
+    ORDER BY k.started_at DESC NULLS LAST LIMIT 1
+) cc ON true
 LEFT JOIN LATERAL (
     SELECT min(t.occurred_at) FILTER (WHERE t.event_type = 'complaint.closed') AS first_closed_at,
            count(*) FILTER (WHERE t.event_type = 'complaint.reopened') AS reopen_count
@@ -93,7 +98,10 @@ class ReportRepository:
             """SELECT c.opd_code, count(*)::int AS open,
                       count(*) FILTER (WHERE cc.deadline < $1)::int AS overdue
                FROM complaints c
-               LEFT JOIN clocks cc ON cc.complaint_id = c.id AND cc.clock = 'completion' AND cc.hop = 0
+               LEFT JOIN LATERAL (
+                   SELECT k.deadline FROM clocks k
+                   WHERE k.complaint_id = c.id AND k.clock = 'completion'
+                   ORDER BY k.started_at DESC NULLS LAST LIMIT 1) cc ON true
                WHERE c.status = ANY($2::text[]) AND c.opd_code IS NOT NULL
                GROUP BY c.opd_code""",
             now, sorted(OPEN_HELD_STATES))
