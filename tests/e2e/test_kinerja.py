@@ -25,6 +25,7 @@ from openpyxl import load_workbook
 
 from services.intake.apikeys import create_api_key
 from services.sla.calendar import WorkingCalendar
+from tests.e2e import kinerja_page
 from tests.e2e import system as sp4n
 
 pytestmark = pytest.mark.e2e
@@ -279,6 +280,9 @@ async def test_the_meetings_figure_in_api_xlsx_cli_and_metrics(settings, running
     assert f"{100 * metric(text, 'sp4n_kinerja_completion_ratio', DINKES):.1f}" == "93.8"
     assert metric(text, "sp4n_kinerja_open_overdue", DPUPR) == 7
     assert metric(text, "sp4n_kinerja_open_overdue", DINKES) == 5
+
+    # The page (/kinerja) in a real browser: the same rates as the API, to one decimal.
+    await kinerja_page.assert_page_shows(running.url("intake"), keys["admin"], report, "kinerja-rapat")
     await api.c.aclose()
 
 

@@ -84,8 +84,8 @@ def test_ratings():
 
 def row(tid: str, status: str, instansi: str | None, *, kategori: str = "Kesehatan",
         dates: tuple = (None, None, None, None), rating=None, alasan=None, nama=None,
-        tipe: str = "Biasa") -> list:
-    return [tid, datetime(2026, 3, 2, 8, 0), None, "Pengaduan", kategori, "Obat puskesmas habis",
+        tipe: str = "Biasa", received: datetime = datetime(2026, 3, 2, 8, 0)) -> list:
+    return [tid, received, None, "Pengaduan", kategori, "Obat puskesmas habis",
             "Obat di puskesmas sering habis sehingga warga membeli sendiri.", tipe, "Website",
             instansi, status, "Nanga Taman", "Nanga Taman", *dates, rating, alasan, "K-17", nama]
 

@@ -17,7 +17,7 @@ LABEL_W, BAR_W, BAR_H, GAP = 260, 440, 9, 10
 def rates_svg(rows: list[ReportRow], target: float) -> str:
     """An SVG document fragment (trusted markup: every text is escaped here)."""
     group_h = BAR_H * len(SERIES) + GAP
-    top = 34
+    top = 46
     height = top + max(1, len(rows)) * group_h + 26
     width = LABEL_W + BAR_W + 60
     x0 = LABEL_W

@@ -28,7 +28,7 @@ from services.intake.domain.complaint import Actor, OutOfScope
 from services.intake.reports.api import MAX_DAYS
 from services.intake.reports.context import ReportsContext
 from services.intake.reports.export import percent_text
-from services.intake.reports.model import ReportQuery
+from services.intake.reports.model import NO_GROUP, ReportQuery
 from services.intake.reports.usecases import kinerja_report
 from services.intake.web import view
 from services.intake.web.chart import rates_svg
@@ -168,7 +168,7 @@ async def page(
         "opds": opds, "opd_scoped": session.role == "opd",
         "role_label": ("OPD " + names.get(session.opd_code or "", session.opd_code or "")
                        if session.role == "opd" else "Admin koordinator"),
-        "chart": Markup(rates_svg(rows, report.target_on_time_rate)),  # escaped in rates_svg
+        "chart": Markup(rates_svg([r for r in rows if r.key != NO_GROUP], report.target_on_time_rate)),  # escaped in rates_svg
         "overdue": report.overdue, "tz": web.tz,
         "csrf": web.signer.form_token("sign_out", time.time(), request.cookies.get(COOKIE)),
         "generated": report.generated_at.astimezone(web.tz),

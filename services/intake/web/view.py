@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from services.intake.reports.export import percent_text
-from services.intake.reports.model import ReportRow
+from services.intake.reports.model import NO_GROUP, ReportRow
 
 # (sort key, column title, the row attribute, percent?)
 COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
@@ -28,7 +28,13 @@ MONTHS = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agust
           "Oktober", "November", "Desember")
 
 
+# The group no OPD holds, as people read it.
+NO_GROUP_LABEL = "Di luar OPD (belum didisposisikan, diarsipkan, dilimpahkan, dikembalikan)"
+
+
 def cell(row: ReportRow, attr: str, percent: bool) -> str:
+    if attr == "label" and row.key == NO_GROUP:
+        return NO_GROUP_LABEL
     value = getattr(row, attr)
     return percent_text(value) if percent else str(value)
 
