@@ -24,7 +24,7 @@ from services.intake.domain.complaint import (
 )
 from services.intake.domain.effects import MarkRouted, decide, routed_ignored
 from services.intake.domain.model import NewComplaint, ReporterRow
-from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed, replay_history
+from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed, advance_history, replay_history
 from services.intake.idempotency import conflicting_fields
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
 from services.intake.repository import IntakeRepository
@@ -131,6 +131,11 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
         if existing is not None:
             diffs = conflicting_fields(existing.submission, existing.reporter_fp,
                                        canonical, reporter_fp)
+            if diffs and sub.history is not None and all(d.startswith("history") for d in diffs):
+                # A later export of the same row: the steps taken since are replayed.
+                async with uow() as tx:
+                    status = await advance_history(tx, existing.id, sub.history, cfg.catalog, cfg.hop_cap)
+                return Accepted(existing.id, existing.tracking_id, status.value, created=False)
             if diffs:
                 raise SubmissionConflict(existing.id, existing.tracking_id, diffs)
             return Accepted(existing.id, existing.tracking_id, existing.status.value, created=False)

@@ -135,3 +135,44 @@ async def test_history_only_from_a_lapor_key_and_to_a_known_opd(
         r = await http.post("/v1/complaints", json={**body, "source": "lapor"})
         assert r.status_code == 202, r.text
         assert r.json()["status"] == "TERDISPOSISI"
+
+
+async def test_a_later_export_takes_the_steps_since(
+        intake: tuple[FastAPI, httpx.AsyncClient], keys: dict[str, str], settings: Settings,
+        tmp_path: Path) -> None:
+    """November's export: open (disposed); December's: closed. The second import closes it
+    (no 409); importing either again changes nothing."""
+    app, _ = intake
+    tid = f"ADV{uuid.uuid4().hex[:8]}"
+    d = (datetime(2026, 3, 3, 9), datetime(2026, 3, 4, 10), datetime(2026, 3, 9, 11),
+         datetime(2026, 3, 12, 12))
+    november = build_export(tmp_path / "nov.xlsx",
+                            [row(tid, "Terdisposisi", "dinkes", dates=d[:2] + (None, None))], FULL)
+    december = build_export(tmp_path / "des.xlsx", [row(tid, "Ditutup oleh Admin", "dinkes", dates=d,
+                                                        rating="5")], FULL)
+
+    async def status() -> tuple[str, int | None, int]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            r = await conn.fetchrow(
+                "SELECT status, rating,"
+                " (SELECT count(*) FROM intake.timeline t WHERE t.complaint_id = c.id) AS n"
+                " FROM intake.complaints c WHERE source = 'lapor' AND external_id = $1", tid)
+        finally:
+            await conn.close()
+        return r["status"], r["rating"], r["n"]
+
+    async with client(app, keys["lapor"]) as http:
+        async def run(path: Path) -> None:
+            report = await import_lapor(path, url="http://intake", api_key=None, tz=settings.tz,
+                                        client=http, progress=False)
+            assert report.rejected == [] and report.failed == [], report.render()
+
+        await run(november)
+        assert (await status())[:2] == ("TERDISPOSISI", None)
+        await run(december)
+        closed = await status()
+        assert closed[:2] == ("SELESAI", 5)
+        await run(december)
+        await run(november)
+        assert await status() == closed  # nothing taken twice, nothing undone
