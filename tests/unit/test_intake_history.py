@@ -70,3 +70,19 @@ def test_history_dates_not_before_receipt_and_lapor_names_suffice():
     assert not named.anonymous
     with pytest.raises(ValidationError, match="needs a name and a phone"):  # other portals: contact needed
         ComplaintIn.model_validate({**base, "source": "portal-x", "reporter": {"name": "Budi"}})
+
+
+async def test_history_is_refused_unless_the_caller_is_an_importer():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from services.intake.history import HistoryNotAllowed
+    from services.intake.usecases import IntakeConfig, submit_complaint
+
+    sub = ComplaintIn.model_validate({
+        "source": "lapor", "external_id": "L-2", "received_at": T.format(2), "anonymous": True,
+        "classification": "pengaduan", "category": "kesehatan", "title": "Obat habis",
+        "description": "Obat di puskesmas sering habis.", "history": {"state": "DITERIMA"}})
+    cfg = IntakeConfig(region_code="SKD", tz=ZoneInfo("Asia/Pontianak"), reporter_ref_key="k", hop_cap=3)
+    with pytest.raises(HistoryNotAllowed, match="source 'lapor'"):  # e.g. over the broker
+        await submit_complaint(None, sub, cfg, datetime.now(UTC))  # type: ignore[arg-type]  # never reached
