@@ -83,11 +83,12 @@ class ReportRepository:
             opd_clause = " AND c.opd_code = $3"
         rows = await self.conn.fetch(
             f"""{_FACTS}
-                WHERE ((c.received_at >= $1 AND c.received_at < $2)
-                   OR (c.received_at < $2 AND EXISTS (
-                       SELECT 1 FROM timeline d WHERE d.complaint_id = c.id
-                         AND d.event_type = 'complaint.routed'
-                         AND d.occurred_at >= $1 AND d.occurred_at < $2))){opd_clause}""",
+                WHERE c.id IN (
+                    SELECT id FROM complaints WHERE received_at >= $1 AND received_at < $2
+                    UNION
+                    SELECT complaint_id FROM timeline
+                    WHERE event_type = 'complaint.routed' AND occurred_at >= $1 AND occurred_at < $2
+                ){opd_clause}""",
             *args)
         return [ComplaintFacts(**dict(r)) for r in rows]
 
