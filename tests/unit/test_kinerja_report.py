@@ -269,3 +269,25 @@ async def test_gauges_from_the_report():
     assert 'sp4n_kinerja_open_overdue{opd="dinkes"} 1.0' in text
     assert 'sp4n_kinerja_target_on_time_ratio 0.9' in text
     assert 'sp4n_kinerja_working_days{opd="dinkes",quantile="0.5",stage="disposition"} 0.0' in text
+
+
+def test_dashboards_and_alerts_name_only_gauges_that_exist():
+    import json
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "deploy"
+    registry = CollectorRegistry()
+    KinerjaMetrics(registry, 30)
+    known = {m.name for m in registry.collect()}
+    texts = [(root / "prometheus" / "alerts.yml").read_text()]
+    for name in ("sp4n.json", "sp4n-kinerja-opd.json"):
+        dash = json.loads((root / "grafana" / "dashboards" / name).read_text())
+        assert any(v["name"] == "opd" for v in dash["templating"]["list"])
+        texts.append(json.dumps(dash))
+    used = {n for t in texts for n in re.findall(r"sp4n_kinerja_[a-z_0-9]+", t)}
+    assert used and used <= known, used - known
+    rules = {r["alert"] for g in yaml.safe_load(texts[0])["groups"] for r in g["rules"]}
+    assert {"SP4NBreachSpike", "SP4NOpdBelowOnTimeTarget", "SP4NOverdueComplaintsGrowing"} <= rules
