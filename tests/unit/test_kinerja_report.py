@@ -217,6 +217,7 @@ async def test_route_formats_and_refusals():
         assert r.status_code == 422
         r = await c.get("/v1/reports/kinerja?month=2026-11", headers={"x-api-key": "portal"})
         assert r.status_code == 403 and r.json()["type"] == "urn:sp4n:problem:forbidden"
+        assert "field" not in r.json()
         r = await c.get("/v1/reports/kinerja?month=2026-11&opd=dpupr", headers={"x-api-key": "dinkes"})
         assert r.status_code == 403 and r.json()["field"] == "opd"
         r = await c.get("/v1/reports/kinerja?month=2026-11", headers={"x-api-key": "dinkes"})
