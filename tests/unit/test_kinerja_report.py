@@ -292,3 +292,13 @@ def test_dashboards_and_alerts_name_only_gauges_that_exist():
     assert used and used <= known, used - known
     rules = {r["alert"] for g in yaml.safe_load(texts[0])["groups"] for r in g["rules"]}
     assert {"SP4NBreachSpike", "SP4NOpdBelowOnTimeTarget", "SP4NOverdueComplaintsGrowing"} <= rules
+
+
+def test_without_a_mirrored_opd_clock_the_default_five_working_days_apply():
+    # Disposed Monday 2 Nov: the 5th working day after is Monday 9 Nov.
+    ok = facts(response_deadline=None, first_response_at=datetime(2026, 11, 9, 23, tzinfo=TZ))
+    late = facts(response_deadline=None, first_response_at=datetime(2026, 11, 10, 8, tzinfo=TZ))
+    _, t, _ = build_rows([ok, late], NOV, CAL, NOW)
+    assert t.response_on_time == 1
+    assert CAL.deadline_after(R, 5).date() == date(2026, 11, 9)
+    assert CAL.deadline_after(datetime(2026, 12, 23, 9, tzinfo=TZ), 1).date() > date(2026, 12, 24)

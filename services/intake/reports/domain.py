@@ -29,6 +29,9 @@ from services.intake.reports.model import (
 )
 from services.intake.reports.workdays import WorkCalendar
 
+# Without a mirrored OPD clock (imported LAPOR! history: no clock ran), the first tindak
+# lanjut is judged against the policy's default: the 5th working day after the disposition.
+FALLBACK_OPD_RESPONSE_DAYS = 5
 HELD_STATES = frozenset({"TERDISPOSISI", "DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI"})
 COMPLETED_STATE = "SELESAI"
 
@@ -53,9 +56,17 @@ def completed(f: ComplaintFacts) -> bool:
     return f.status == COMPLETED_STATE
 
 
-def response_on_time(f: ComplaintFacts) -> bool:
-    return (f.first_response_at is not None and f.response_deadline is not None
-            and f.first_response_at <= f.response_deadline)
+def response_deadline(f: ComplaintFacts, cal: WorkCalendar) -> datetime | None:
+    if f.response_deadline is not None:
+        return f.response_deadline
+    if f.disposed_at is None:
+        return None
+    return cal.deadline_after(f.disposed_at, FALLBACK_OPD_RESPONSE_DAYS)
+
+
+def response_on_time(f: ComplaintFacts, cal: WorkCalendar) -> bool:
+    deadline = response_deadline(f, cal)
+    return f.first_response_at is not None and deadline is not None and f.first_response_at <= deadline
 
 
 def completed_on_time(f: ComplaintFacts) -> bool:
@@ -141,7 +152,7 @@ def contribution(f: ComplaintFacts, q: ReportQuery, cal: WorkCalendar, now: date
     names.append("disposed")
     if f.first_response_at is not None:
         names.append("followed_up")
-    if response_on_time(f):
+    if response_on_time(f, cal):
         names.append("response_on_time")
     if completed(f):
         names.append("completed")

@@ -43,10 +43,11 @@ LEFT JOIN LATERAL (
 ) resp ON true
 LEFT JOIN LATERAL (
     -- The OPD clock of the holding hop, first instance (a reply or a reopen starts another);
-    -- its last start event carries the deadline in force (a resume moves it).
-    SELECT (t.data->>'deadline')::timestamptz AS deadline
+    -- its last start or deadline change carries the deadline in force (a resume, a
+    -- reclassification or a calendar change moves it).
+    SELECT COALESCE(t.data->>'new_deadline', t.data->>'deadline')::timestamptz AS deadline
     FROM timeline t
-    WHERE t.complaint_id = c.id AND t.event_type = 'sla.clock_started'
+    WHERE t.complaint_id = c.id AND t.event_type IN ('sla.clock_started', 'sla.deadline_changed')
       AND t.data->>'clock' = 'opd_response' AND (t.data->>'hop')::int = c.hop
       AND COALESCE((t.data->>'instance')::int, 0) = 0
     ORDER BY t.id DESC LIMIT 1
