@@ -302,3 +302,11 @@ def test_without_a_mirrored_opd_clock_the_default_five_working_days_apply():
     assert t.response_on_time == 1
     assert CAL.deadline_after(R, 5).date() == date(2026, 11, 9)
     assert CAL.deadline_after(datetime(2026, 12, 23, 9, tzinfo=TZ), 1).date() > date(2026, 12, 24)
+
+
+def test_sp4n_report_needs_a_period():
+    from services.cli import main
+
+    assert main(["report"]) == 2
+    assert main(["report", "--month", "2026-13"]) == 2
+    assert main(["report", "--from", "2026-11-01"]) == 2
