@@ -69,6 +69,7 @@ def render_chart(report: KinerjaReport, path: Path) -> None:
     ax.axhline(report.target_on_time_rate, color="red", linestyle="--",
                label=f"target {report.target_on_time_rate:.0f}%")
     ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_xlim(-0.8, max(len(rows), 3) - 0.2)  # a lone OPD keeps bars of a readable width
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")
     q = report.query

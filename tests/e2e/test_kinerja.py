@@ -4,7 +4,7 @@ through the real HTTP API with all four services running (backdated ``received_a
 XLSX rekap and in intake's Prometheus gauges — 125 disposed, 111 completed: tingkat
 penyelesaian 88.8%.
 
-The month is the one two months back (every late date then lies in the past). The OPD codes
+The month is the one three months back (every late date then lies in the past). The OPD codes
 are this test's own, so other e2e modules sharing the database do not touch its numbers."""
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ UNROUTED = "kategori_uji_kinerja"  # no routing rule: only the admin disposes
 
 
 def report_month(today: date) -> date:
+    """Three months back: every late date lies in the past, and no other e2e test's backdated
+    complaint (40 days at most) falls in it."""
     first = today.replace(day=1)
-    return (first - timedelta(days=35)).replace(day=1)
+    return (first - timedelta(days=65)).replace(day=1)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ EXPECTED_OPD = {DINKES: {"disposed": 80, "completed": 75, "completion_rate": "93
 @pytest.fixture(scope="module")
 def running(settings, tmp_path_factory):
     intake = {**settings.intake.model_dump(), "kinerja_metrics_refresh_s": 0.5,
-              "kinerja_window_days": 120}
+              "kinerja_window_days": 150}
     system = sp4n.start(settings, ["intake", "routing", "sla", "notify"],
                         tmp_path_factory.mktemp("kinerja"), intake=intake)
     yield system
@@ -303,7 +305,11 @@ def xlsx_total(content: bytes, column: str) -> object:
     return xlsx_row(content, "JUMLAH", column)
 
 
-def test_report_month_lies_two_months_back() -> None:
-    assert report_month(date(2026, 12, 1)) == date(2026, 10, 1)
-    assert report_month(date(2027, 1, 31)) == date(2026, 11, 1)
-    assert datetime.now(UTC).date() > report_month(datetime.now(UTC).date()) + timedelta(days=40)
+def test_report_month_lies_three_months_back() -> None:
+    assert report_month(date(2026, 12, 1)) == date(2026, 9, 1)
+    assert report_month(date(2026, 12, 31)) == date(2026, 9, 1)
+    assert report_month(date(2027, 1, 31)) == date(2026, 10, 1)
+    today = datetime.now(UTC).date()
+    # the month's last late date (~17 HK after its 9th day) lies 40+ days back; the window covers it
+    assert report_month(today) + timedelta(days=45) < today - timedelta(days=40)
+    assert today - timedelta(days=150) < report_month(today)

@@ -5,7 +5,7 @@ given, else the ``Accept`` header (``text/csv``, the XLSX media type), else JSON
 No ``from __future__ import annotations``: FastAPI reads the annotations at definition time."""
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -90,7 +90,8 @@ async def kinerja(
             ctx.uow, q, actor_of(api), calendar=ctx.calendar, now=datetime.now(UTC),
             target_on_time_rate=ctx.cfg.target_on_time_rate)
     except OutOfScope as exc:
-        raise ApiError(403, "forbidden", str(exc), field=exc.field) from exc
+        extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
+        raise ApiError(403, "forbidden", str(exc), **extra) from exc
     chosen = negotiate(format, request.headers.get("accept", ""))
     name = f"kinerja-{start:%Y%m%d}-{end:%Y%m%d}"
     if chosen == "csv":

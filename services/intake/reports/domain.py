@@ -29,6 +29,9 @@ from services.intake.reports.model import (
 )
 from services.intake.reports.workdays import WorkCalendar
 
+# Without a mirrored OPD clock (imported LAPOR! history: no clock ran), the first tindak
+# lanjut is judged against the policy's default: the 5th working day after the disposition.
+FALLBACK_OPD_RESPONSE_DAYS = 5
 HELD_STATES = frozenset({"TERDISPOSISI", "DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI"})
 COMPLETED_STATE = "SELESAI"
 
@@ -53,9 +56,17 @@ def completed(f: ComplaintFacts) -> bool:
     return f.status == COMPLETED_STATE
 
 
-def response_on_time(f: ComplaintFacts) -> bool:
-    return (f.first_response_at is not None and f.response_deadline is not None
-            and f.first_response_at <= f.response_deadline)
+def response_deadline(f: ComplaintFacts, cal: WorkCalendar) -> datetime | None:
+    if f.response_deadline is not None:
+        return f.response_deadline
+    if f.disposed_at is None:
+        return None
+    return cal.deadline_after(f.disposed_at, FALLBACK_OPD_RESPONSE_DAYS)
+
+
+def response_on_time(f: ComplaintFacts, cal: WorkCalendar) -> bool:
+    deadline = response_deadline(f, cal)
+    return f.first_response_at is not None and deadline is not None and f.first_response_at <= deadline
 
 
 def completed_on_time(f: ComplaintFacts) -> bool:
@@ -107,38 +118,60 @@ class _Acc:
         self.counts[name] = self.counts.get(name, 0) + 1
 
 
-def _accumulate(acc: _Acc, f: ComplaintFacts, q: ReportQuery, cal: WorkCalendar, now: datetime) -> None:
+@dataclass(frozen=True)
+class _Contribution:
+    """What one complaint adds to its group's row and to the totals (computed once)."""
+
+    counts: tuple[str, ...]
+    to_disposition: int | None = None
+    to_first_response: int | None = None
+    to_final_response: int | None = None
+
+    def add_to(self, acc: _Acc) -> None:
+        for name in self.counts:
+            acc.add(name)
+        if self.to_disposition is not None:
+            acc.to_disposition.append(self.to_disposition)
+        if self.to_first_response is not None:
+            acc.to_first_response.append(self.to_first_response)
+        if self.to_final_response is not None:
+            acc.to_final_response.append(self.to_final_response)
+
+
+_END_STATES = {"DIARSIPKAN": "archived", "DILIMPAHKAN": "forwarded", "DIKEMBALIKAN": "returned_waiting"}
+
+
+def contribution(f: ComplaintFacts, q: ReportQuery, cal: WorkCalendar, now: datetime) -> _Contribution:
+    names: list[str] = []
     if received_in(f, q, cal):
-        acc.add("received")
-        if f.status == "DIARSIPKAN":
-            acc.add("archived")
-        elif f.status == "DILIMPAHKAN":
-            acc.add("forwarded")
-        elif f.status == "DIKEMBALIKAN":
-            acc.add("returned_waiting")
+        names.append("received")
+        if f.status in _END_STATES:
+            names.append(_END_STATES[f.status])
     if not counted_in(f, q, cal):
-        return
-    acc.add("disposed")
+        return _Contribution(tuple(names))
+    names.append("disposed")
     if f.first_response_at is not None:
-        acc.add("followed_up")
-    if response_on_time(f):
-        acc.add("response_on_time")
+        names.append("followed_up")
+    if response_on_time(f, cal):
+        names.append("response_on_time")
     if completed(f):
-        acc.add("completed")
+        names.append("completed")
         if completed_on_time(f):
-            acc.add("completed_on_time")
+            names.append("completed_on_time")
     else:
-        acc.add("open")
+        names.append("open")
         if overdue(f, now):
-            acc.add("open_overdue")
+            names.append("open_overdue")
     if f.reopen_count:
-        acc.add("reopened")
-    if f.first_disposed_at is not None:
-        acc.to_disposition.append(cal.days_between(f.received_at, f.first_disposed_at))
-    if f.first_response_at is not None and f.disposed_at is not None:
-        acc.to_first_response.append(cal.days_between(f.disposed_at, f.first_response_at))
-    if f.final_response_at is not None:
-        acc.to_final_response.append(cal.days_between(f.received_at, f.final_response_at))
+        names.append("reopened")
+    return _Contribution(
+        tuple(names),
+        to_disposition=None if f.first_disposed_at is None
+        else cal.days_between(f.received_at, f.first_disposed_at),
+        to_first_response=None if f.first_response_at is None or f.disposed_at is None
+        else cal.days_between(f.disposed_at, f.first_response_at),
+        to_final_response=None if f.final_response_at is None
+        else cal.days_between(f.received_at, f.final_response_at))
 
 
 def _row(acc: _Acc, cls: Callable[..., ReportRow] = ReportRow) -> ReportRow:
@@ -173,9 +206,10 @@ def build_rows(facts: Iterable[ComplaintFacts], q: ReportQuery, cal: WorkCalenda
         acc = groups.get(key)
         if acc is None:
             acc = groups[key] = _Acc(key, label)
-        _accumulate(acc, f, q, cal, now)
-        _accumulate(total, f, q, cal, now)
-        if counted_in(f, q, cal) and overdue(f, now) and f.completion_deadline is not None:
+        part = contribution(f, q, cal, now)
+        part.add_to(acc)
+        part.add_to(total)
+        if "open_overdue" in part.counts and f.completion_deadline is not None:
             late.append(OverdueComplaint(
                 complaint_id=f.id, tracking_id=f.tracking_id, opd_code=f.opd_code,
                 opd_name=f.opd_name, category=f.category, kecamatan=f.kecamatan, status=f.status,

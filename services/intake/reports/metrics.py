@@ -29,6 +29,7 @@ SYSTEM = Actor("admin_koordinator")
 COUNTS = {  # gauge suffix → ReportRow field
     "disposed": "disposed", "followed_up": "followed_up", "completed": "completed",
     "response_on_time": "response_on_time", "completed_on_time": "completed_on_time",
+    "open_overdue": "open_overdue",
 }
 RATIOS = {
     "follow_up_ratio": "follow_up_rate", "completion_ratio": "completion_rate",

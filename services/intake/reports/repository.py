@@ -43,10 +43,11 @@ LEFT JOIN LATERAL (
 ) resp ON true
 LEFT JOIN LATERAL (
     -- The OPD clock of the holding hop, first instance (a reply or a reopen starts another);
-    -- its last start event carries the deadline in force (a resume moves it).
-    SELECT (t.data->>'deadline')::timestamptz AS deadline
+    -- its last start or deadline change carries the deadline in force (a resume, a
+    -- reclassification or a calendar change moves it).
+    SELECT COALESCE(t.data->>'new_deadline', t.data->>'deadline')::timestamptz AS deadline
     FROM timeline t
-    WHERE t.complaint_id = c.id AND t.event_type = 'sla.clock_started'
+    WHERE t.complaint_id = c.id AND t.event_type IN ('sla.clock_started', 'sla.deadline_changed')
       AND t.data->>'clock' = 'opd_response' AND (t.data->>'hop')::int = c.hop
       AND COALESCE((t.data->>'instance')::int, 0) = 0
     ORDER BY t.id DESC LIMIT 1
@@ -83,11 +84,12 @@ class ReportRepository:
             opd_clause = " AND c.opd_code = $3"
         rows = await self.conn.fetch(
             f"""{_FACTS}
-                WHERE ((c.received_at >= $1 AND c.received_at < $2)
-                   OR (c.received_at < $2 AND EXISTS (
-                       SELECT 1 FROM timeline d WHERE d.complaint_id = c.id
-                         AND d.event_type = 'complaint.routed'
-                         AND d.occurred_at >= $1 AND d.occurred_at < $2))){opd_clause}""",
+                WHERE c.id IN (
+                    SELECT id FROM complaints WHERE received_at >= $1 AND received_at < $2
+                    UNION
+                    SELECT complaint_id FROM timeline
+                    WHERE event_type = 'complaint.routed' AND occurred_at >= $1 AND occurred_at < $2
+                ){opd_clause}""",
             *args)
         return [ComplaintFacts(**dict(r)) for r in rows]
 

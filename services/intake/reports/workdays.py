@@ -7,7 +7,7 @@ mirrors, so those include the overrides."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
@@ -54,3 +54,19 @@ class WorkCalendar:
         for y in range(a.year + 1, b.year):
             n += _cumulative(y)[-1]
         return n + _through(b)
+
+    def deadline_after(self, start: datetime, working_days: int) -> datetime:
+        """The end of the Nth working day after the day of ``start`` (sla's deadline rule,
+        without the regency's overrides)."""
+        d = self.local_date(start)
+        n = working_days
+        while n > 0:
+            d += timedelta(days=1)
+            n -= is_working(d)
+        return datetime.combine(d, time.max, self.tz)
+
+
+def is_working(d: date) -> bool:
+    i = d.timetuple().tm_yday - 1
+    c = _cumulative(d.year)
+    return c[i] - (c[i - 1] if i else 0) == 1
