@@ -17,6 +17,16 @@ class IntakeSettings(BaseModel):
     key_cache_ttl_s: float = 10.0
     # A native-API JSON body nested deeper than this is refused (400) before it is parsed.
     max_json_depth: int = 32
+    # The kinerja report (issue 11): the regency's target on-time rate (percent) — the chart's
+    # line and the alert's threshold; how often the per-OPD gauges are recomputed from the
+    # read model, and the rolling window (days, by disposition) they cover.
+    kinerja_target_on_time_rate: float = 90.0
+    kinerja_metrics_refresh_s: float = 60.0
+    kinerja_window_days: int = 30
+    # The /kinerja page's session cookie: the secret that signs it (empty: a random one per
+    # process — sessions end at restart and do not cross replicas) and how long it lasts.
+    web_session_secret: str = ""
+    web_session_ttl_s: float = 8 * 3600.0
 
 
 class RoutingSettings(BaseModel):

@@ -80,15 +80,19 @@ def revoke_api_key(settings: Settings, key_id: int) -> int:
               help="a portal key bound to source 'lapor'")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="requests in flight")
 @click.option("--dry-run", is_flag=True, help="read and validate only; send nothing")
+@click.option("--kategori-map", type=click.Path(exists=True, dir_okay=False),
+              help="JSON or CSV: LAPOR! Kategori label → regency category code (on top of the seed)")
+@click.option("--instansi-map", type=click.Path(exists=True, dir_okay=False),
+              help="JSON or CSV: LAPOR! Instansi Terdisposisi → OPD code (on top of the seed)")
 @pass_settings
 def import_lapor(settings: Settings, file: str, url: str, api_key: str | None, concurrency: int,
-                 dry_run: bool) -> int:
+                 dry_run: bool, kategori_map: str | None, instansi_map: str | None) -> int:
     """Submit a LAPOR! Excel export (FILE, .xlsx) through intake.
 
     Source 'lapor'; a re-import is a no-op. Exit codes: 0 all rows imported or already
     present; 1 some rows rejected; 2 unreadable file or refused key; 3 network/5xx failures."""
     return importer.run(file, url=url, api_key=api_key, concurrency=concurrency, dry_run=dry_run,
-                        tz=settings.tz)
+                        tz=settings.tz, kategori_map=kategori_map, instansi_map=instansi_map)
 
 
 COMMANDS = (create_api_key, list_api_keys, revoke_api_key, import_lapor)

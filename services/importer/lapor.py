@@ -28,6 +28,15 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
+from services.importer.mapping import (
+    DISPOSED_STATES,
+    HISTORICAL_STATES,
+    LaporStatus,
+    Mappings,
+    load_mappings,
+    status_of,
+)
+
 T = TypeVar("T")
 SOURCE = "lapor"
 MAX_DESCRIPTION = 4000  # ComplaintIn.description max_length
@@ -72,6 +81,23 @@ COLUMNS: tuple[Column, ...] = (
             "hp pelapor")),
     Column("reporter_email", "Email Pelapor", ("e mail pelapor",)),
     Column("reporter_nik", "NIK Pelapor"),
+    # What LAPOR! knows of the row's handling (issue 11): dates, rating, reasons.
+    Column("category_id", "ID Kategori", ("id kategori laporan", "kode kategori")),
+    Column("verified_date", "Tanggal Verifikasi", ("tanggal diverifikasi", "tanggal terverifikasi",
+                                                   "waktu verifikasi")),
+    Column("disposed_date", "Tanggal Disposisi", ("tanggal terdisposisi", "tanggal didisposisikan",
+                                                  "waktu disposisi")),
+    Column("followup_date", "Tanggal Tindak Lanjut", ("tanggal ditindaklanjuti", "tanggal tanggapan",
+                                                      "tanggal tindak lanjut pertama",
+                                                      "waktu tindak lanjut", "tanggal respon")),
+    Column("reply_date", "Tanggal Ditanggapi Pelapor", ("tanggal tanggapan pelapor",)),
+    Column("closed_date", "Tanggal Selesai", ("tanggal ditutup", "tanggal penutupan",
+                                              "tanggal diarsipkan", "tanggal arsip",
+                                              "tanggal dilimpahkan", "tanggal status terakhir",
+                                              "waktu selesai")),
+    Column("rating", "Rating", ("penilaian", "rating pelapor", "nilai")),
+    Column("alasan_tunda", "Alasan Tunda", ("alasan ditunda",)),
+    Column("alasan_arsip", "Alasan Arsip", ("alasan diarsipkan", "alasan pengarsipan")),
 )
 REPORTER_KEYS = ("reporter_name", "reporter_phone", "reporter_email", "reporter_nik")
 
@@ -312,15 +338,21 @@ class ExportRow:
     channel: str | None = None  # Sumber Laporan: summary only
     notes: tuple[str, ...] = ()
     anonymous_by_default: bool = False  # not Anonim in LAPOR!, but no reporter contact here
+    state: str | None = None  # the sp4n state LAPOR!'s status maps to (None: not mapped)
+    historical: bool = False  # closed/archived/forwarded in LAPOR!: imported as history
+    opd_code: str | None = None  # Instansi Terdisposisi through the mapping table
+    triage: bool = False  # Kategori not in the mapping table: sent with its own text
 
     @property
     def looks_closed(self) -> bool:
-        return normalize_label(self.status) in _CLOSED_STATUSES
+        return self.historical or normalize_label(self.status) in _CLOSED_STATUSES
 
 
 def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
-            epoch: datetime = datetime(1899, 12, 30)) -> ExportRow:
-    """One data row → its submission body, or every reason it cannot be one."""
+            epoch: datetime = datetime(1899, 12, 30), mappings: Mappings | None = None) -> ExportRow:
+    """One data row → its submission body (with the ``history`` LAPOR! knows), or every
+    reason it cannot be one."""
+    maps = mappings if mappings is not None else default_mappings()
     def cell(key: str) -> Any:
         index = header.columns.get(key)
         return values[index] if index is not None and index < len(values) else None
@@ -344,6 +376,21 @@ def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
     when = parsed("date", received_at, cell("date"), cell("time"), tz, epoch)
     classification = parsed("classification", classification_of, cell("classification"))
     privacy = parsed("kind", privacy_of, cell("kind"))
+    lapor_status = status_of(status) if "status" in header.columns else None
+    opd_code = maps.opd(disposed_to) if disposed_to else None
+    dates: dict[str, datetime | None] = {}
+    for key in ("verified_date", "disposed_date", "followup_date", "reply_date", "closed_date"):
+        if key in header.columns:  # absent: not a gap to report, the export has no such column
+            dates[key] = (parsed(key, received_at, cell(key), None, tz, epoch)
+                          if _text(cell(key)) else None)
+    rating = parsed("rating", rating_of, cell("rating")) if _text(cell("rating")) else None
+    if lapor_status is not None and lapor_status.state in DISPOSED_STATES:
+        if not disposed_to:
+            errors.append(f"Instansi Terdisposisi: kosong, padahal status {status!r} berarti "
+                          f"sudah didisposisikan")
+        elif opd_code is None:
+            errors.append(f"Instansi Terdisposisi: {disposed_to!r} tidak ada di tabel pemetaan "
+                          f"instansi → kode OPD (tambahkan lalu impor ulang: --instansi-map)")
     if errors:
         return ExportRow(row_number, tracking_id, None, "; ".join(errors), status=status,
                          disposed_to=disposed_to, channel=channel)
@@ -358,12 +405,19 @@ def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
     if len(description) > MAX_DESCRIPTION:
         notes.append(f"Isi Laporan Awal dipotong dari {len(description)} menjadi {MAX_DESCRIPTION} karakter")
         description = _clip(description, MAX_DESCRIPTION)
-    category = category_code(cell("category"))
-    if not _text(cell("category")):
+    label = _text(cell("category"))
+    mapped = maps.category(label) if label else None
+    category = mapped or category_code(label)
+    triage = bool(label) and mapped is None
+    if not label:
         notes.append(f"Kategori kosong: dikirim sebagai '{FALLBACK_CATEGORY}' (triase)")
+    elif triage:
+        notes.append(f"Kategori {label!r} tidak ada di tabel pemetaan: dikirim sebagai "
+                     f"'{category}' (teks aslinya; triase admin koordinator)")
 
     reporter = {k.removeprefix("reporter_"): _text(cell(k)) for k in REPORTER_KEYS if _text(cell(k))}
-    identified = bool(reporter.get("name")) and any(k in reporter for k in ("phone", "email", "nik"))
+    # "Nama Pelapor" present: a named reporter (LAPOR! keeps the contact) unless Anonim.
+    identified = bool(reporter.get("name"))
     submission: dict[str, Any] = {
         "source": SOURCE,
         "external_id": tracking_id,
@@ -381,9 +435,113 @@ def map_row(values: Sequence[Any], header: Header, row_number: int, tz: tzinfo,
     }
     if reporter:
         submission["reporter"] = reporter
+    facts = {k: v for k, v in {
+        "status": status, "category_label": label or None,
+        "category_id": _text(cell("category_id")) or None, "instansi": disposed_to,
+        "rating": _text(cell("rating")) or None, "alasan_tunda": _text(cell("alasan_tunda")) or None,
+        "alasan_arsip": _text(cell("alasan_arsip")) or None}.items() if v is not None}
+    if lapor_status is not None:
+        if not lapor_status.known:
+            notes.append(f"Status Laporan {status!r} tidak dikenal: diimpor sebagai laporan baru (DITERIMA)")
+        history, filled = history_of(lapor_status, when, dates, opd_code, rating, facts,
+                                     forwarded_to=disposed_to)
+        submission["history"] = history
+        if filled:
+            notes.append(f"tanggal tidak ada di ekspor, dipakai tanggal langkah sebelumnya: "
+                         f"{', '.join(filled)}")
+    elif facts:
+        submission["history"] = {"state": "DITERIMA", "lapor": facts}
     return ExportRow(row_number, tracking_id, submission, None, status=status,
                      disposed_to=disposed_to, channel=channel, notes=tuple(notes),
-                     anonymous_by_default=not anonymous and not identified)
+                     anonymous_by_default=not anonymous and not identified,
+                     state=lapor_status.state if lapor_status else "DITERIMA",
+                     historical=bool(lapor_status and lapor_status.historical),
+                     opd_code=opd_code, triage=triage or not label)
+
+
+_STEP_LABELS = {"verified_at": "Tanggal Verifikasi", "disposed_at": "Tanggal Disposisi",
+                "responded_at": "Tanggal Tindak Lanjut", "reporter_replied_at": "Tanggal Ditanggapi Pelapor",
+                "closed_at": "Tanggal Selesai", "deferred_at": "Tanggal Tunda",
+                "returned_at": "Tanggal Dikembalikan"}
+_ARCHIVE_WORDS = (("duplikat", "lainnya"), ("ganda", "lainnya"), ("umum", "terlalu_umum"),
+                  ("format", "format_salah"), ("pelayanan publik", "bukan_pelayanan_publik"),
+                  ("tidak ada tanggapan", "tidak_ada_tanggapan_pelapor"),
+                  ("tidak menanggapi", "tidak_ada_tanggapan_pelapor"))
+
+
+def history_of(st: LaporStatus, received: datetime, dates: dict[str, datetime | None],
+               opd_code: str | None, rating: int | None, facts: dict[str, str],
+               forwarded_to: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The ``history`` object intake replays, and the steps whose date was filled in from
+    the step before (LAPOR! exports often carry only the last status's date)."""
+    state = st.state
+    via_opd = state in DISPOSED_STATES
+    wanted: list[tuple[str, str | None]] = []  # (history field, export column key)
+    if state != "DITERIMA":
+        wanted.append(("verified_at", "verified_date"))
+    if state == "DITUNDA":
+        wanted.append(("deferred_at", "closed_date"))
+    if via_opd:
+        wanted.append(("disposed_at", "disposed_date"))
+    if state == "DIKEMBALIKAN":
+        wanted.append(("returned_at", "closed_date"))
+    if state in ("DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI"):
+        wanted.append(("responded_at", "followup_date"))
+    if state == "DITANGGAPI_PELAPOR":
+        wanted.append(("reporter_replied_at", "reply_date"))
+    if state in HISTORICAL_STATES:
+        wanted.append(("closed_at", "closed_date"))
+    history: dict[str, Any] = {"state": state, "historical": st.historical}
+    filled: list[str] = []
+    last = received
+    for name, column in wanted:
+        value = dates.get(column) if column else None
+        if value is None or value < last:
+            if column in dates:
+                filled.append(_STEP_LABELS[name])
+            value = last
+        history[name] = value.isoformat()
+        last = value
+    if via_opd and opd_code is not None:
+        history["opd_code"] = opd_code
+    if state == "SELESAI":
+        history["closed_by"] = "system" if st.by == "system" else "admin_koordinator"
+    if state == "DIARSIPKAN":
+        reason = normalize_label(facts.get("alasan_arsip"))
+        history["archive_reason"] = next((code for word, code in _ARCHIVE_WORDS if word in reason),
+                                         "lainnya")
+        note = f"diarsipkan oleh {'sistem' if st.by == 'system' else 'admin'} di SP4N-LAPOR!"
+        history["note"] = _clip(f"{note}: {facts['alasan_arsip']}" if facts.get("alasan_arsip")
+                                else note, 1000)
+    if state == "DILIMPAHKAN":
+        history["forwarded_to"] = _clip(forwarded_to or "instansi di luar kabupaten (SP4N-LAPOR!)", 200)
+    if rating is not None and state in ("DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI"):
+        history["rating"] = rating
+    if facts:
+        history["lapor"] = facts
+    return history, filled
+
+
+def rating_of(value: Any) -> int:
+    """'Rating' → 1..5 ('4', 4.0, '4/5', '★★★★')."""
+    text = _text(value)
+    stars = text.count("★")
+    if stars:
+        return min(5, stars)
+    m = re.match(r"^\s*([1-5])(?:[.,]0+)?\s*(?:/\s*5)?\s*$", text)
+    if not m:
+        raise CellError(f"bukan nilai 1–5: {text!r}")
+    return int(m[1])
+
+
+_DEFAULT_MAPPINGS: list[Mappings] = []
+
+
+def default_mappings() -> Mappings:
+    """The seed tables (loaded once)."""
+    if not _DEFAULT_MAPPINGS:
+        _DEFAULT_MAPPINGS.append(load_mappings())
+    return _DEFAULT_MAPPINGS[0]
 
 
 # --- workbook ---------------------------------------------------------------------------
@@ -397,7 +555,7 @@ class LaporExport:
     rows: list[ExportRow] = field(default_factory=list)
 
 
-def read_export(path: str | Path, tz: tzinfo) -> LaporExport:
+def read_export(path: str | Path, tz: tzinfo, mappings: Mappings | None = None) -> LaporExport:
     """Every data row of the first sheet that has a LAPOR! header row.
 
     Raises ``ExportUnreadable`` when the file is not a readable workbook, no header row is
@@ -428,7 +586,7 @@ def read_export(path: str | Path, tz: tzinfo) -> LaporExport:
                 incomplete = incomplete or (ws.title, header)
                 continue
             export = LaporExport(path, ws.title, header)
-            export.rows = _data_rows(rows, header, tz, workbook.epoch)
+            export.rows = _data_rows(rows, header, tz, workbook.epoch, mappings)
             return export
     finally:
         workbook.close()
@@ -442,19 +600,26 @@ def read_export(path: str | Path, tz: tzinfo) -> LaporExport:
         f"pun; diharapkan kolom seperti: {', '.join(c.label for c in COLUMNS if c.required)}")
 
 
-def _data_rows(rows: list[tuple[Any, ...]], header: Header, tz: tzinfo, epoch: datetime) -> list[ExportRow]:
+def _same_report(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+    return b is not None and {k: v for k, v in a.items() if k != "history"} == {
+        k: v for k, v in b.items() if k != "history"}
+
+
+def _data_rows(rows: list[tuple[Any, ...]], header: Header, tz: tzinfo, epoch: datetime,
+               mappings: Mappings | None = None) -> list[ExportRow]:
     out: list[ExportRow] = []
     first_seen: dict[str, ExportRow] = {}
     for number, values in enumerate(rows[header.row_number:], start=header.row_number + 1):
         if all(_text(v) == "" for v in values):
             continue
-        row = map_row(values, header, number, tz, epoch)
+        row = map_row(values, header, number, tz, epoch, mappings)
         earlier = first_seen.get(row.tracking_id) if row.tracking_id else None
         if earlier is None:
             if row.tracking_id:
                 first_seen[row.tracking_id] = row
-        elif row.submission is not None and row.submission == earlier.submission:
-            # LAPOR! repeats a report once per disposition; intake needs it once.
+        elif row.submission is not None and _same_report(row.submission, earlier.submission):
+            # LAPOR! repeats a report once per disposition; intake needs it once (with the
+            # first row's history: sp4n disposes to one OPD at a time).
             row = replace(row, duplicate_of=earlier.row_number)
         elif row.submission is not None:
             row = replace(row, submission=None, error=(

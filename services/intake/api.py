@@ -19,6 +19,7 @@ from services.intake.auth import require, security_schemes
 from services.intake.context import IntakeContext
 from services.intake.domain.complaint import Actor, ComplaintNotFound, InvalidField, OutOfScope
 from services.intake.errors import ApiError
+from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed
 from services.intake.lifecycle import State
 from services.intake.metrics import IntakeMetrics
 from services.intake.schemas import (
@@ -82,7 +83,17 @@ async def submit(sub: ComplaintIn, key: Key, ctx: Context, request: Request,
             "error": "forbidden", "field": "source",
             "message": f"this API key may only submit for source '{key.source}'"})
     try:
-        accepted = await submit_complaint(ctx.uow, sub, ctx.cfg, datetime.now(UTC))
+        accepted = await submit_complaint(
+            ctx.uow, sub, ctx.cfg, datetime.now(UTC),
+            history_allowed=key.role == "portal" and key.source == IMPORT_SOURCE)
+    except HistoryNotAllowed as exc:
+        ctx.metrics.rejected.labels("forbidden_history").inc()
+        raise ApiError(403, "forbidden", str(exc), field="history") from exc
+    except InvalidField as exc:
+        ctx.metrics.rejected.labels("validation").inc()
+        raise ApiError(422, "validation_failed", "Data laporan tidak valid; perbaiki kolom berikut.",
+                       errors=[{"field": exc.field, "reason": exc.reason, "type": "value_error"}]
+                       ) from exc
     except SubmissionConflict as exc:
         ctx.metrics.rejected.labels("conflict").inc()
         raise HTTPException(status.HTTP_409_CONFLICT, detail={

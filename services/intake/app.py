@@ -14,8 +14,10 @@ from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
+from services.intake.reports import install_reports
 from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
+from services.intake.web import install_web
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 from shared.uow import PgUnitOfWork
@@ -40,5 +42,7 @@ def build_app(settings: Settings) -> FastAPI:
     install_api(runtime.app, metrics)
     install_open311(runtime, cfg, metrics)
     install_consumers(runtime, ctx)
+    install_reports(runtime, settings)
+    install_web(runtime, settings)
     runtime.app.state.runtime = runtime
     return runtime.app

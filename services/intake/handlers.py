@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from services.intake.context import IntakeContext
 from services.intake.errors import describe
+from services.intake.history import HistoryNotAllowed
 from services.intake.schemas import ComplaintIn
 from services.intake.usecases import (
     SubmissionConflict,
@@ -40,6 +41,9 @@ def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
         except SubmissionConflict as exc:
             metrics.rejected.labels("conflict").inc()
             raise PoisonMessage(f"conflict: {exc}") from exc
+        except HistoryNotAllowed as exc:  # imported history comes over HTTP, from its key
+            metrics.rejected.labels("forbidden_history").inc()
+            raise PoisonMessage(str(exc)) from exc
         metrics.count_accepted(accepted.created, sub.source, sub.classification)
 
     async def on_event(event: CloudEvent) -> None:

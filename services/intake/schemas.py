@@ -72,6 +72,88 @@ class ReporterIn(_Strict):
         return v
 
 
+HistoryState = Literal["DITERIMA", "TERVERIFIKASI", "DITUNDA", "TERDISPOSISI", "DIKEMBALIKAN",
+                       "DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI", "DIARSIPKAN", "DILIMPAHKAN"]
+# States a history reaches through an OPD: it needs the OPD and the disposition's date.
+_VIA_OPD = ("TERDISPOSISI", "DIKEMBALIKAN", "DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI")
+
+
+class LaporFactsIn(_Strict):
+    """What LAPOR! showed for the row, kept as it was (the submission stores it)."""
+    status: str | None = Field(default=None, max_length=200)
+    category_label: str | None = Field(default=None, max_length=200)
+    category_id: str | None = Field(default=None, max_length=100)
+    instansi: str | None = Field(default=None, max_length=300)
+    rating: str | None = Field(default=None, max_length=50)
+    alasan_tunda: str | None = Field(default=None, max_length=2000)
+    alasan_arsip: str | None = Field(default=None, max_length=2000)
+
+
+class HistoryIn(_Strict):
+    """The outcome another system (LAPOR!) already recorded, replayed by intake as the
+    lifecycle's own steps, with their dates: verify → (defer) → dispose → return / respond →
+    reply → close / archive / forward, then the rating."""
+    state: HistoryState
+    historical: bool = Field(default=False, description=(
+        "closed or archived there: complaint.submitted says historical, no clock runs"))
+    verified_at: AwareDatetime | None = None
+    deferred_at: AwareDatetime | None = None
+    opd_code: str | None = Field(default=None, pattern=CODE_PATTERN)
+    disposed_at: AwareDatetime | None = None
+    returned_at: AwareDatetime | None = None
+    responded_at: AwareDatetime | None = None
+    reporter_replied_at: AwareDatetime | None = None
+    closed_at: AwareDatetime | None = Field(default=None, description="closed, archived or forwarded")
+    closed_by: Literal["admin_koordinator", "system"] = "admin_koordinator"
+    archive_reason: ArchiveReason = "lainnya"
+    forwarded_to: str | None = Field(default=None, min_length=2, max_length=200)
+    rating: int | None = Field(default=None, ge=1, le=5)
+    note: str | None = Field(default=None, max_length=1000, description="e.g. LAPOR!'s Alasan Arsip")
+    lapor: LaporFactsIn = Field(default_factory=LaporFactsIn)
+
+    def dated(self) -> list[tuple[str, datetime]]:
+        """The steps' dates in the order the lifecycle takes them."""
+        names = ("verified_at", "deferred_at", "disposed_at", "returned_at", "responded_at",
+                 "reporter_replied_at", "closed_at")
+        return [(n, v) for n in names if (v := getattr(self, n)) is not None]
+
+    def first_at(self) -> datetime | None:
+        dated = self.dated()
+        return dated[0][1] if dated else None
+
+    @model_validator(mode="after")
+    def _complete_and_ordered(self) -> HistoryIn:
+        needs: list[str] = []
+        if self.state in _VIA_OPD:
+            needs += ["opd_code", "disposed_at"]
+        if self.state == "DITUNDA":
+            needs.append("deferred_at")
+        if self.state == "DIKEMBALIKAN":
+            needs.append("returned_at")
+        if self.state in ("DITINDAKLANJUTI", "DITANGGAPI_PELAPOR", "SELESAI"):
+            needs.append("responded_at")
+        if self.state == "DITANGGAPI_PELAPOR":
+            needs.append("reporter_replied_at")
+        if self.state in ("SELESAI", "DIARSIPKAN", "DILIMPAHKAN"):
+            needs.append("closed_at")
+        if self.state == "DILIMPAHKAN":
+            needs.append("forwarded_to")
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"state {self.state} needs {', '.join(missing)}")
+        dated = self.dated()
+        for (a, at), (b, bt) in zip(dated, dated[1:], strict=False):
+            if bt < at:
+                raise ValueError(f"{b} must not be before {a}")
+        now = datetime.now(UTC) + MAX_CLOCK_SKEW
+        future = [n for n, v in dated if v > now]
+        if future:
+            raise ValueError(f"{', '.join(future)} must not be in the future")
+        if self.historical != (self.state in ("SELESAI", "DIARSIPKAN", "DILIMPAHKAN")):
+            raise ValueError("historical is true exactly for SELESAI, DIARSIPKAN and DILIMPAHKAN")
+        return self
+
+
 class ComplaintIn(_Strict):
     source: str = Field(pattern=CODE_PATTERN,
                         description="the portal's name, e.g. 'portal-sekadau', 'wa-bot', 'lapor'")
@@ -88,6 +170,18 @@ class ComplaintIn(_Strict):
     # Declared after ``anonymous``: its validator reads it.
     reporter: ReporterIn | None = Field(default=None, validate_default=True)
     attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+    # Importers only (a key bound to source 'lapor'): what the other system already knows.
+    history: HistoryIn | None = Field(default=None, description=(
+        "imported history (source 'lapor' keys only): the state the complaint reached there "
+        "and when; intake replays those steps with their dates in the same transaction"))
+
+    @model_validator(mode="after")
+    def _history_after_receipt(self) -> ComplaintIn:
+        if self.history is not None:
+            first = self.history.first_at()
+            if first is not None and first < self.received_at:
+                raise ValueError("history: dates must not be before received_at")
+        return self
 
     @field_validator("received_at")
     @classmethod
@@ -106,7 +200,9 @@ class ComplaintIn(_Strict):
     @field_validator("reporter")
     @classmethod
     def _reporter_unless_anonymous(cls, r: ReporterIn | None, info: ValidationInfo) -> ReporterIn | None:
-        if not info.data.get("anonymous", False) and (
+        # LAPOR! keeps its reporters' contact; its export names them only.
+        named_in_lapor = info.data.get("source") == "lapor" and r is not None and bool(r.name)
+        if not info.data.get("anonymous", False) and not named_in_lapor and (
                 r is None or not r.name or not (r.phone or r.email or r.nik)):
             raise ValueError("needs a name and a phone, email or nik unless anonymous is true")
         return r

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ from services.intake.domain.complaint import (
 )
 from services.intake.domain.effects import MarkRouted, decide, routed_ignored
 from services.intake.domain.model import NewComplaint, ReporterRow
+from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed, advance_history, replay_history
 from services.intake.idempotency import conflicting_fields
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
 from services.intake.repository import IntakeRepository
@@ -86,12 +87,17 @@ class SubmissionConflict(Exception):
 
 
 async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeConfig,
-                           now: datetime) -> Accepted:
+                           now: datetime, *, history_allowed: bool = False) -> Accepted:
     """Accept a complaint exactly once per (source, external_id).
 
     The complaint, its reporter and its ``complaint.submitted`` event are written together,
-    in one statement (``single_statement``): no surrounding transaction is needed.
+    in one statement (``single_statement``): no surrounding transaction is needed. With
+    imported ``history`` (``history_allowed``: an importer's key) the submission and the
+    replayed steps share one transaction instead (``services.intake.history``).
     """
+    if sub.history is not None and not history_allowed:
+        raise HistoryNotAllowed("history is accepted only from a key bound to source "
+                                f"'{IMPORT_SOURCE}'")
     canonical = sub.canonical()
     r = sub.reporter
     reporter = ReporterRow(**r.model_dump()) if r else ReporterRow()
@@ -107,6 +113,7 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
             berkadar_pengawasan=sub.berkadar_pengawasan, category=sub.category,
             location=Location(kecamatan=sub.location.kecamatan, desa=sub.location.desa),
             anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
+            historical=sub.history is not None and sub.history.historical,
         ), time=now)
         new = NewComplaint(
             id=complaint_id, tracking_id=tracking_id, source=sub.source,
@@ -117,9 +124,18 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
             received_at=sub.received_at, accepted_at=now, status=lifecycle.INITIAL_STATE,
             reporter=reporter, reporter_fp=reporter_fp,
             berkadar_pengawasan=sub.berkadar_pengawasan)
-        async with uow(single_statement=True) as tx:
-            tx.stage(event)
-            created = await tx.repo.accept(new, f"Laporan diterima dari {sub.source}")
+        if sub.history is None:
+            async with uow(single_statement=True) as tx:
+                tx.stage(event)
+                created = await tx.repo.accept(new, f"Laporan diterima dari {sub.source}")
+        else:
+            async with uow() as tx:
+                tx.stage(event)
+                created = await tx.repo.accept(new, f"Laporan diterima dari {sub.source} (riwayat impor)")
+                row = await tx.repo.lock(complaint_id) if created else None
+                if row is not None:
+                    new = replace(new, status=(await replay_history(
+                        tx, row, sub.history, cfg.catalog, cfg.hop_cap)).status)
         if created:
             return Accepted(complaint_id, tracking_id, new.status.value, created=True)
         async with uow(single_statement=True) as tx:
@@ -127,6 +143,11 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
         if existing is not None:
             diffs = conflicting_fields(existing.submission, existing.reporter_fp,
                                        canonical, reporter_fp)
+            if diffs and sub.history is not None and all(d.startswith("history") for d in diffs):
+                # A later export of the same row: the steps taken since are replayed.
+                async with uow() as tx:
+                    status = await advance_history(tx, existing.id, sub.history, cfg.catalog, cfg.hop_cap)
+                return Accepted(existing.id, existing.tracking_id, status.value, created=False)
             if diffs:
                 raise SubmissionConflict(existing.id, existing.tracking_id, diffs)
             return Accepted(existing.id, existing.tracking_id, existing.status.value, created=False)

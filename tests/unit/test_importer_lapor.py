@@ -208,7 +208,13 @@ def test_rows_become_intake_submissions(tmp_path):
     rows = {r.tracking_id: r for r in export.rows}
     assert [r.row_number for r in export.rows] == [5, 6, 7, 8, 9, 10]
 
-    first = rows["LPR-1"].submission
+    first = dict(rows["LPR-1"].submission)
+    # Selesai in LAPOR!: imported as history (the export has no step dates: all on receipt)
+    at = "2026-03-20T10:00:00+07:00"
+    assert first.pop("history") == {
+        "state": "SELESAI", "historical": True, "verified_at": at, "disposed_at": at,
+        "responded_at": at, "closed_at": at, "opd_code": "dpupr", "closed_by": "admin_koordinator",
+        "lapor": {"status": "Selesai", "category_label": "Infrastruktur Jalan", "instansi": "Dinas PUPR"}}
     assert first == {
         "source": "lapor", "external_id": "LPR-1", "received_at": "2026-03-20T10:00:00+07:00",
         "classification": "pengaduan", "category": "infrastruktur_jalan",
@@ -244,7 +250,10 @@ def test_rows_that_cannot_be_mapped_say_why_and_repeated_rows_are_sent_once(tmp_
     rows.append([None, "kemarin", None, "Keluhan", "x", "x", "x", "Rahasai", None, None, None, None, None])
     export = read_export(build_export(tmp_path / "lapor.xlsx", rows), TZ)
     third, fourth, fifth = export.rows[2:]
-    assert third.duplicate_of == 5 and third.submission == export.rows[0].submission
+    assert third.duplicate_of == 5
+    # sent once, with the first disposition (sp4n disposes to one OPD at a time)
+    assert {**third.submission, "history": None} == {**export.rows[0].submission, "history": None}
+    assert (third.opd_code, export.rows[0].opd_code) == ("dishub", "dpupr")
     assert fourth.submission is None
     assert fourth.error == "Tracking ID LPR-2 sudah dipakai baris 6 dengan isi berbeda"
     assert fifth.submission is None
@@ -317,7 +326,9 @@ async def test_transient_failures_are_retried_and_4xx_never(tmp_path):
     text = report.render()
     assert "baris 8: description: String should have at least 10 characters" in text
     assert "diimpor (baru, 202)        : 5" in text
-    assert "1  Selesai" in text and "1  Dinas PUPR" in text
+    # Status Laporan is mapped now (issue 11): counted per sp4n state, with the period's rates
+    assert "1  SELESAI (riwayat)" in text and "2  TERDISPOSISI" in text
+    assert "tingkat penyelesaian       :  25.0%  (1 selesai)" in text
 
     again = await run_import(path, fake)
     assert (again.imported, again.present, len(again.rejected)) == (0, 5, 1)
