@@ -25,7 +25,8 @@ def build_app(settings: Settings) -> FastAPI:
     metrics = SlaMetrics(runtime.registry)
     calendars = CalendarSource(settings.tz)
     uow = PgUnitOfWork(lambda: runtime.pool, PgSlaRepository)
-    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(uow, calendars, metrics))
+    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(
+        uow, calendars, metrics, settings.sla.completion_met_by))
     runtime.add_loop(make_timer_loop(uow, metrics, settings))
     runtime.app.state.runtime = runtime
     return runtime.app

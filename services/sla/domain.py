@@ -29,17 +29,27 @@ from typing import Literal
 
 from services.sla import clocks
 from services.sla.calendar import WorkingCalendar
-from services.sla.clocks import ClockStart, ClockStop, Deadline, Fact, StopReason, TimerKind
-from services.sla.policy import Policy
+from services.sla.clocks import (
+    ClockStart,
+    ClockStop,
+    CompletionMetBy,
+    Deadline,
+    Fact,
+    StopReason,
+    TimerKind,
+)
+from services.sla.policy import Policy, completion_policy_key
 from shared.events import (
     ClockKind,
     CloudEvent,
-    ComplaintReopened,
-    ComplaintSubmitted,
+    ComplaintReclassified,
+    ComplaintRouted,
     EventData,
     SlaBreached,
     SlaClockStarted,
     SlaClockStopped,
+    SlaDeadlineChanged,
+    SlaDeferralExpired,
     SlaReplyWindowElapsed,
     SlaWarning,
     make_event,
@@ -47,7 +57,7 @@ from shared.events import (
 
 log = logging.getLogger(__name__)
 SOURCE = "sp4n/sla"
-AlertKind = Literal["warning", "breach", "elapsed"]
+AlertKind = Literal["warning", "breach", "elapsed", "expired"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,9 @@ class ClockRow:
     paused_at: datetime | None = None
     policy_key: str = ""
     stop_reason: str | None = None
+    # The completion clock's two outcomes, kept whichever meets it (``completion_met_by``).
+    final_response_at: datetime | None = None
+    closed_at: datetime | None = None
 
     def deadline_record(self) -> Deadline:
         return Deadline(self.working_days, self.deadline, self.warn_at, self.calendar_version,
@@ -126,7 +139,7 @@ class ClockChanges:
 
 @dataclass(frozen=True)
 class Alert:
-    kind: AlertKind  # "elapsed" is the reply window's end, not an SLA alert
+    kind: AlertKind  # "elapsed"/"expired": the reply window's or DITUNDA's end, not SLA alerts
     clock: str
     opd_code: str | None
     lag_s: float | None = None  # set only for scanner-detected timers
@@ -140,12 +153,30 @@ class Effects:
     alerts: list[Alert] = field(default_factory=list)
 
     def started(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
-                started_at: datetime, deadline: Deadline) -> None:
+                started_at: datetime, deadline: Deadline, *, instance: int = 0,
+                paused_working_days: int = 0) -> None:
         self.events.append(make_event(SOURCE, SlaClockStarted(
-            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             started_at=started_at, working_days=deadline.working_days,
             deadline=deadline.deadline, warn_at=deadline.warn_at,
+            calendar_version=deadline.calendar_version, policy_version=deadline.policy_version,
+            paused_working_days=paused_working_days)))
+
+    def expired(self, complaint_id: uuid.UUID, deferred_at: datetime, deadline: Deadline,
+                lag_s: float | None = None) -> None:
+        self.events.append(make_event(SOURCE, SlaDeferralExpired(
+            complaint_id=complaint_id, deferred_at=deferred_at, deadline=deadline.deadline,
             calendar_version=deadline.calendar_version, policy_version=deadline.policy_version)))
+        self.alerts.append(Alert("expired", "deferral", None, lag_s))
+
+    def deadline_changed(self, row: ClockRow, old: datetime, new: Deadline, reason: str,
+                         note: str | None, changed_by: str | None) -> None:
+        self.events.append(make_event(SOURCE, SlaDeadlineChanged(
+            complaint_id=row.complaint_id, clock=row.clock, hop=row.hop, instance=row.instance,
+            opd_code=row.opd_code, old_deadline=old, new_deadline=new.deadline,
+            reason=reason,  # type: ignore[arg-type]  # a DeadlineChangeReason from the caller
+            note=note, changed_by=changed_by, calendar_version=new.calendar_version,
+            policy_version=new.policy_version)))
 
     def elapsed(self, complaint_id: uuid.UUID, hop: int, opd_code: str | None,
                 responded_at: datetime, deadline: Deadline, lag_s: float | None = None) -> None:
@@ -156,17 +187,17 @@ class Effects:
         self.alerts.append(Alert("elapsed", "auto_close", opd_code, lag_s))
 
     def stopped(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
-                stop: ClockStop, deadline: datetime) -> None:
+                stop: ClockStop, deadline: datetime, instance: int = 0) -> None:
         self.events.append(make_event(SOURCE, SlaClockStopped(
-            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             stopped_at=stop.at, deadline=deadline, on_time=stop.at <= deadline,
             reason=stop.reason)))
 
     def alert(self, model: type[SlaWarning] | type[SlaBreached], complaint_id: uuid.UUID,
               clock: ClockKind, hop: int, opd_code: str | None, deadline: Deadline,
-              due_at: datetime, lag_s: float | None = None) -> None:
+              due_at: datetime, lag_s: float | None = None, instance: int = 0) -> None:
         self.events.append(make_event(SOURCE, model(
-            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             deadline=deadline.deadline, due_at=due_at, calendar_version=deadline.calendar_version,
             policy_version=deadline.policy_version)))
         self.alerts.append(Alert("breach" if model is SlaBreached else "warning", clock, opd_code,
@@ -187,6 +218,7 @@ class ComplaintClocks:
         self._pauses = set(pauses)
         self._new_pauses: list[PauseRow] = []
         self.effects = Effects()
+        self.met_by: CompletionMetBy = "final_response"
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -290,28 +322,74 @@ class ComplaintClocks:
 
     # -- decisions ---------------------------------------------------------------------------
     def apply(self, data: EventData, fact: Fact | None, calendar: WorkingCalendar,
-              policies: dict[str, Policy], now: datetime) -> None:
+              policies: dict[str, Policy], now: datetime,
+              met_by: CompletionMetBy = "final_response") -> None:
         """Apply one lifecycle event (its fact already recorded): stop or cancel the running
-        clocks it ends, pause or resume, then start the clocks it starts."""
-        if fact is not None:
+        clocks it ends, pause or resume, then start the clocks it starts, and the follow-up
+        clocks the facts now call for (reopens, reporter replies), whatever order they came."""
+        self.met_by = met_by
+        facts = self.effective_facts()
+        took = fact is None or fact.kind != "routed" or fact in facts
+        if fact is not None and took:
             for row in self.open_clocks():
-                stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact])
+                stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact], met_by)
                 if stop is not None:
                     self._stop_clock(row, stop, calendar, now)
+            self._record_outcome(fact)
             if fact.kind == "deferred":
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
                 self._resume(fact.deferred_at, fact.at, calendar, now)
         for start in clocks.starts_on(data):
+            if isinstance(data, ComplaintRouted) and (not took or clocks.routing_superseded(
+                    clocks.Fact("routed", data.routed_at, data.hop), facts)):
+                log.info("routing %s of %s never took or was superseded: no clock", data.hop,
+                         self.complaint_id)
+                continue
+            if start.clock == "deferral":
+                instance = self._instance_for("deferral", 0, start.started_at)
+                if instance is None:
+                    continue
+                start = replace(start, instance=instance)
             self._start_clock(policies, start, calendar, now)
-        if isinstance(data, (ComplaintSubmitted, ComplaintReopened)):
-            self._start_reopened_completions(policies, calendar, now)
+        if isinstance(data, ComplaintReclassified):
+            self._reclassify(data, policies, calendar, now)
+        self._start_reopened_completions(policies, calendar, now)
+        self._start_reply_instances(policies, calendar, now)
+
+    def effective_facts(self) -> list[Fact]:
+        return clocks.effective_facts(self.facts)
+
+    def _instance_for(self, clock: str, hop: int, started_at: datetime) -> int | None:
+        """The next instance of (clock, hop), or None when one started at ``started_at``."""
+        same = [c for c in self._clocks.values() if c.clock == clock and c.hop == hop]
+        if any(c.started_at == started_at for c in same):
+            return None
+        return max((c.instance for c in same), default=-1) + 1
+
+    def _record_outcome(self, fact: Fact) -> None:
+        """Keep the final tindak lanjut's and the close's times on the completion clock they
+        belong to (the latest instance started before them), whichever meets it."""
+        if fact.kind not in ("responded", "closed"):
+            return
+        owners = [c for c in self._clocks.values()
+                  if c.clock == "completion" and c.started_at <= fact.at]
+        if not owners:
+            return
+        row = max(owners, key=lambda c: c.started_at)
+        if fact.kind == "responded" and row.final_response_at is None:
+            self._clocks[row.id] = replace(row, final_response_at=fact.at)
+        elif fact.kind == "closed" and row.closed_at is None:
+            self._clocks[row.id] = replace(row, closed_at=fact.at)
 
     def _start_clock(self, policies: dict[str, Policy], start: ClockStart,
-                     calendar: WorkingCalendar, now: datetime) -> None:
+                     calendar: WorkingCalendar, now: datetime,
+                     initial: Deadline | None = None) -> None:
         complaint_id, out = self.complaint_id, self.effects
         policy = policies[start.policy_key]
-        if start.clock == "auto_close":
+        if initial is not None:
+            pass
+        elif start.clock == "auto_close":
             initial = clocks.auto_close_deadline(start.started_at, policy, calendar)
         else:
             initial = clocks.compute_deadline(start.started_at, policy, calendar)
@@ -322,8 +400,11 @@ class ComplaintClocks:
             return
 
         # Facts that arrived first (reordered events): a stop, DITUNDA periods.
-        facts = self.facts
-        stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts)
+        facts = self.effective_facts()
+        stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts, self.met_by)
+        for f in facts:
+            if f.at >= start.started_at:
+                self._record_outcome(f)
         deadline, paused_at = initial, None
         total_paused = 0
         for pause in clocks.pauses_for(start.clock, start.started_at, stop, facts):
@@ -343,13 +424,17 @@ class ComplaintClocks:
         if deadline is not initial or paused_at is not None:
             self.set_recomputed_deadline(clock_id, deadline, total_paused, paused_at)
         out.started(complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
-                    deadline)
+                    deadline, instance=start.instance, paused_working_days=total_paused)
 
         judged = deadline.deadline
         if stop is not None:
             judged = clocks.deadline_at(deadline.deadline, paused_at, stop.at, calendar)
         if start.clock == "auto_close":
             plans = clocks.auto_close_timers(deadline, now, stop)
+        elif start.clock == "deferral":
+            # DITUNDA's end is no breach: it expires (intake archives) unless a resume came.
+            plans = [] if stop is not None else clocks.initial_timers(
+                replace(deadline, warn_at=None), now, None)
         elif stop is not None:
             plans = clocks.initial_timers(replace(deadline, deadline=judged), now, stop)
         elif paused_at is not None:
@@ -362,12 +447,17 @@ class ComplaintClocks:
             if plan.fire_now and plan.kind == "elapse":
                 out.elapsed(complaint_id, start.hop, start.opd_code, start.started_at, deadline)
                 stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
+            elif plan.fire_now and start.clock == "deferral":
+                out.expired(complaint_id, start.started_at, deadline)
+                stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
             elif plan.fire_now:
                 out.alert(SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
-                          replace(deadline, deadline=judged), plan.due_at)
+                          replace(deadline, deadline=judged), plan.due_at,
+                          instance=start.instance)
         if stop is not None:
             self.mark_stopped(clock_id, stop.at, stop.reason)
-            out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged)
+            out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged,
+                        instance=start.instance)
 
     def _start_reopened_completions(self, policies: dict[str, Policy], calendar: WorkingCalendar,
                                     now: datetime) -> None:
@@ -376,7 +466,7 @@ class ComplaintClocks:
         nothing. Needs the first instance for the classification's policy: a reopen that arrives
         before ``complaint.submitted`` is started when the submission arrives."""
         existing = self.clocks_of_kind("completion")
-        first = next((c for c in existing if c.hop == 0), None)
+        first = next((c for c in existing if c.hop == 0 and c.instance == 0), None)
         if first is None:
             return
         started = {c.started_at for c in existing}
@@ -390,10 +480,87 @@ class ComplaintClocks:
             started.add(fact.at)
             next_instance += 1
 
+    def _start_reply_instances(self, policies: dict[str, Policy], calendar: WorkingCalendar,
+                               now: datetime) -> None:
+        """The OPD's turn again: after a reporter's reply (which needs a new answer) or a
+        reopen, a new instance of the hop's OPD clock (full working days from then); after a
+        reply, the completion clock met by the final tindak lanjut resumes (the reply window
+        did not count against the regency: its deadline moves later by those working days).
+        Each needs the clock it follows (the hop's first OPD clock, the met completion
+        instance); until that one is known, the fact waits (re-checked on every message)."""
+        for fact in self.facts:
+            if fact.kind not in ("reporter_replied", "reopened"):
+                continue
+            opd = [c for c in self._clocks.values() if c.clock == "opd_response"
+                   and c.started_at <= fact.at and (fact.hop == 0 or c.hop == fact.hop)]
+            if opd:
+                last = max(opd, key=lambda c: (c.hop, c.instance))
+                instance = self._instance_for("opd_response", last.hop, fact.at)
+                if instance is not None:
+                    self._start_clock(policies, ClockStart(
+                        "opd_response", last.hop, last.policy_key, fact.at,
+                        opd_code=last.opd_code, instance=instance), calendar, now)
+            if fact.kind == "reporter_replied" and self.met_by == "final_response":
+                self._resume_completion(fact, calendar, policies, now)
+
+    def _resume_completion(self, reply: Fact, calendar: WorkingCalendar,
+                           policies: dict[str, Policy], now: datetime) -> None:
+        met = [c for c in self._clocks.values() if c.clock == "completion"
+               and c.stop_reason == "stopped" and c.final_response_at is not None
+               and c.stopped_at == c.final_response_at and c.stopped_at <= reply.at]
+        if not met:
+            return
+        prev = max(met, key=lambda c: c.started_at)
+        if any(c.clock == "completion" and c.hop == prev.hop and c.started_at > prev.started_at
+               for c in self._clocks.values()) or prev.stopped_at is None:
+            return  # already resumed (or reopened since)
+        instance = self._instance_for("completion", prev.hop, reply.at)
+        if instance is None:
+            return
+        window = calendar.paused_working_days(prev.stopped_at, reply.at)
+        initial = clocks.resumed_deadline(prev.deadline_record(), window, calendar)
+        self._start_clock(policies, ClockStart(
+            "completion", prev.hop, prev.policy_key, reply.at, instance=instance),
+            calendar, now, initial=initial)
+
+    def _reclassify(self, data: ComplaintReclassified, policies: dict[str, Policy],
+                    calendar: WorkingCalendar, now: datetime) -> None:
+        """The admin's correction recomputes every running completion clock under the policy
+        of the new classification: from its start, with the working days paused so far; its
+        timers are replaced (what fired stays fired); ``sla.deadline_changed`` says why."""
+        key = completion_policy_key(data.classification, data.berkadar_pengawasan)
+        policy = policies[key]
+        for row in self.open_clocks():
+            if row.clock != "completion" or row.policy_key == key or row.instance != 0:
+                continue
+            initial = clocks.compute_deadline(row.started_at, policy, calendar)
+            moved = clocks.resumed_deadline(initial, row.paused_working_days, calendar)
+            self._clocks[row.id] = replace(
+                row, policy_key=key, working_days=policy.working_days,
+                policy_version=policy.version, initial_deadline=initial.deadline,
+                initial_warn_at=initial.warn_at, deadline=moved.deadline, warn_at=moved.warn_at,
+                calendar_version=calendar.version)
+            self.effects.deadline_changed(row, row.deadline, moved, "reclassified", data.reason,
+                                          data.changed_by)
+            self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                 row.started_at, moved, instance=row.instance,
+                                 paused_working_days=row.paused_working_days)
+            if row.paused_at is not None:
+                continue  # DITUNDA: timers come with the resume
+            _, fired = self.live_timer_kinds(row.id)
+            self.cancel_pending_timers(row.id, now)
+            for plan in clocks.resumed_timers(moved, now, fired):
+                self.insert_timer(row.id, plan.kind, plan.due_at,
+                                  fired_at=now if plan.fire_now else None)
+                if plan.fire_now:
+                    self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
+                                       row.opd_code, moved, plan.due_at, instance=row.instance)
+
     def _stop_clock(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar,
                     now: datetime) -> None:
         """Stop or cancel a running clock. A late stop fires the breach if it has not fired; a
-        reply window that elapsed before the stop fires its elapse instead."""
+        reply window that elapsed before the stop fires its elapse instead; DITUNDA's clock
+        never breaches."""
         if row.stopped_at is not None:
             return
         out = self.effects
@@ -406,15 +573,17 @@ class ComplaintClocks:
                     out.elapsed(row.complaint_id, row.hop, row.opd_code, row.started_at,
                                 row.deadline_record())
                 stop = ClockStop(stop.clock, stop.hop, row.deadline, "stopped")
-        else:
+        elif row.clock != "deferral":
             decision = clocks.stop_decision(judged, stop.at, breach_pending="breach" not in fired)
             if decision.fire_breach:
                 self._fire(row.id, "breach", judged, pending, now)
                 out.alert(SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
-                          replace(row.deadline_record(), deadline=judged), judged)
+                          replace(row.deadline_record(), deadline=judged), judged,
+                          instance=row.instance)
         self.cancel_pending_timers(row.id, now)
         self.mark_stopped(row.id, stop.at, stop.reason)
-        out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged)
+        out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
+                    instance=row.instance)
 
     def _fire(self, clock_id: int, kind: TimerKind, due_at: datetime, pending: set[str],
               now: datetime) -> None:
@@ -497,7 +666,8 @@ class TimerFirings(Effects):
 
 def fire_timers(due: list[DueTimer]) -> TimerFirings:
     """What the firing of ``due`` (already marked fired) means: a warning or a breach event per
-    timer; an elapsed reply window also stops its clock (intake closes the complaint)."""
+    timer; an elapsed reply window also stops its clock (intake closes the complaint), as does
+    an expired DITUNDA (``sla.deferral_expired``: intake archives it)."""
     out = TimerFirings()
     for t in due:
         deadline = Deadline(0, t.deadline, None, t.calendar_version, t.policy_version)
@@ -506,6 +676,14 @@ def fire_timers(due: list[DueTimer]) -> TimerFirings:
                 raise ValueError(f"elapsed timer {t.timer_id} without its clock's start")
             out.elapsed(t.complaint_id, t.hop, t.opd_code, t.started_at, deadline, t.lag_s)
             stop = ClockStop("auto_close", t.hop, t.deadline, "stopped")
+            out.stops.append((t.clock_id, stop))
+            out.stopped(t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
+            continue
+        if t.clock == "deferral":
+            if t.started_at is None:
+                raise ValueError(f"deferral timer {t.timer_id} without its clock's start")
+            out.expired(t.complaint_id, t.started_at, deadline, t.lag_s)
+            stop = ClockStop("deferral", t.hop, t.deadline, "stopped")
             out.stops.append((t.clock_id, stop))
             out.stopped(t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
             continue

@@ -15,6 +15,8 @@ from shared.events import Classification
 VERIFICATION = "verification"
 OPD_RESPONSE = "opd_response"
 AUTO_CLOSE = "auto_close"
+REDISPOSITION = "redisposition"
+DEFERRAL = "deferral"
 COMPLETION_KEYS = {
     "aspirasi": "completion_aspirasi",
     "permintaan_informasi": "completion_permintaan_informasi",
@@ -31,7 +33,11 @@ DEFAULT_WORKING_DAYS = {
     "completion_pengaduan": 14,
     COMPLETION_PENGAWASAN: 60,
     AUTO_CLOSE: 10,
+    REDISPOSITION: 3,
+    DEFERRAL: 10,
 }
+# Seeded without a warning (migration 0005): the reporter, not staff, must act.
+NO_WARNING = frozenset({DEFERRAL})
 
 
 @dataclass(frozen=True)
@@ -49,4 +55,5 @@ def completion_policy_key(classification: Classification, berkadar_pengawasan: b
 
 
 def default_policies() -> dict[str, Policy]:
-    return {k: Policy(k, n, 1, 1) for k, n in DEFAULT_WORKING_DAYS.items()}
+    return {k: Policy(k, n, 0 if k in NO_WARNING else 1, 1)
+            for k, n in DEFAULT_WORKING_DAYS.items()}

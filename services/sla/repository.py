@@ -29,7 +29,7 @@ _COMPLAINT_LOCK_CLASS = 0x5F4E
 _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
                " working_days, warn_at, calendar_version, policy_version, instance,"
                " initial_deadline, initial_warn_at, paused_working_days, paused_at, policy_key,"
-               " stop_reason")
+               " stop_reason, final_response_at, closed_at")
 
 # A lifecycle event costs three statements besides BEGIN/COMMIT (four when a resume replaces
 # cancelled timers): ``claim`` (inbox + complaint lock), ``load`` (fact + every clock, live
@@ -192,11 +192,12 @@ _SAVE = f"""
 WITH nc AS (
     INSERT INTO clocks (complaint_id, clock, hop, instance, policy_key, opd_code, started_at,
         working_days, deadline, warn_at, initial_deadline, initial_warn_at, calendar_version,
-        policy_version, paused_working_days, paused_at, stopped_at, stop_reason)
+        policy_version, paused_working_days, paused_at, stopped_at, stop_reason,
+        final_response_at, closed_at)
     SELECT $1, n.* FROM unnest($2::text[], $3::int[], $4::int[], $5::text[], $6::text[],
         $7::timestamptz[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
         $12::timestamptz[], $13::text[], $14::int[], $15::int[], $16::timestamptz[],
-        $17::timestamptz[], $18::text[]) AS n
+        $17::timestamptz[], $18::text[], $19::timestamptz[], $20::timestamptz[]) AS n
     ON CONFLICT (complaint_id, clock, hop, instance) DO NOTHING
     RETURNING id, clock, hop, instance
 ), ids AS (  -- provisional id (−ordinal) → inserted id
@@ -206,22 +207,29 @@ WITH nc AS (
 ), uc AS (
     UPDATE clocks c SET deadline = u.deadline, warn_at = u.warn_at,
         calendar_version = u.calendar_version, paused_working_days = u.paused_working_days,
-        paused_at = u.paused_at, stopped_at = u.stopped_at, stop_reason = u.stop_reason
-    FROM unnest($19::bigint[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::int[],
-                $24::timestamptz[], $25::timestamptz[], $26::text[])
+        paused_at = u.paused_at, stopped_at = u.stopped_at, stop_reason = u.stop_reason,
+        policy_key = u.policy_key, working_days = u.working_days,
+        policy_version = u.policy_version, initial_deadline = u.initial_deadline,
+        initial_warn_at = u.initial_warn_at, final_response_at = u.final_response_at,
+        closed_at = u.closed_at
+    FROM unnest($21::bigint[], $22::timestamptz[], $23::timestamptz[], $24::text[], $25::int[],
+                $26::timestamptz[], $27::timestamptz[], $28::text[], $29::text[], $30::int[],
+                $31::int[], $32::timestamptz[], $33::timestamptz[], $34::timestamptz[],
+                $35::timestamptz[])
         AS u(id, deadline, warn_at, calendar_version, paused_working_days, paused_at, stopped_at,
-             stop_reason)
+             stop_reason, policy_key, working_days, policy_version, initial_deadline,
+             initial_warn_at, final_response_at, closed_at)
     WHERE c.id = u.id
     RETURNING 1
 ), ut AS (
     UPDATE timers t SET fired_at = u.fired_at, cancelled_at = u.cancelled_at
-    FROM unnest($27::bigint[], $28::timestamptz[], $29::timestamptz[]) AS u(id, fired_at, cancelled_at)
+    FROM unnest($36::bigint[], $37::timestamptz[], $38::timestamptz[]) AS u(id, fired_at, cancelled_at)
     WHERE t.id = u.id
 ), nt AS (
     INSERT INTO timers (clock_id, kind, due_at, fired_at, cancelled_at)
     SELECT coalesce(ids.id, n.ref), n.kind, n.due_at, n.fired_at, n.cancelled_at
-    FROM unnest($30::bigint[], $31::text[], $32::timestamptz[], $33::timestamptz[],
-                $34::timestamptz[]) WITH ORDINALITY AS n(ref, kind, due_at, fired_at, cancelled_at, ord)
+    FROM unnest($39::bigint[], $40::text[], $41::timestamptz[], $42::timestamptz[],
+                $43::timestamptz[]) WITH ORDINALITY AS n(ref, kind, due_at, fired_at, cancelled_at, ord)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
     ORDER BY n.ord
@@ -230,13 +238,13 @@ WITH nc AS (
         deadline_after, calendar_version)
     SELECT coalesce(ids.id, n.ref), n.deferred_at, n.resumed_at, n.working_days,
         n.deadline_before, n.deadline_after, n.calendar_version
-    FROM unnest($35::bigint[], $36::timestamptz[], $37::timestamptz[], $38::int[],
-                $39::timestamptz[], $40::timestamptz[], $41::text[])
+    FROM unnest($44::bigint[], $45::timestamptz[], $46::timestamptz[], $47::int[],
+                $48::timestamptz[], $49::timestamptz[], $50::text[])
         AS n(ref, deferred_at, resumed_at, working_days, deadline_before, deadline_after,
              calendar_version)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
-), o AS ({OUTBOX_INSERT_ARRAYS.format(ids=42, keys=43, payloads=44)})
+), o AS ({OUTBOX_INSERT_ARRAYS.format(ids=51, keys=52, payloads=53)})
 SELECT (SELECT count(*) FROM nc) AS inserted, (SELECT count(*) FROM uc) AS updated
 """
 
@@ -253,9 +261,11 @@ def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[Clock
         *_cols(new, "clock", "hop", "instance", "policy_key", "opd_code", "started_at",
                "working_days", "deadline", "warn_at", "initial_deadline", "initial_warn_at",
                "calendar_version", "policy_version", "paused_working_days", "paused_at",
-               "stopped_at", "stop_reason"),
+               "stopped_at", "stop_reason", "final_response_at", "closed_at"),
         *_cols(changed, "id", "deadline", "warn_at", "calendar_version", "paused_working_days",
-               "paused_at", "stopped_at", "stop_reason"),
+               "paused_at", "stopped_at", "stop_reason", "policy_key", "working_days",
+               "policy_version", "initial_deadline", "initial_warn_at", "final_response_at",
+               "closed_at"),
         *_cols(timer_updates, "id", "fired_at", "cancelled_at"),
         *_cols(timer_inserts, "clock_id", "kind", "due_at", "fired_at", "cancelled_at"),
         *_cols(pauses, "clock_id", "deferred_at", "resumed_at", "working_days",

@@ -225,15 +225,18 @@ async def test_reroute_cancels_previous_hop(pool, calendars):
     assert [(d["hop"], d["reason"], d["opd_code"]) for d in stops] == [(1, "cancelled", "PUPR")]
 
 
-async def test_reroute_arriving_before_first_hop_creates_first_hop_cancelled(pool, calendars):
+async def test_reroute_arriving_before_first_hop_starts_no_first_hop_clock(pool, calendars):
+    """Issue 10: a routing superseded by a later hop, with nothing of its own hop known, starts
+    nothing (it was created already cancelled before); it still stops verification."""
     cid = uuid.uuid4()
     hop1_at, hop2_at = T0 + timedelta(days=1), T0 + timedelta(days=2)
     await route(pool, calendars, cid, hop2_at, hop=2, opd="DISHUB")
     await route(pool, calendars, cid, hop1_at, now=hop2_at, hop=1, opd="PUPR")
     clocks = await clocks_of(pool, cid)
-    assert clocks[("opd_response", 1)]["stop_reason"] == "cancelled"
-    assert clocks[("opd_response", 1)]["stopped_at"] == hop2_at
+    assert ("opd_response", 1) not in clocks
     assert clocks[("opd_response", 2)]["stopped_at"] is None
+    await submit(pool, calendars, cid, now=hop2_at)
+    assert (await clocks_of(pool, cid))[("verification", 0)]["stopped_at"] == hop1_at
 
 
 async def test_overrides_and_policy_edits_version_new_deadlines(pool, calendars):
@@ -304,7 +307,10 @@ async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calenda
     deferred = make_event("test", ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at))
     await apply(pool, resumed, calendars, resumed_at)
     out = await apply(pool, deferred, calendars, resumed_at)
-    assert out.events == [] and not out.duplicate
+    # Only DITUNDA's own clock (issue 10), created already met by the resume.
+    assert [(e.event_name, e.data["clock"]) for e in out.events] == [
+        ("sla.clock_started", "deferral"), ("sla.clock_stopped", "deferral")]
+    assert not out.duplicate
     calendar = await current_calendar(pool, calendars)
     n = calendar.paused_working_days(deferred_at, resumed_at)
     assert n > 0
@@ -323,7 +329,8 @@ async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calenda
     assert await pool.fetchval(
         "SELECT count(*) FROM clock_pauses p JOIN clocks c ON c.id = p.clock_id"
         " WHERE c.complaint_id = $1", cid) == 2
-    started = [d for k, d in await outbox_of(pool, cid) if k == "sla.clock_started"]
+    started = [d for k, d in await outbox_of(pool, cid)
+               if k == "sla.clock_started" and d["clock"] != "deferral"]
     assert len(started) == 4  # the two starts, then the two moved deadlines
 
 

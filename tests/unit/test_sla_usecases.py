@@ -242,10 +242,13 @@ async def test_deferred_then_resumed_moves_the_deadlines_by_the_paused_working_d
 
     out = await sla(make_event("test", ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at)),
                     deferred_at)
-    assert out.events == []
+    # Only DITUNDA's own clock starts (issue 10: it expires by itself); the others pause.
+    assert names(out.events) == [("sla.clock_started", "deferral", 0)]
     clocks = sla.repo.clocks_of(cid)
+    assert clocks.pop(("deferral", 0)).started_at == deferred_at
     assert all(c.paused_at == deferred_at for c in clocks.values())
-    assert not [t for _, _, t in sla.repo.timers_of(cid) if t.pending]
+    assert [(c, t.kind) for c, _, t in sla.repo.timers_of(cid) if t.pending] == [
+        ("deferral", "breach")]
 
     out = await sla(make_event("test", ComplaintResumed(complaint_id=cid, resumed_at=resumed_at,
                                                         deferred_at=deferred_at)), resumed_at)
@@ -259,9 +262,10 @@ async def test_deferred_then_resumed_moves_the_deadlines_by_the_paused_working_d
         pending = sorted((t.kind, t.due_at) for k, _, t in sla.repo.timers_of(cid)
                          if k == key[0] and t.pending)
         assert [k for k, _ in pending] == ["breach", "warning"] and pending[0][1] == moved
-    assert names(out.events) == [("sla.clock_started", "verification", 0),
+    assert names(out.events) == [("sla.clock_stopped", "deferral", 0),
+                                 ("sla.clock_started", "verification", 0),
                                  ("sla.clock_started", "completion", 0)]
-    assert [datetime.fromisoformat(e.data["deadline"]) for e in out.events] == [
+    assert [datetime.fromisoformat(e.data["deadline"]) for e in out.events[1:]] == [
         CALENDAR.move_deadline(initial[("verification", 0)], n),
         CALENDAR.move_deadline(initial[("completion", 0)], n)]
     assert [(p.deferred_at, p.resumed_at, p.working_days) for p in sla.repo.pauses] == [
