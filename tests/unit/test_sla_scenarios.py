@@ -16,6 +16,7 @@ import pytest
 
 from services.sla import usecases
 from services.sla.clocks import CompletionMetBy
+from services.sla.domain import ClockRow
 from shared.events import (
     CloudEvent,
     ComplaintArchived,
@@ -186,11 +187,10 @@ ROWS = [
 ]
 
 
-def _status(row_or_none: object) -> str:
-    if row_or_none is None:
+def _status(row: ClockRow | None) -> str:
+    if row is None:
         return "absent"
-    stopped_at = getattr(row_or_none, "stopped_at")
-    return "running" if stopped_at is None else str(getattr(row_or_none, "stop_reason"))
+    return "running" if row.stopped_at is None else str(row.stop_reason)
 
 
 async def run(row: Row) -> tuple[Sla, list[CloudEvent]]:
