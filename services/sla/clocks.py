@@ -299,15 +299,6 @@ def routing_took(routed: Fact, facts: list[Fact]) -> bool:
                    and not any(b <= f.at for b in back) for f in facts)
 
 
-def routing_superseded(routed: Fact, facts: list[Fact]) -> bool:
-    """A routing that arrives after a later hop's, with nothing of its own hop known (no
-    response, return or withdrawal): its OPD clock would only be cancelled, so none starts
-    (the routing still happened: it stops the verification clock)."""
-    own = any(f.hop == routed.hop and f.kind in ("returned", "withdrawn", "responded")
-              for f in facts)
-    return not own and any(f.kind == "routed" and f.hop > routed.hop for f in facts)
-
-
 def effective_facts(facts: list[Fact]) -> list[Fact]:
     """``facts`` without routings that never took (``routing_took``)."""
     return [f for f in facts if f.kind != "routed" or routing_took(f, facts)]

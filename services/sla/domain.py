@@ -331,20 +331,22 @@ class ComplaintClocks:
         facts = self.effective_facts()
         took = fact is None or fact.kind != "routed" or fact in facts
         if fact is not None and took:
-            for row in self.open_clocks():
+            for row in list(self._clocks.values()):
                 stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact], met_by)
-                if stop is not None:
+                if stop is None:
+                    continue
+                if row.stopped_at is None:
                     self._stop_clock(row, stop, calendar, now)
+                elif stop.at < row.stopped_at:
+                    self._restop(row, stop, calendar)
             self._record_outcome(fact)
             if fact.kind == "deferred":
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
                 self._resume(fact.deferred_at, fact.at, calendar, now)
         for start in clocks.starts_on(data):
-            if isinstance(data, ComplaintRouted) and (not took or clocks.routing_superseded(
-                    clocks.Fact("routed", data.routed_at, data.hop), facts)):
-                log.info("routing %s of %s never took or was superseded: no clock", data.hop,
-                         self.complaint_id)
+            if isinstance(data, ComplaintRouted) and not took:
+                log.info("routing %s of %s never took: no clock", data.hop, self.complaint_id)
                 continue
             if start.clock == "deferral":
                 instance = self._instance_for("deferral", 0, start.started_at)
@@ -585,6 +587,19 @@ class ComplaintClocks:
         out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
                     instance=row.instance)
 
+    def _restop(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar) -> None:
+        """An earlier stop processed after a later one (reordered): the earliest stop wins, as
+        for a clock created after its stops. Not for what already ended the complaint's
+        course elsewhere: an elapsed reply window (intake closed it) or an expired DITUNDA
+        (intake archived it). The correction is published as a new ``sla.clock_stopped``."""
+        if row.clock == "auto_close" or (row.clock == "deferral" and row.stopped_at is not None
+                                         and row.stopped_at >= row.deadline):
+            return
+        self._clocks[row.id] = replace(row, stopped_at=stop.at, stop_reason=stop.reason)
+        judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
+        self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
+                             instance=row.instance)
+
     def _fire(self, clock_id: int, kind: TimerKind, due_at: datetime, pending: set[str],
               now: datetime) -> None:
         if kind in pending:
@@ -609,10 +624,13 @@ class ComplaintClocks:
         """The paused clocks run again: deadline = initial deadline moved later by all working
         days paused so far; new timers; a new ``sla.clock_started`` carries the moved deadline."""
         complaint_id, out = self.complaint_id, self.effects
-        for row in self.open_clocks():
+        for row in list(self._clocks.values()):
             if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at:
                 continue
             if self.pause_applied(row.id, deferred_at):
+                continue
+            if row.stopped_at is not None:
+                self._resume_stopped(row, deferred_at, resumed_at, calendar)
                 continue
             n = calendar.paused_working_days(deferred_at, resumed_at)
             total = row.paused_working_days + n
@@ -634,6 +652,19 @@ class ComplaintClocks:
                 if plan.fire_now:
                     out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
                               plan.due_at)
+
+    def _resume_stopped(self, row: ClockRow, deferred_at: datetime, resumed_at: datetime,
+                        calendar: WorkingCalendar) -> None:
+        """A resume processed after the clock stopped (reordered): if the DITUNDA began while
+        it ran, its stored deadline gets the paused days too (the stop was already judged
+        without them: ``deadline_at``); no timers, no event (the clock is over)."""
+        if row.stopped_at is None or deferred_at >= row.stopped_at:
+            return
+        n = calendar.paused_working_days(deferred_at, min(resumed_at, row.stopped_at))
+        total = row.paused_working_days + n
+        moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
+        self.record_pause(row.id, deferred_at, resumed_at, n, row.deadline, moved)
+        self.set_recomputed_deadline(row.id, moved, total, None)
 
 
 # -- the scanner -------------------------------------------------------------------------------

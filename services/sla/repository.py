@@ -61,7 +61,7 @@ SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
        (SELECT array_agg(ROW(kind, at, hop, deferred_at) ORDER BY at) FROM facts
          WHERE complaint_id = $1) AS facts,
        (SELECT array_agg(ROW(clock_id, deferred_at)) FROM clock_pauses
-         WHERE $7 AND clock_id IN (SELECT id FROM c WHERE stopped_at IS NULL)) AS pauses,
+         WHERE $7 AND clock_id IN (SELECT id FROM c)) AS pauses,
        (SELECT revision FROM calendar_revision) AS calendar_revision,
        (SELECT array_agg(ROW(clock, working_days, warn_before_working_days, version)
                          ORDER BY clock) FROM policies) AS policies

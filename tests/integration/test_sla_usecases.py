@@ -225,18 +225,15 @@ async def test_reroute_cancels_previous_hop(pool, calendars):
     assert [(d["hop"], d["reason"], d["opd_code"]) for d in stops] == [(1, "cancelled", "PUPR")]
 
 
-async def test_reroute_arriving_before_first_hop_starts_no_first_hop_clock(pool, calendars):
-    """Issue 10: a routing superseded by a later hop, with nothing of its own hop known, starts
-    nothing (it was created already cancelled before); it still stops verification."""
+async def test_reroute_arriving_before_first_hop_creates_first_hop_cancelled(pool, calendars):
     cid = uuid.uuid4()
     hop1_at, hop2_at = T0 + timedelta(days=1), T0 + timedelta(days=2)
     await route(pool, calendars, cid, hop2_at, hop=2, opd="DISHUB")
     await route(pool, calendars, cid, hop1_at, now=hop2_at, hop=1, opd="PUPR")
     clocks = await clocks_of(pool, cid)
-    assert ("opd_response", 1) not in clocks
+    assert clocks[("opd_response", 1)]["stop_reason"] == "cancelled"
+    assert clocks[("opd_response", 1)]["stopped_at"] == hop2_at
     assert clocks[("opd_response", 2)]["stopped_at"] is None
-    await submit(pool, calendars, cid, now=hop2_at)
-    assert (await clocks_of(pool, cid))[("verification", 0)]["stopped_at"] == hop1_at
 
 
 async def test_overrides_and_policy_edits_version_new_deadlines(pool, calendars):

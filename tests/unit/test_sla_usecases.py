@@ -66,7 +66,7 @@ class FakeSlaRepository:
         timers = [replace(t, changed=False) for t in self.timers.values()
                   if t.clock_id in running and t.cancelled_at is None]
         pauses = {(p.clock_id, p.deferred_at) for p in self.pauses
-                  if with_pauses and p.clock_id in running}
+                  if with_pauses and p.clock_id in {c.id for c in mine}}
         facts = self.facts.setdefault(complaint_id, [])
         state = ComplaintClocks(complaint_id, sorted(mine, key=lambda c: c.id), timers,
                                 sorted(facts, key=lambda f: f.at), pauses)
