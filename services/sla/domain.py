@@ -379,9 +379,18 @@ class ComplaintClocks:
         if not owners:
             return
         row = max(owners, key=lambda c: c.started_at)
-        if fact.kind == "responded" and row.final_response_at is None:
+        for other in owners:  # an instance started since (reordered) takes it over
+            if other.id != row.id and fact.kind == "responded" \
+                    and other.final_response_at == fact.at:
+                self._clocks[other.id] = replace(other, final_response_at=None)
+            elif other.id != row.id and fact.kind == "closed" and other.closed_at == fact.at:
+                self._clocks[other.id] = replace(other, closed_at=None)
+        row = self._clocks[row.id]
+        # The earliest of each (an earlier one may be processed after a later one).
+        if fact.kind == "responded" and (row.final_response_at is None
+                                         or fact.at < row.final_response_at):
             self._clocks[row.id] = replace(row, final_response_at=fact.at)
-        elif fact.kind == "closed" and row.closed_at is None:
+        elif fact.kind == "closed" and (row.closed_at is None or fact.at < row.closed_at):
             self._clocks[row.id] = replace(row, closed_at=fact.at)
 
     def _start_clock(self, policies: dict[str, Policy], start: ClockStart,
@@ -591,10 +600,11 @@ class ComplaintClocks:
         """An earlier stop processed after a later one (reordered): the earliest stop wins, as
         for a clock created after its stops. Not for what already ended the complaint's
         course elsewhere: an elapsed reply window (intake closed it) or an expired DITUNDA
-        (intake archived it). The correction is published as a new ``sla.clock_stopped``."""
-        if row.clock == "auto_close" or (row.clock == "deferral" and row.stopped_at is not None
-                                         and row.stopped_at >= row.deadline):
-            return
+        (intake archived it). The correction is published as a new ``sla.clock_stopped``.
+        (A late stop's breach that fired stays fired: the event is out.)"""
+        if row.clock in ("auto_close", "deferral") and row.stop_reason == "stopped" \
+                and row.stopped_at == row.deadline:
+            return  # elapsed or expired: what followed elsewhere cannot be undone
         self._clocks[row.id] = replace(row, stopped_at=stop.at, stop_reason=stop.reason)
         judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
         self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
@@ -630,7 +640,7 @@ class ComplaintClocks:
             if self.pause_applied(row.id, deferred_at):
                 continue
             if row.stopped_at is not None:
-                self._resume_stopped(row, deferred_at, resumed_at, calendar)
+                self._resume_stopped(row, deferred_at, resumed_at, calendar, now)
                 continue
             n = calendar.paused_working_days(deferred_at, resumed_at)
             total = row.paused_working_days + n
@@ -654,7 +664,7 @@ class ComplaintClocks:
                               plan.due_at)
 
     def _resume_stopped(self, row: ClockRow, deferred_at: datetime, resumed_at: datetime,
-                        calendar: WorkingCalendar) -> None:
+                        calendar: WorkingCalendar, now: datetime) -> None:
         """A resume processed after the clock stopped (reordered): if the DITUNDA began while
         it ran, its stored deadline gets the paused days too (the stop was already judged
         without them: ``deadline_at``); no timers, no event (the clock is over)."""
@@ -665,6 +675,32 @@ class ComplaintClocks:
         moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
         self.record_pause(row.id, deferred_at, resumed_at, n, row.deadline, moved)
         self.set_recomputed_deadline(row.id, moved, total, None)
+        if row.clock == "completion" and n:
+            self._shift_resumed_instances(row, n, calendar, now)
+
+    def _shift_resumed_instances(self, row: ClockRow, n: int, calendar: WorkingCalendar,
+                                 now: datetime) -> None:
+        """The completion instances resumed after ``row`` (reporter replies) inherit its
+        deadline: when it moves by ``n`` working days, so do they."""
+        for c in list(self._clocks.values()):
+            if c.clock != "completion" or c.hop != row.hop or c.instance <= row.instance:
+                continue
+            warn = None if c.warn_at is None else calendar.move_deadline(c.warn_at, n)
+            self._clocks[c.id] = replace(
+                c, deadline=calendar.move_deadline(c.deadline, n), warn_at=warn,
+                initial_deadline=calendar.move_deadline(c.initial_deadline or c.deadline, n),
+                initial_warn_at=None if c.initial_warn_at is None
+                else calendar.move_deadline(c.initial_warn_at, n))
+            moved = self._clocks[c.id].deadline_record()
+            if c.stopped_at is not None or c.paused_at is not None:
+                continue
+            _, fired = self.live_timer_kinds(c.id)
+            self.cancel_pending_timers(c.id, now)
+            for plan in clocks.resumed_timers(moved, now, fired):
+                self.insert_timer(c.id, plan.kind, plan.due_at,
+                                  fired_at=now if plan.fire_now else None)
+            self.effects.started(c.complaint_id, c.clock, c.hop, c.opd_code, c.started_at,
+                                 moved, instance=c.instance)
 
 
 # -- the scanner -------------------------------------------------------------------------------
