@@ -34,6 +34,13 @@ class SlaSettings(BaseModel):
     # reporter's reply window then does not count against the regency and a reply resumes
     # it) or the close ("close", for a regency whose Perbup reads so).
     completion_met_by: Literal["final_response", "close"] = "final_response"
+    # Quiet hours: staff-facing warnings and escalations that come due outside office hours
+    # (working days of the regency's calendar, office_opens–office_closes local time) are
+    # emitted at the next opening with their original due time in ``due_at``; breaches are
+    # recorded at the exact instant regardless.
+    quiet_hours: bool = True
+    office_opens: str = Field(default="07:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    office_closes: str = Field(default="16:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class NotifySettings(BaseModel):

@@ -35,7 +35,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Literal
 
 from services.sla.calendar import WorkingCalendar
@@ -63,6 +63,7 @@ from shared.events import (
     ComplaintRouted,
     ComplaintSubmitted,
     ComplaintWithdrawn,
+    EscalationTarget,
     EventData,
 )
 
@@ -70,7 +71,7 @@ StopReason = Literal["stopped", "cancelled"]
 # What meets the completion clock (a policy setting: a regency whose Perbup reads differently
 # chooses "close"): the OPD's final tindak lanjut (default), or the close.
 CompletionMetBy = Literal["final_response", "close"]
-TimerKind = Literal["warning", "breach", "elapse"]
+TimerKind = Literal["warning", "breach", "elapse", "escalate"]
 # The clocks that wait on the reporter: DITUNDA pauses them.
 PAUSABLE: frozenset[str] = frozenset({"verification", "completion"})
 
@@ -85,6 +86,7 @@ class ClockStart:
     started_at: datetime
     opd_code: str | None = None
     instance: int = 0
+    category: str | None = None  # the complaint's, when the event says it
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class TimerPlan:
     kind: TimerKind
     due_at: datetime
     fire_now: bool = False
+    point: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,11 @@ def starts_on_submission(event: ComplaintSubmitted) -> list[ClockStart]:
     if event.historical:
         return []
     return [
-        ClockStart("verification", 0, VERIFICATION, event.received_at),
+        ClockStart("verification", 0, VERIFICATION, event.received_at,
+                   category=event.category),
         ClockStart("completion", 0,
                    completion_policy_key(event.classification, event.berkadar_pengawasan),
-                   event.received_at),
+                   event.received_at, category=event.category),
     ]
 
 
@@ -401,3 +405,105 @@ def resumed_timers(deadline: Deadline, now: datetime, fired: set[str]) -> list[T
     if "breach" in fired:
         return []
     return [p for p in initial_timers(deadline, now, None) if p.kind not in fired]
+
+
+# -- staff-facing timers: warning points, escalation ladders, quiet hours --------------------
+@dataclass(frozen=True)
+class LadderStep:
+    level: int
+    after_working_days: int
+    target: EscalationTarget
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """An escalation ladder: for a clock kind, optionally one OPD and/or one category."""
+
+    clock: str
+    opd_code: str | None
+    category: str | None
+    steps: tuple[LadderStep, ...]
+    version: int
+
+
+def ladder_for(ladders: tuple[Ladder, ...], clock: str, opd_code: str | None,
+               category: str | None) -> Ladder | None:
+    """The most specific ladder of ``clock`` that applies: OPD and category, then OPD, then
+    category, then the clock's default; a ladder scoped to an OPD (category) applies to that
+    one only."""
+    best: tuple[int, Ladder] | None = None
+    for ladder in ladders:
+        if ladder.clock != clock:
+            continue
+        if ladder.opd_code is not None and ladder.opd_code != opd_code:
+            continue
+        if ladder.category is not None and ladder.category != category:
+            continue
+        rank = 2 * (ladder.opd_code is not None) + (ladder.category is not None)
+        if best is None or rank > best[0]:
+            best = (rank, ladder)
+    return best[1] if best else None
+
+
+def escalation_point(step: LadderStep, version: int) -> str:
+    """How an escalation timer names its step (``level:target:after:ladder version``)."""
+    return f"{step.level}:{step.target}:{step.after_working_days}:{version}"
+
+
+def parse_escalation_point(point: str) -> tuple[int, EscalationTarget, int, int]:
+    level, target, after, version = point.split(":")
+    return int(level), target, int(after), int(version)  # type: ignore[return-value]  # stored from a LadderStep
+
+
+@dataclass(frozen=True)
+class OfficeHours:
+    """When staff read alerts: working days (the calendar's), from ``opens`` to ``closes``
+    local time. A staff-facing alert due outside is emitted at the next opening."""
+
+    opens: time
+    closes: time
+
+    def next_opening(self, at: datetime, calendar: WorkingCalendar) -> datetime:
+        local = at.astimezone(calendar.tz)
+        day = local.date()
+        if calendar.is_working_day(day) and self.opens <= local.time() < self.closes:
+            return at
+        if not (calendar.is_working_day(day) and local.time() < self.opens):
+            day = calendar.nth_working_day_after(day, 1)
+        return datetime.combine(day, self.opens, tzinfo=calendar.tz)
+
+
+def warning_instants(started_at: datetime, deadline: datetime, points: tuple[str, ...],
+                     calendar: WorkingCalendar) -> list[tuple[str, datetime]]:
+    """The instants of a clock's warning points: ``"<n>hk"`` is the end of the working day n
+    working days before the deadline's; ``"<p>%"`` is when p % of the clock's time elapsed.
+    Points not after the start are dropped (they would only repeat the start)."""
+    out: list[tuple[str, datetime]] = []
+    for point in points:
+        if point.endswith("hk"):
+            n = int(point[:-2])
+            day = calendar.local_date(deadline)
+            for _ in range(n):
+                day -= timedelta(days=1)
+                while not calendar.is_working_day(day):
+                    day -= timedelta(days=1)
+            instant = calendar.end_of_day(day)
+        elif point.endswith("%"):
+            instant = started_at + (deadline - started_at) * (float(point[:-1]) / 100)
+        else:
+            raise ValueError(f"warning point {point!r}: use '<n>hk' or '<p>%'")
+        if started_at < instant < deadline:
+            out.append((point, instant))
+    return sorted(out, key=lambda p: p[1])
+
+
+def validate_points(points: tuple[str, ...]) -> tuple[str, ...]:
+    for p in points:
+        body = p[:-2] if p.endswith("hk") else p[:-1] if p.endswith("%") else ""
+        try:
+            ok = float(body) > 0 and (not p.endswith("%") or float(body) < 100)
+        except ValueError:
+            ok = False
+        if not ok or (p.endswith("hk") and not body.isdigit()):
+            raise ValueError(f"warning point {p!r}: use '<n>hk' (n ≥ 1) or '<p>%' (0 < p < 100)")
+    return points

@@ -35,6 +35,8 @@ from services.sla.clocks import (
     CompletionMetBy,
     Deadline,
     Fact,
+    Ladder,
+    OfficeHours,
     StopReason,
     TimerKind,
 )
@@ -50,6 +52,7 @@ from shared.events import (
     SlaClockStopped,
     SlaDeadlineChanged,
     SlaDeferralExpired,
+    SlaEscalated,
     SlaReplyWindowElapsed,
     SlaWarning,
     make_event,
@@ -57,7 +60,7 @@ from shared.events import (
 
 log = logging.getLogger(__name__)
 SOURCE = "sp4n/sla"
-AlertKind = Literal["warning", "breach", "elapsed", "expired"]
+AlertKind = Literal["warning", "breach", "elapsed", "expired", "escalation"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class ClockRow:
     # The completion clock's two outcomes, kept whichever meets it (``completion_met_by``).
     final_response_at: datetime | None = None
     closed_at: datetime | None = None
+    category: str | None = None
 
     def deadline_record(self) -> Deadline:
         return Deadline(self.working_days, self.deadline, self.warn_at, self.calendar_version,
@@ -103,6 +107,8 @@ class Timer:
     fired_at: datetime | None = None
     cancelled_at: datetime | None = None
     changed: bool = False
+    point: str = ""  # which warning point or escalation step; "" for the others
+    fire_at: datetime | None = None  # None: at due_at (quiet hours may hold a staff alert)
 
     @property
     def pending(self) -> bool:
@@ -219,6 +225,9 @@ class ComplaintClocks:
         self._new_pauses: list[PauseRow] = []
         self.effects = Effects()
         self.met_by: CompletionMetBy = "final_response"
+        self._policies: dict[str, Policy] = {}
+        self._ladders: tuple[Ladder, ...] = ()
+        self._office: OfficeHours | None = None
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -277,8 +286,13 @@ class ComplaintClocks:
             clock_id, self.complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
             deadline.deadline, None, deadline.working_days, deadline.warn_at,
             deadline.calendar_version, deadline.policy_version, start.instance,
-            deadline.deadline, deadline.warn_at, 0, None, start.policy_key)
+            deadline.deadline, deadline.warn_at, 0, None, start.policy_key,
+            category=start.category or self.category())
         return clock_id
+
+    def category(self) -> str | None:
+        """The complaint's category as its clocks know it (from the submission)."""
+        return next((c.category for c in self._clocks.values() if c.category), None)
 
     def set_paused(self, clock_id: int, at: datetime | None) -> None:
         self._clocks[clock_id] = replace(self._clocks[clock_id], paused_at=at)
@@ -305,8 +319,14 @@ class ComplaintClocks:
                                              stop_reason=reason)
 
     def insert_timer(self, clock_id: int, kind: TimerKind, due_at: datetime, *,
-                     fired_at: datetime | None = None) -> None:
-        self._timers.append(Timer(None, clock_id, kind, due_at, fired_at))
+                     fired_at: datetime | None = None, point: str = "",
+                     fire_at: datetime | None = None) -> None:
+        self._timers.append(Timer(None, clock_id, kind, due_at, fired_at, point=point,
+                                  fire_at=fire_at))
+
+    def fired_points(self, clock_id: int) -> set[tuple[str, str]]:
+        return {(t.kind, t.point) for t in self._timers
+                if t.clock_id == clock_id and t.cancelled_at is None and t.fired_at is not None}
 
     def fire_timer(self, clock_id: int, kind: str, at: datetime) -> bool:
         for t in self._timers:
@@ -323,11 +343,13 @@ class ComplaintClocks:
     # -- decisions ---------------------------------------------------------------------------
     def apply(self, data: EventData, fact: Fact | None, calendar: WorkingCalendar,
               policies: dict[str, Policy], now: datetime,
-              met_by: CompletionMetBy = "final_response") -> None:
+              met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
+              office_hours: OfficeHours | None = None) -> None:
         """Apply one lifecycle event (its fact already recorded): stop or cancel the running
         clocks it ends, pause or resume, then start the clocks it starts, and the follow-up
         clocks the facts now call for (reopens, reporter replies), whatever order they came."""
         self.met_by = met_by
+        self._policies, self._ladders, self._office = policies, ladders, office_hours
         facts = self.effective_facts()
         took = fact is None or fact.kind != "routed" or fact in facts
         if fact is not None and took:
@@ -452,9 +474,15 @@ class ComplaintClocks:
             plans = []  # DITUNDA: timers come with the resume
         else:
             plans = clocks.initial_timers(deadline, now, None)
+        staff = stop is None and paused_at is None and start.clock not in ("auto_close",
+                                                                           "deferral")
+        if staff and policy.warn_points:
+            plans = [p for p in plans if p.kind != "warning"]  # the points replace it
         for plan in plans:
             self.insert_timer(clock_id, plan.kind, plan.due_at,
-                              fired_at=now if plan.fire_now else None)
+                              fired_at=now if plan.fire_now else None,
+                              fire_at=self._quiet(plan.due_at, calendar)
+                              if plan.kind == "warning" else None)
             if plan.fire_now and plan.kind == "elapse":
                 out.elapsed(complaint_id, start.hop, start.opd_code, start.started_at, deadline)
                 stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
@@ -465,10 +493,68 @@ class ComplaintClocks:
                 out.alert(SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
                           replace(deadline, deadline=judged), plan.due_at,
                           instance=start.instance)
+        if staff:
+            self._add_staff_timers(clock_id, deadline, calendar, now)
         if stop is not None:
             self.mark_stopped(clock_id, stop.at, stop.reason)
             out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged,
                         instance=start.instance)
+
+    def _replan(self, clock_id: int, moved: Deadline, calendar: WorkingCalendar,
+                now: datetime) -> list[clocks.TimerPlan]:
+        """New timers of a running clock whose deadline moved (its pending ones cancelled by
+        the caller): as for a new clock, except that what fired stays fired. Returns the
+        plans fired at once (a breach the caller reports)."""
+        _, fired = self.live_timer_kinds(clock_id)
+        policy = self._policies.get(self._clocks[clock_id].policy_key)
+        fired_now = []
+        for plan in clocks.resumed_timers(moved, now, fired):
+            if plan.kind == "warning" and policy is not None and policy.warn_points:
+                continue
+            self.insert_timer(clock_id, plan.kind, plan.due_at,
+                              fired_at=now if plan.fire_now else None,
+                              fire_at=self._quiet(plan.due_at, calendar)
+                              if plan.kind == "warning" else None)
+            if plan.fire_now:
+                fired_now.append(plan)
+        self._add_staff_timers(clock_id, moved, calendar, now)
+        return fired_now
+
+    def _quiet(self, due_at: datetime, calendar: WorkingCalendar) -> datetime | None:
+        """When a staff-facing alert due at ``due_at`` is emitted: the next opening when quiet
+        hours are on and it falls outside them, else None (at its due time)."""
+        if self._office is None:
+            return None
+        at = self._office.next_opening(due_at, calendar)
+        return None if at == due_at else at
+
+    def _add_staff_timers(self, clock_id: int, deadline: Deadline, calendar: WorkingCalendar,
+                          now: datetime, *, warnings: bool = True) -> None:
+        """The running clock's warning points (when its policy names several) and its
+        escalation ladder's steps, each once (what fired stays fired; a step already due is
+        fired by the next scan)."""
+        row = self._clocks[clock_id]
+        policy = self._policies.get(row.policy_key)
+        fired = self.fired_points(clock_id)
+        pending = {(t.kind, t.point) for t in self._timers if t.clock_id == clock_id and t.pending}
+        if warnings and policy is not None and policy.warn_points:
+            for point, instant in clocks.warning_instants(row.started_at, deadline.deadline,
+                                                          policy.warn_points, calendar):
+                if ("warning", point) in fired | pending or instant <= now:
+                    continue
+                self.insert_timer(clock_id, "warning", instant, point=point,
+                                  fire_at=self._quiet(instant, calendar))
+        ladder = clocks.ladder_for(self._ladders, row.clock, row.opd_code, row.category)
+        if ladder is None:
+            return
+        for step in ladder.steps:
+            point = clocks.escalation_point(step, ladder.version)
+            if any(k == "escalate" and p.split(":")[0] == str(step.level)
+                   for k, p in fired | pending):
+                continue
+            due = calendar.move_deadline(deadline.deadline, step.after_working_days)
+            self.insert_timer(clock_id, "escalate", due, point=point,
+                              fire_at=self._quiet(due, calendar))
 
     def _start_reopened_completions(self, policies: dict[str, Policy], calendar: WorkingCalendar,
                                     now: datetime) -> None:
@@ -541,7 +627,11 @@ class ComplaintClocks:
         timers are replaced (what fired stays fired); ``sla.deadline_changed`` says why."""
         key = completion_policy_key(data.classification, data.berkadar_pengawasan)
         policy = policies[key]
+        for c in list(self._clocks.values()):  # a ladder may be scoped to the category
+            if c.category != data.category:
+                self._clocks[c.id] = replace(c, category=data.category)
         for row in self.open_clocks():
+            row = self._clocks[row.id]
             if row.clock != "completion" or row.policy_key == key or row.instance != 0:
                 continue
             initial = clocks.compute_deadline(row.started_at, policy, calendar)
@@ -558,14 +648,10 @@ class ComplaintClocks:
                                  paused_working_days=row.paused_working_days)
             if row.paused_at is not None:
                 continue  # DITUNDA: timers come with the resume
-            _, fired = self.live_timer_kinds(row.id)
             self.cancel_pending_timers(row.id, now)
-            for plan in clocks.resumed_timers(moved, now, fired):
-                self.insert_timer(row.id, plan.kind, plan.due_at,
-                                  fired_at=now if plan.fire_now else None)
-                if plan.fire_now:
-                    self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
-                                       row.opd_code, moved, plan.due_at, instance=row.instance)
+            for plan in self._replan(row.id, moved, calendar, now):
+                self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
+                                   row.opd_code, moved, plan.due_at, instance=row.instance)
 
     def _stop_clock(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar,
                     now: datetime) -> None:
@@ -655,13 +741,9 @@ class ComplaintClocks:
             out.started(complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
             if paused_at is not None:
                 continue
-            _, fired = self.live_timer_kinds(row.id)
-            for plan in clocks.resumed_timers(moved, now, fired):
-                self.insert_timer(row.id, plan.kind, plan.due_at,
-                                  fired_at=now if plan.fire_now else None)
-                if plan.fire_now:
-                    out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
-                              plan.due_at)
+            for plan in self._replan(row.id, moved, calendar, now):
+                out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
+                          plan.due_at, instance=row.instance)
 
     def _resume_stopped(self, row: ClockRow, deferred_at: datetime, resumed_at: datetime,
                         calendar: WorkingCalendar, now: datetime) -> None:
@@ -694,11 +776,10 @@ class ComplaintClocks:
             moved = self._clocks[c.id].deadline_record()
             if c.stopped_at is not None or c.paused_at is not None:
                 continue
-            _, fired = self.live_timer_kinds(c.id)
             self.cancel_pending_timers(c.id, now)
-            for plan in clocks.resumed_timers(moved, now, fired):
-                self.insert_timer(c.id, plan.kind, plan.due_at,
-                                  fired_at=now if plan.fire_now else None)
+            for plan in self._replan(c.id, moved, calendar, now):
+                self.effects.alert(SlaBreached, c.complaint_id, c.clock, c.hop, c.opd_code,
+                                   moved, plan.due_at, instance=c.instance)
             self.effects.started(c.complaint_id, c.clock, c.hop, c.opd_code, c.started_at,
                                  moved, instance=c.instance)
 
@@ -721,6 +802,8 @@ class DueTimer:
     policy_version: int
     clock_id: int = 0
     started_at: datetime | None = None
+    point: str = ""
+    instance: int = 0
 
 
 @dataclass
@@ -754,6 +837,24 @@ def fire_timers(due: list[DueTimer]) -> TimerFirings:
             out.stops.append((t.clock_id, stop))
             out.stopped(t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
             continue
-        out.alert(SlaBreached if t.kind == "breach" else SlaWarning, t.complaint_id, t.clock,
-                  t.hop, t.opd_code, deadline, t.due_at, lag_s=t.lag_s)
+        if t.kind == "escalate":
+            level, target, late, version = clocks.parse_escalation_point(t.point)
+            out.events.append(make_event(SOURCE, SlaEscalated(
+                complaint_id=t.complaint_id, clock=t.clock, hop=t.hop, instance=t.instance,
+                opd_code=t.opd_code, deadline=t.deadline, due_at=t.due_at,
+                calendar_version=t.calendar_version, policy_version=t.policy_version,
+                level=level, target_role=target, working_days_late=late,
+                ladder_version=version)))
+            out.alerts.append(Alert("escalation", t.clock, t.opd_code, t.lag_s))
+            continue
+        if t.kind == "warning":
+            out.events.append(make_event(SOURCE, SlaWarning(
+                complaint_id=t.complaint_id, clock=t.clock, hop=t.hop, instance=t.instance,
+                opd_code=t.opd_code, deadline=t.deadline, due_at=t.due_at,
+                calendar_version=t.calendar_version, policy_version=t.policy_version,
+                point=t.point or None)))
+            out.alerts.append(Alert("warning", t.clock, t.opd_code, t.lag_s))
+            continue
+        out.alert(SlaBreached, t.complaint_id, t.clock, t.hop, t.opd_code, deadline, t.due_at,
+                  lag_s=t.lag_s, instance=t.instance)
     return out

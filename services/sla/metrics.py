@@ -32,6 +32,8 @@ class SlaMetrics:
             "sp4n_sla_reply_windows_elapsed",
             "Reply windows (auto_close) that elapsed with no reply from the reporter",
             ["opd"], registry=registry)
+        self.escalations = Counter("sp4n_sla_escalations", "Escalation ladder steps fired",
+                                   ["opd", "clock"], registry=registry)
         self.deferrals_expired = Counter(
             "sp4n_sla_deferrals_expired",
             "DITUNDA periods that ended with no answer from the reporter (archived by the system)",
@@ -52,6 +54,8 @@ class SlaMetrics:
                 self.reply_windows_elapsed.labels(_opd(alert.opd_code)).inc()
             elif alert.kind == "expired":
                 self.deferrals_expired.inc()
+            elif alert.kind == "escalation":
+                self.escalations.labels(_opd(alert.opd_code), alert.clock).inc()
             else:
                 self.warnings.labels(_opd(alert.opd_code), alert.clock).inc()
 

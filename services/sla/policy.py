@@ -46,6 +46,8 @@ class Policy:
     working_days: int
     warn_before_working_days: int
     version: int
+    # Warning points ("2hk", "50%"); empty: the single point ``warn_before_working_days``.
+    warn_points: tuple[str, ...] = ()
 
 
 def completion_policy_key(classification: Classification, berkadar_pengawasan: bool) -> str:

@@ -29,7 +29,7 @@ _COMPLAINT_LOCK_CLASS = 0x5F4E
 _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
                " working_days, warn_at, calendar_version, policy_version, instance,"
                " initial_deadline, initial_warn_at, paused_working_days, paused_at, policy_key,"
-               " stop_reason, final_response_at, closed_at")
+               " stop_reason, final_response_at, closed_at, category")
 
 # A lifecycle event costs three statements besides BEGIN/COMMIT (four when a resume replaces
 # cancelled timers): ``claim`` (inbox + complaint lock), ``load`` (fact + every clock, live
@@ -52,19 +52,22 @@ WITH new_fact AS (
 ), c AS MATERIALIZED (
     SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 ORDER BY id FOR UPDATE
 ), t AS MATERIALIZED (
-    SELECT id, clock_id, kind, fired_at FROM timers
+    SELECT id, clock_id, kind, fired_at, point FROM timers
     WHERE clock_id IN (SELECT id FROM c WHERE stopped_at IS NULL) AND cancelled_at IS NULL
     ORDER BY id FOR UPDATE
 )
 SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
-       (SELECT array_agg(ROW(id, clock_id, kind, fired_at) ORDER BY id) FROM t) AS timers,
+       (SELECT array_agg(ROW(id, clock_id, kind, fired_at, point) ORDER BY id) FROM t) AS timers,
        (SELECT array_agg(ROW(kind, at, hop, deferred_at) ORDER BY at) FROM facts
          WHERE complaint_id = $1) AS facts,
        (SELECT array_agg(ROW(clock_id, deferred_at)) FROM clock_pauses
          WHERE $7 AND clock_id IN (SELECT id FROM c)) AS pauses,
        (SELECT revision FROM calendar_revision) AS calendar_revision,
-       (SELECT array_agg(ROW(clock, working_days, warn_before_working_days, version)
-                         ORDER BY clock) FROM policies) AS policies
+       (SELECT array_agg(ROW(clock, working_days, warn_before_working_days, version,
+                             coalesce(warn_points, ARRAY[]::text[])) ORDER BY clock)
+          FROM policies) AS policies,
+       (SELECT array_agg(ROW(clock, opd_code, category, steps::text, version) ORDER BY id)
+          FROM escalation_ladders) AS ladders
 """
 
 
@@ -103,12 +106,14 @@ class PgSlaRepository:
             fact and fact.deferred_at, event_id, with_pauses)
         state = ComplaintClocks(
             complaint_id, [ClockRow(*c) for c in r["clocks"] or ()],
-            [Timer(t[0], t[1], t[2], fired_at=t[3]) for t in r["timers"] or ()],
+            [Timer(t[0], t[1], t[2], fired_at=t[3], point=t[4]) for t in r["timers"] or ()],
             [Fact(*f) for f in r["facts"] or ()], {(p[0], p[1]) for p in r["pauses"] or ()})
         if fact is not None:
             state.record_fact(fact)  # not in the statement's snapshot when it inserted it
-        return state, CalendarStamp(r["calendar_revision"],
-                                    tuple((p[0], p[1], p[2], p[3]) for p in r["policies"] or ()))
+        return state, CalendarStamp(
+            r["calendar_revision"],
+            tuple((p[0], p[1], p[2], p[3], tuple(p[4])) for p in r["policies"] or ()),
+            tuple((x[0], x[1], x[2], x[3], x[4]) for x in r["ladders"] or ()))
 
     async def save(self, state: ComplaintClocks) -> None:
         """Write every change and the events staged on the unit of work: one statement, or two
@@ -119,8 +124,8 @@ class PgSlaRepository:
             return
         events = self._tx.take_staged()
         new, changed, timer_updates = c.new_clocks, c.changed_clocks, c.timer_updates
-        replaced = {(t.clock_id, t.kind) for t in timer_updates}
-        if any((t.clock_id, t.kind) in replaced for t in c.timer_inserts):
+        replaced = {(t.clock_id, t.kind, t.point) for t in timer_updates}
+        if any((t.clock_id, t.kind, t.point) in replaced for t in c.timer_inserts):
             await self._save(_save_args(state.complaint_id, [], changed, timer_updates, [], [], []),
                              0, len(changed))
             changed, timer_updates = [], []
@@ -153,12 +158,12 @@ class PgSlaRepository:
         """
         conn = self._conn
         rows = await conn.fetch(
-            "SELECT t.id, t.kind, t.due_at, c.complaint_id, c.clock, c.hop, c.opd_code,"
-            "  c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id, c.started_at,"
-            "  now() AS now"
+            "SELECT t.id, t.kind, t.due_at, t.point, c.complaint_id, c.clock, c.hop, c.instance,"
+            "  c.opd_code, c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id,"
+            "  c.started_at, now() AS now"
             " FROM timers t JOIN clocks c ON c.id = t.clock_id"
-            " WHERE t.fired_at IS NULL AND t.cancelled_at IS NULL AND t.due_at <= now()"
-            " ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t, c SKIP LOCKED", limit)
+            " WHERE t.fired_at IS NULL AND t.cancelled_at IS NULL AND t.fire_at <= now()"
+            " ORDER BY t.fire_at LIMIT $1 FOR UPDATE OF t, c SKIP LOCKED", limit)
         if not rows:
             return []
         stale = [r["id"] for r in rows if r["kind"] == "warning" and r["deadline"] <= r["now"]]
@@ -169,12 +174,12 @@ class PgSlaRepository:
         lags = {r["id"]: r["lag"] for r in await conn.fetch(
             "UPDATE timers SET fired_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
             " RETURNING id,"
-            "  extract(epoch FROM fired_at - greatest(due_at, created_at))::float8 AS lag",
+            "  extract(epoch FROM fired_at - greatest(fire_at, created_at))::float8 AS lag",
             fire_ids)}
         return [DueTimer(r["id"], r["kind"], r["due_at"], lags[r["id"]], r["complaint_id"],
                          r["clock"], r["hop"], r["opd_code"], r["deadline"],
                          r["calendar_version"], r["policy_version"], r["clock_id"],
-                         r["started_at"])
+                         r["started_at"], r["point"], r["instance"])
                 for r in rows if r["id"] in lags]
 
     async def mark_stopped(self, clock_id: int, at: datetime, reason: StopReason) -> None:
@@ -193,11 +198,12 @@ WITH nc AS (
     INSERT INTO clocks (complaint_id, clock, hop, instance, policy_key, opd_code, started_at,
         working_days, deadline, warn_at, initial_deadline, initial_warn_at, calendar_version,
         policy_version, paused_working_days, paused_at, stopped_at, stop_reason,
-        final_response_at, closed_at)
+        final_response_at, closed_at, category)
     SELECT $1, n.* FROM unnest($2::text[], $3::int[], $4::int[], $5::text[], $6::text[],
         $7::timestamptz[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
         $12::timestamptz[], $13::text[], $14::int[], $15::int[], $16::timestamptz[],
-        $17::timestamptz[], $18::text[], $19::timestamptz[], $20::timestamptz[]) AS n
+        $17::timestamptz[], $18::text[], $19::timestamptz[], $20::timestamptz[],
+        $54::text[]) AS n
     ON CONFLICT (complaint_id, clock, hop, instance) DO NOTHING
     RETURNING id, clock, hop, instance
 ), ids AS (  -- provisional id (−ordinal) → inserted id
@@ -211,14 +217,14 @@ WITH nc AS (
         policy_key = u.policy_key, working_days = u.working_days,
         policy_version = u.policy_version, initial_deadline = u.initial_deadline,
         initial_warn_at = u.initial_warn_at, final_response_at = u.final_response_at,
-        closed_at = u.closed_at
+        closed_at = u.closed_at, category = u.category
     FROM unnest($21::bigint[], $22::timestamptz[], $23::timestamptz[], $24::text[], $25::int[],
                 $26::timestamptz[], $27::timestamptz[], $28::text[], $29::text[], $30::int[],
                 $31::int[], $32::timestamptz[], $33::timestamptz[], $34::timestamptz[],
-                $35::timestamptz[])
+                $35::timestamptz[], $55::text[])
         AS u(id, deadline, warn_at, calendar_version, paused_working_days, paused_at, stopped_at,
              stop_reason, policy_key, working_days, policy_version, initial_deadline,
-             initial_warn_at, final_response_at, closed_at)
+             initial_warn_at, final_response_at, closed_at, category)
     WHERE c.id = u.id
     RETURNING 1
 ), ut AS (
@@ -226,10 +232,12 @@ WITH nc AS (
     FROM unnest($36::bigint[], $37::timestamptz[], $38::timestamptz[]) AS u(id, fired_at, cancelled_at)
     WHERE t.id = u.id
 ), nt AS (
-    INSERT INTO timers (clock_id, kind, due_at, fired_at, cancelled_at)
-    SELECT coalesce(ids.id, n.ref), n.kind, n.due_at, n.fired_at, n.cancelled_at
+    INSERT INTO timers (clock_id, kind, due_at, fired_at, cancelled_at, point, fire_at)
+    SELECT coalesce(ids.id, n.ref), n.kind, n.due_at, n.fired_at, n.cancelled_at, n.point,
+        coalesce(n.fire_at, n.due_at)
     FROM unnest($39::bigint[], $40::text[], $41::timestamptz[], $42::timestamptz[],
-                $43::timestamptz[]) WITH ORDINALITY AS n(ref, kind, due_at, fired_at, cancelled_at, ord)
+                $43::timestamptz[], $56::text[], $57::timestamptz[])
+        WITH ORDINALITY AS n(ref, kind, due_at, fired_at, cancelled_at, point, fire_at, ord)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
     ORDER BY n.ord
@@ -271,6 +279,8 @@ def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[Clock
         *_cols(pauses, "clock_id", "deferred_at", "resumed_at", "working_days",
                "deadline_before", "deadline_after", "calendar_version"),
         *outbox_arrays(events),
+        [r.category for r in new], [r.category for r in changed],
+        *_cols(timer_inserts, "point", "fire_at"),
     ]
 
 

@@ -17,7 +17,7 @@ import asyncpg
 
 from services.sla import clocks, repository
 from services.sla.calendars import CalendarSource, CalendarStamp, CalendarStore
-from services.sla.clocks import CompletionMetBy, Fact, StopReason
+from services.sla.clocks import CompletionMetBy, Fact, OfficeHours, StopReason
 from services.sla.domain import Alert, ComplaintClocks, DueTimer, fire_timers
 from shared.events import CloudEvent
 from shared.uow import Tx
@@ -54,7 +54,8 @@ class Outcome:
 # -- inbound events ------------------------------------------------------------------------
 async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: CalendarSource,
                              now: datetime,
-                             completion_met_by: CompletionMetBy = "final_response") -> Outcome:
+                             completion_met_by: CompletionMetBy = "final_response",
+                             office_hours: OfficeHours | None = None) -> Outcome:
     """Apply one lifecycle event to the complaint's clocks (``domain.ComplaintClocks.apply``):
     record it as a fact, stop or cancel the running clocks it ends, pause or resume, then start
     the clocks it starts.
@@ -73,7 +74,8 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
             complaint_id, fact, event.id,
             with_pauses=fact is not None and fact.kind in ("deferred", "resumed"))
         calendar, policies = await calendars.resolve(tx.repo, stamp)
-        state.apply(data, fact, calendar, policies, now, completion_met_by)
+        state.apply(data, fact, calendar, policies, now, completion_met_by,
+                    ladders=calendars.ladders(stamp.ladder_rows), office_hours=office_hours)
         tx.stage(*state.events)
         await tx.repo.save(state)
     return Outcome(state.events, state.alerts)

@@ -47,8 +47,9 @@ class FakeSlaRepository:
         self.facts: dict[uuid.UUID, list[Fact]] = {}
         self.pauses: list[PauseRow] = []
         self.calendar = CalendarSnapshot(0, {})
-        self.policy_rows = tuple(sorted((p.key, p.working_days, p.warn_before_working_days, p.version)
-                                        for p in default_policies().values()))
+        self.policy_rows = tuple(sorted((p.key, p.working_days, p.warn_before_working_days, p.version,
+                                         p.warn_points) for p in default_policies().values()))
+        self.ladder_rows: tuple[tuple[str, str | None, str | None, str, int], ...] = ()
         self.calendar_reads = 0
         self.saves = 0
         self.now = datetime.now(UTC)  # the database's now() for the scanner
@@ -74,7 +75,7 @@ class FakeSlaRepository:
             if not any((f.kind, f.at, f.hop) == (fact.kind, fact.at, fact.hop) for f in facts):
                 facts.append(fact)
             state.record_fact(fact)
-        return state, CalendarStamp(self.calendar.revision, self.policy_rows)
+        return state, CalendarStamp(self.calendar.revision, self.policy_rows, self.ladder_rows)
 
     async def save(self, state: ComplaintClocks) -> None:
         c = state.changes()
@@ -104,8 +105,8 @@ class FakeSlaRepository:
     # -- the scanner -------------------------------------------------------------------------
     async def claim_due_timers(self, limit: int) -> list[DueTimer]:
         due = sorted((t for t in self.timers.values()
-                      if t.pending and t.due_at is not None and t.due_at <= self.now),
-                     key=lambda t: t.due_at or self.now)[:limit]
+                      if t.pending and t.due_at is not None and (t.fire_at or t.due_at) <= self.now),
+                     key=lambda t: t.fire_at or t.due_at or self.now)[:limit]
         out = []
         for t in due:
             assert t.id is not None and t.due_at is not None
@@ -116,7 +117,7 @@ class FakeSlaRepository:
             t.fired_at = self.now
             out.append(DueTimer(t.id, t.kind, t.due_at, 0.0, c.complaint_id, c.clock, c.hop,
                                 c.opd_code, c.deadline, c.calendar_version, c.policy_version,
-                                c.id, c.started_at))
+                                c.id, c.started_at, t.point, c.instance))
         return out
 
     async def mark_stopped(self, clock_id: int, at: datetime, reason: StopReason) -> None:
