@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.sla.api import router
 from services.sla.calendars import CalendarSource
 from services.sla.clocks import OfficeHours
 from services.sla.handlers import make_complaint_handler
@@ -32,6 +33,8 @@ def build_app(settings: Settings) -> FastAPI:
               if sla.quiet_hours else None)
     runtime.consume(SLA_COMPLAINTS, make_complaint_handler(
         uow, calendars, metrics, sla.completion_met_by, office))
-    runtime.add_loop(make_timer_loop(uow, metrics, settings))
+    runtime.add_loop(make_timer_loop(uow, metrics, settings, calendars))
+    runtime.app.include_router(router)
     runtime.app.state.runtime = runtime
+    runtime.app.state.calendars = calendars
     return runtime.app

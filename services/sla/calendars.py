@@ -32,6 +32,7 @@ class CalendarSnapshot:
 
     revision: int
     overrides: dict[date, bool]
+    confirmed_years: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class CalendarSource:
         snapshot = await store.read_calendar()
         if self._cached is None or self._cached.override_revision != snapshot.revision:
             self._cached = WorkingCalendar(self._tz, snapshot.overrides,
-                                           override_revision=snapshot.revision)
+                                           override_revision=snapshot.revision,
+                                           confirmed_years=snapshot.confirmed_years)
         return self._cached
 
     async def at_revision(self, store: CalendarStore, revision: int) -> WorkingCalendar:

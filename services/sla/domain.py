@@ -157,6 +157,7 @@ class Effects:
 
     events: list[CloudEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    calendar: WorkingCalendar | None = None  # flags deadlines beyond its coverage
 
     def started(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
                 started_at: datetime, deadline: Deadline, *, instance: int = 0,
@@ -166,7 +167,9 @@ class Effects:
             started_at=started_at, working_days=deadline.working_days,
             deadline=deadline.deadline, warn_at=deadline.warn_at,
             calendar_version=deadline.calendar_version, policy_version=deadline.policy_version,
-            paused_working_days=paused_working_days)))
+            paused_working_days=paused_working_days,
+            beyond_calendar_coverage=self.calendar is not None
+            and self.calendar.beyond_coverage(deadline.deadline))))
 
     def expired(self, complaint_id: uuid.UUID, deferred_at: datetime, deadline: Deadline,
                 lag_s: float | None = None) -> None:
@@ -350,6 +353,7 @@ class ComplaintClocks:
         clocks the facts now call for (reopens, reporter replies), whatever order they came."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
+        self.effects.calendar = calendar
         facts = self.effective_facts()
         took = fact is None or fact.kind != "routed" or fact in facts
         if fact is not None and took:
@@ -499,6 +503,52 @@ class ComplaintClocks:
             self.mark_stopped(clock_id, stop.at, stop.reason)
             out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged,
                         instance=start.instance)
+
+    def recompute_deadlines(self, calendar: WorkingCalendar, policies: dict[str, Policy],
+                            now: datetime, *, note: str | None, changed_by: str | None) -> int:
+        """A calendar change: every running clock's deadline is recomputed from its start
+        under ``calendar`` (with the working days paused so far), never patched; each one that
+        moved gets new timers (what fired stays fired) and ``sla.deadline_changed`` (reason
+        ``calendar_changed``). Returns how many moved. (A completion instance resumed after a
+        reporter's reply inherits its deadline and is left as it is.)"""
+        self._policies, self.effects.calendar = policies, calendar
+        moved_count = 0
+        for row in self.open_clocks():
+            if row.clock == "completion" and row.instance > 0:
+                continue
+            policy = policies.get(row.policy_key)
+            base = Policy(row.policy_key, row.working_days,
+                          policy.warn_before_working_days if policy else 0, row.policy_version)
+            if row.clock in ("auto_close", "deferral"):
+                initial = clocks.auto_close_deadline(row.started_at, base, calendar)
+            else:
+                initial = clocks.compute_deadline(row.started_at, base, calendar)
+            moved = clocks.resumed_deadline(initial, row.paused_working_days, calendar)
+            if moved.deadline == row.deadline:
+                continue
+            moved_count += 1
+            self._clocks[row.id] = replace(
+                row, initial_deadline=initial.deadline, initial_warn_at=initial.warn_at,
+                deadline=moved.deadline, warn_at=moved.warn_at,
+                calendar_version=calendar.version)
+            self.effects.deadline_changed(row, row.deadline, moved, "calendar_changed", note,
+                                          changed_by)
+            self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                 row.started_at, moved, instance=row.instance,
+                                 paused_working_days=row.paused_working_days)
+            if row.paused_at is not None:
+                continue
+            _, fired = self.live_timer_kinds(row.id)
+            self.cancel_pending_timers(row.id, now)
+            if row.clock in ("auto_close", "deferral"):
+                kind: TimerKind = "elapse" if row.clock == "auto_close" else "breach"
+                if kind not in fired:
+                    self.insert_timer(row.id, kind, moved.deadline)
+                continue
+            for plan in self._replan(row.id, moved, calendar, now):
+                self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
+                                   row.opd_code, moved, plan.due_at, instance=row.instance)
+        return moved_count
 
     def _replan(self, clock_id: int, moved: Deadline, calendar: WorkingCalendar,
                 now: datetime) -> list[clocks.TimerPlan]:

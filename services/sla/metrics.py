@@ -38,6 +38,10 @@ class SlaMetrics:
             "sp4n_sla_deferrals_expired",
             "DITUNDA periods that ended with no answer from the reporter (archived by the system)",
             registry=registry)
+        self.beyond_coverage = Gauge(
+            "sp4n_sla_clocks_beyond_calendar_coverage",
+            "Running clocks whose deadline lies past the last year whose cuti bersama the "
+            "calendar knows (confirm it: sp4n calendar confirm YEAR)", registry=registry)
         self.detection_lag = Histogram(
             "sp4n_sla_breach_detection_lag_seconds",
             "Breach fire time minus due time (or creation time, if created already due)",

@@ -8,6 +8,7 @@ is a dataclass of ``domain``, ``calendars`` or ``policy``, never a row.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from services.sla.calendars import CalendarSnapshot, CalendarStamp
-from services.sla.clocks import Fact, StopReason
+from services.sla.calendars import CalendarSnapshot, CalendarStamp, parse_ladder
+from services.sla.clocks import Fact, LadderStep, StopReason
 from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, PauseRow, Timer
 from services.sla.policy import Policy
 from shared.events import CloudEvent
@@ -73,7 +74,8 @@ SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
 
 _READ_CALENDAR = (
     "SELECT r.revision, coalesce(jsonb_object_agg(o.day::text, o.working)"
-    "  FILTER (WHERE o.day IS NOT NULL), '{}'::jsonb) AS overrides"
+    "  FILTER (WHERE o.day IS NOT NULL), '{}'::jsonb) AS overrides,"
+    " (SELECT coalesce(array_agg(year), '{}') FROM calendar_confirmed_years) AS confirmed"
     " FROM calendar_revision r LEFT JOIN calendar_overrides o ON true"
     " GROUP BY r.revision")
 
@@ -141,6 +143,44 @@ class PgSlaRepository:
             raise RuntimeError(f"clocks changed under the complaint lock: wrote {tuple(r)}, "
                                f"expected ({inserted}, {updated})")
 
+    async def lock(self, complaint_id: uuid.UUID) -> None:
+        """The complaint's lock for a change no event brings (an operator's calendar edit)."""
+        await self._conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                                 _COMPLAINT_LOCK_CLASS, str(complaint_id))
+
+    async def change_override(self, day: date, working: bool | None, reason: str,
+                              changed_by: str, keep_deadlines: bool) -> int:
+        """Set (``working`` True/False) or remove (None) the override of ``day`` and record the
+        change with who and why; returns the new calendar revision."""
+        if working is None:
+            await self._conn.execute("DELETE FROM calendar_overrides WHERE day = $1", day)
+        else:
+            await set_calendar_override(self._conn, day, working, reason)
+        revision: int = await self._conn.fetchval(
+            "INSERT INTO calendar_changes (revision, day, working, reason, changed_by,"
+            " keep_deadlines) SELECT revision, $1, $2, $3, $4, $5 FROM calendar_revision"
+            " RETURNING revision", day, working, reason, changed_by, keep_deadlines)
+        return revision
+
+    async def confirm_year(self, year: int, changed_by: str) -> int:
+        await self._conn.execute(
+            "INSERT INTO calendar_confirmed_years (year, confirmed_by) VALUES ($1, $2)"
+            " ON CONFLICT (year) DO UPDATE SET confirmed_by = EXCLUDED.confirmed_by,"
+            " confirmed_at = now()", year, changed_by)
+        revision: int = await self._conn.fetchval(
+            "INSERT INTO calendar_changes (revision, confirmed_year, reason, changed_by)"
+            " SELECT revision, $1, 'cuti bersama dikonfirmasi', $2 FROM calendar_revision"
+            " RETURNING revision", year, changed_by)
+        return revision
+
+    async def complaints_with_open_clocks(self, since: datetime) -> list[uuid.UUID]:
+        """Complaints with a running clock whose deadline is not before ``since`` (a calendar
+        change of a day can only move those)."""
+        rows = await self._conn.fetch(
+            "SELECT DISTINCT complaint_id FROM clocks WHERE stopped_at IS NULL"
+            " AND deadline >= $1", since)
+        return [r["complaint_id"] for r in rows]
+
     # -- calendar (``calendars.CalendarStore``) ---------------------------------------------
     async def read_calendar(self) -> CalendarSnapshot:
         return await read_calendar(self._conn)
@@ -191,6 +231,12 @@ class PgSlaRepository:
         rows = await self._conn.fetch(
             "SELECT clock, count(*) AS n FROM clocks WHERE stopped_at IS NULL GROUP BY clock")
         return {r["clock"]: r["n"] for r in rows}
+
+    async def clocks_beyond(self, boundary: datetime) -> int:
+        """Running clocks whose deadline is at or after ``boundary`` (calendar coverage)."""
+        n: int = await self._conn.fetchval(
+            "SELECT count(*) FROM clocks WHERE stopped_at IS NULL AND deadline >= $1", boundary)
+        return n
 
 
 _SAVE = f"""
@@ -297,14 +343,16 @@ async def read_calendar(conn: asyncpg.Connection) -> CalendarSnapshot:
     """The override table and its revision (one statement, so they always match)."""
     row = await conn.fetchrow(_READ_CALENDAR)
     return CalendarSnapshot(row["revision"],
-                            {date.fromisoformat(k): v for k, v in row["overrides"].items()})
+                            {date.fromisoformat(k): v for k, v in row["overrides"].items()},
+                            frozenset(row["confirmed"]))
 
 
 async def load_policies(conn: asyncpg.Connection) -> dict[str, Policy]:
     rows = await conn.fetch(
-        "SELECT clock, working_days, warn_before_working_days, version FROM policies")
+        "SELECT clock, working_days, warn_before_working_days, version,"
+        " coalesce(warn_points, ARRAY[]::text[]) AS points FROM policies")
     return {r["clock"]: Policy(r["clock"], r["working_days"], r["warn_before_working_days"],
-                               r["version"]) for r in rows}
+                               r["version"], tuple(r["points"])) for r in rows}
 
 
 async def set_policy(conn: asyncpg.Connection, key: str, working_days: int,
@@ -345,3 +393,79 @@ async def set_calendar_override(conn: asyncpg.Connection, day: date, working: bo
 async def delete_calendar_override(conn: asyncpg.Connection, day: date) -> int:
     await conn.execute("DELETE FROM calendar_overrides WHERE day = $1", day)
     return await calendar_revision(conn)
+
+
+# -- operator: escalation ladders -----------------------------------------------------------
+@dataclass(frozen=True)
+class LadderListing:
+    clock: str
+    opd_code: str | None
+    category: str | None
+    steps: tuple[LadderStep, ...]
+    version: int
+    updated_by: str
+    reason: str
+    updated_at: datetime
+
+
+async def list_ladders(conn: asyncpg.Connection) -> list[LadderListing]:
+    rows = await conn.fetch(
+        "SELECT clock, opd_code, category, steps::text AS steps, version, updated_by, reason,"
+        " updated_at FROM escalation_ladders ORDER BY clock, opd_code NULLS FIRST,"
+        " category NULLS FIRST")
+    return [LadderListing(r["clock"], r["opd_code"], r["category"],
+                          parse_ladder(r["clock"], r["opd_code"], r["category"], r["steps"],
+                                       r["version"]).steps,
+                          r["version"], r["updated_by"], r["reason"], r["updated_at"])
+            for r in rows]
+
+
+async def set_ladder(conn: asyncpg.Connection, clock: str, opd_code: str | None,
+                     category: str | None, steps: tuple[LadderStep, ...], updated_by: str,
+                     reason: str) -> int:
+    """Add or replace a ladder; an edit bumps its version. Returns the version. Applies to
+    clocks started (or recomputed) from then on."""
+    body = json.dumps([{"level": s.level, "after_working_days": s.after_working_days,
+                        "target": s.target} for s in steps])
+    version: int = await conn.fetchval(
+        "INSERT INTO escalation_ladders (clock, opd_code, category, steps, updated_by, reason)"
+        " VALUES ($1, $2, $3, $4::jsonb, $5, $6)"
+        " ON CONFLICT (clock, coalesce(opd_code, ''), coalesce(category, ''))"
+        " DO UPDATE SET steps = EXCLUDED.steps, updated_by = EXCLUDED.updated_by,"
+        "  reason = EXCLUDED.reason RETURNING version",
+        clock, opd_code, category, body, updated_by, reason)
+    return version
+
+
+async def remove_ladder(conn: asyncpg.Connection, clock: str, opd_code: str | None,
+                        category: str | None) -> bool:
+    status = await conn.execute(
+        "DELETE FROM escalation_ladders WHERE clock = $1 AND opd_code IS NOT DISTINCT FROM $2"
+        " AND category IS NOT DISTINCT FROM $3", clock, opd_code, category)
+    return bool(status.endswith(" 1"))
+
+
+@dataclass(frozen=True)
+class CalendarChangeRow:
+    revision: int
+    day: date | None
+    working: bool | None
+    confirmed_year: int | None
+    reason: str
+    changed_by: str
+    keep_deadlines: bool
+    changed_at: datetime
+
+
+async def list_calendar_changes(conn: asyncpg.Connection, limit: int = 50) -> list[CalendarChangeRow]:
+    rows = await conn.fetch(
+        "SELECT revision, day, working, confirmed_year, reason, changed_by, keep_deadlines,"
+        " changed_at FROM calendar_changes ORDER BY changed_at DESC, revision DESC LIMIT $1",
+        limit)
+    return [CalendarChangeRow(*r) for r in rows]
+
+
+async def set_policy_points(conn: asyncpg.Connection, key: str, points: tuple[str, ...]) -> None:
+    """The policy's warning points (empty: back to its single warn_before_working_days)."""
+    await conn.execute("UPDATE policies SET warn_points = $2 WHERE clock = $1", key,
+                       list(points) or None)

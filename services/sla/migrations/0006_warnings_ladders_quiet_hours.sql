@@ -78,3 +78,18 @@ INSERT INTO escalation_ladders (clock, steps) VALUES
 
 -- The complaint's category on its clocks (a ladder may be scoped to one).
 ALTER TABLE clocks ADD COLUMN category text;
+
+-- Every calendar change is a new version with who and why; confirming a year is one too.
+CREATE TABLE calendar_changes (
+    revision       int NOT NULL,
+    day            date,
+    working        boolean,           -- NULL: the override was removed
+    confirmed_year int,
+    reason         text NOT NULL,
+    changed_by     text NOT NULL,
+    keep_deadlines boolean NOT NULL DEFAULT false,
+    changed_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TRIGGER calendar_confirmed_years_revision
+    AFTER INSERT OR UPDATE OR DELETE ON calendar_confirmed_years
+    FOR EACH STATEMENT EXECUTE FUNCTION calendar_bump_revision();
