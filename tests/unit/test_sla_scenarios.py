@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from services.sla import usecases
+from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import CompletionMetBy
 from services.sla.domain import ClockRow
+from services.sla.policy import default_policies
 from shared.events import (
     CloudEvent,
     ComplaintArchived,
@@ -246,3 +248,25 @@ async def test_reclassification_records_old_and_new_deadline_reason_and_who() ->
     pending = [t for _, _, t in sla.repo.timers_of(CID) if t.pending and t.kind == "breach"
                and sla.repo.clocks[t.clock_id].clock == "completion"]
     assert [t.due_at for t in pending] == [completion.deadline]
+
+
+async def test_a_closure_inside_the_open_window_moves_it_by_one_day_and_keep_does_not() -> None:
+    """The calendar-change row of the table: recomputed against the new calendar version the
+    deadline moves one working day; the operator's "keep" is not recomputing at all."""
+    sla, _ = await run(Row("", [(submitted(), T0), (routed(T0), T0)], {}))
+    state, _stamp = await sla.repo.load(CID, None, "", with_pauses=False)
+    opd = next(c for c in sla.repo.clocks.values() if c.clock == "opd_response")
+    closure = CALENDAR.nth_working_day_after(T0.date(), 2)
+    changed = WorkingCalendar(CALENDAR.tz, {closure: False}, override_revision=1)
+    policies = default_policies()
+    assert state.recompute_deadlines(changed, policies, T0, note="Banjir", changed_by="op") >= 1
+    await sla.repo.save(state)
+    moved = sla.repo.clocks[opd.id]
+    assert moved.deadline == CALENDAR.move_deadline(opd.deadline, 1)
+    assert moved.calendar_version == changed.version
+    [event] = [e.data for e in state.events if e.event_name == "sla.deadline_changed"
+               and e.data["clock"] == "opd_response"]
+    assert (event["reason"], event["note"], event["changed_by"]) == ("calendar_changed", "Banjir", "op")
+    # Recomputing again under the same calendar moves nothing (a pure function of it).
+    again, _ = await sla.repo.load(CID, None, "", with_pauses=False)
+    assert again.recompute_deadlines(changed, policies, T0, note=None, changed_by=None) == 0
