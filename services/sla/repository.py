@@ -8,7 +8,6 @@ is a dataclass of ``domain``, ``calendars`` or ``policy``, never a row.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -425,8 +424,9 @@ async def set_ladder(conn: asyncpg.Connection, clock: str, opd_code: str | None,
                      reason: str) -> int:
     """Add or replace a ladder; an edit bumps its version. Returns the version. Applies to
     clocks started (or recomputed) from then on."""
-    body = json.dumps([{"level": s.level, "after_working_days": s.after_working_days,
-                        "target": s.target} for s in steps])
+    # The connection's jsonb codec encodes the list (shared.db).
+    body = [{"level": s.level, "after_working_days": s.after_working_days, "target": s.target}
+            for s in steps]
     version: int = await conn.fetchval(
         "INSERT INTO escalation_ladders (clock, opd_code, category, steps, updated_by, reason)"
         " VALUES ($1, $2, $3, $4::jsonb, $5, $6)"

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 import pytest
 
@@ -204,3 +205,50 @@ async def test_the_read_only_admin_api(settings):
         assert (await client.post("/v1/ladders", json={})).status_code == 405
         text = (await client.get("/metrics")).text
         assert "sp4n_sla_clocks_beyond_calendar_coverage" in text
+
+
+async def test_the_operator_commands(settings, monkeypatch, capsys):
+    """sp4n ladder list|set|remove, policy set --warn-points, calendar confirm|history, on the
+    real sla schema (the service's own, migrated by the command)."""
+    import asyncio
+
+    from tests.integration.test_cli_admin import run_cli
+
+    def cli(*argv):
+        return run_cli(settings, monkeypatch, capsys, *argv)
+
+    code, out = await asyncio.to_thread(cli, "ladder", "list")
+    assert code == 0 and "opd_response" in out and "L4 +10 HK sekda" in out
+    code, out = await asyncio.to_thread(
+        cli, "ladder", "set", "opd_response", "--opd", "dinkes", "--steps",
+        "0:kepala_opd,3:sekda", "--reason", "Perbup 12/2026", "--by", "op")
+    assert code == 0 and "version 1" in out
+    code, out = await asyncio.to_thread(
+        cli, "ladder", "set", "opd_response", "--opd", "dinkes", "--steps",
+        "0:kepala_opd,2:sekda", "--reason", "Perbup 13/2026", "--by", "op")
+    assert code == 0 and "version 2" in out
+    code, _ = await asyncio.to_thread(cli, "ladder", "set", "opd_response", "--steps",
+                                      "0:lurah", "--reason", "x")
+    assert code == 2  # not a target role
+    code, out = await asyncio.to_thread(cli, "ladder", "remove", "opd_response", "--opd", "dinkes")
+    assert code == 0 and "removed" in out
+    code, out = await asyncio.to_thread(cli, "policy", "set", "opd_response", "5",
+                                        "--warn-points", "2hk,50%")
+    assert code == 0 and "2hk, 50%" in out
+    code, _ = await asyncio.to_thread(cli, "policy", "set", "opd_response", "5",
+                                      "--warn-points", "")
+    assert code == 0
+    code, _ = await asyncio.to_thread(cli, "policy", "set", "opd_response", "5",
+                                      "--warn-points", "150%")
+    assert code == 2
+    code, out = await asyncio.to_thread(cli, "calendar", "confirm", "2029", "--by", "op")
+    assert code == 0 and "2029: cuti bersama dikonfirmasi" in out
+    code, out = await asyncio.to_thread(cli, "calendar", "history")
+    assert code == 0 and "tahun 2029 dikonfirmasi  oleh op" in out
+    code, out = await asyncio.to_thread(cli, "calendar", "list", "--year", "2027")
+    assert "cuti bersama diketahui sampai: 2027" in out  # 2028 unconfirmed: 2029 does not count
+    db = await asyncpg.connect(settings.database_url)
+    try:
+        await db.execute("DELETE FROM sla.calendar_confirmed_years WHERE year = 2029")
+    finally:
+        await db.close()
