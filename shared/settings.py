@@ -6,6 +6,7 @@ a whole section may also be given as JSON (``SP4N_ROUTING='{"rules_ttl_s": 5}'``
 """
 
 from functools import cached_property
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
@@ -39,6 +40,17 @@ class RoutingSettings(BaseModel):
 class SlaSettings(BaseModel):
     # How often the open-clocks gauge is recomputed (a count over all open clocks).
     open_clocks_refresh_s: float = 5.0
+    # What meets the completion clock: the OPD's final tindak lanjut ("final_response", the
+    # reporter's reply window then does not count against the regency and a reply resumes
+    # it) or the close ("close", for a regency whose Perbup reads so).
+    completion_met_by: Literal["final_response", "close"] = "final_response"
+    # Quiet hours: staff-facing warnings and escalations that come due outside office hours
+    # (working days of the regency's calendar, office_opens–office_closes local time) are
+    # emitted at the next opening with their original due time in ``due_at``; breaches are
+    # recorded at the exact instant regardless.
+    quiet_hours: bool = True
+    office_opens: str = Field(default="07:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    office_closes: str = Field(default="16:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class NotifySettings(BaseModel):

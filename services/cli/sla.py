@@ -1,18 +1,37 @@
-"""The sla service's operator commands: the working-day calendar's overrides and the
-deadline policies (``services.sla.repository`` / ``usecases``, on the sla schema)."""
+"""The sla service's operator commands: the working-day calendar's overrides (each change a
+new calendar version with who and why, recomputing open deadlines unless told to keep them),
+its coverage, the deadline policies and the escalation ladders (``services.sla.repository`` /
+``usecases``, on the sla schema)."""
 
 from __future__ import annotations
 
-from datetime import date
+import getpass
+from datetime import UTC, date, datetime
 
 import asyncpg
 import click
 
 from services.cli.common import migrations_of, pass_settings, run_async
 from services.sla import repository, usecases
-from services.sla.calendar import library_holiday_names
-from shared.connect import service_connection
+from services.sla.calendar import library_coverage_year, library_holiday_names
+from services.sla.calendars import CalendarSource
+from services.sla.repository import PgSlaRepository
+from shared.connect import service_connection, service_pool
 from shared.settings import Settings
+from shared.uow import PgUnitOfWork
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (a container): say so rather than fail
+        return "operator"
+
+
+_BY = click.option("--by", "changed_by", default=None,
+                   help="who makes the change (default: the login name)")
+_KEEP = click.option("--keep-deadlines", is_flag=True,
+                     help="keep existing deadlines as computed (default: recompute the open ones)")
 
 # -- calendar ------------------------------------------------------------------------------
 
@@ -22,7 +41,8 @@ def calendar() -> None:
     """Working-day calendar overrides (sla).
 
     The holidays package gives the national holidays and cuti bersama; an override wins over
-    it. A change applies to clocks started from then on."""
+    it. Each change is a new calendar version (who, why); open deadlines the day can move are
+    recomputed against it (sla.deadline_changed) unless --keep-deadlines."""
 
 
 @calendar.command("list")
@@ -46,6 +66,10 @@ def calendar_list(settings: Settings, year: int | None) -> int:
         for day, r in sorted(overrides.items()):
             click.echo(f"  {day:%a %d-%m-%Y}  {'hari kerja' if r.working else 'libur'}  {r.reason}")
         click.echo(f"revisi kalender: {revision}")
+        calendar = await CalendarSource(settings.tz).current(_Store(settings))
+        click.echo(f"cuti bersama diketahui sampai: {calendar.covered_through} "
+                   f"(paket holidays: {library_coverage_year()}; lanjutkan dengan "
+                   f"`sp4n calendar confirm {calendar.covered_through + 1}`)")
         return 0
 
     return run_async(go())
@@ -58,40 +82,97 @@ def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
         raise click.BadParameter(f"{value!r} is not a date like 2026-12-01") from None
 
 
+async def _change(settings: Settings, day: date, working: bool | None, reason: str,
+                  changed_by: str | None, keep: bool) -> int:
+    async with service_pool(settings, "sla", migrations=migrations_of("sla")) as pool:
+        out = await usecases.change_calendar(
+            day, working, reason, changed_by or _operator(), keep_deadlines=keep,
+            uow=PgUnitOfWork(lambda: pool, PgSlaRepository),
+            calendars=CalendarSource(settings.tz), now=datetime.now(UTC))
+    what = "remove" if working is None else "set"
+    if keep:
+        click.echo(f"{day}: {what} done; calendar revision {out.revision} "
+                   "(existing deadlines kept; applies to clocks started from now on)")
+    else:
+        click.echo(f"{day}: {what} done; calendar revision {out.revision}; "
+                   f"{out.moved} deadline(s) moved in {out.complaints} complaint(s)")
+    return 0
+
+
 @calendar.command("set")
 @click.argument("day", metavar="DATE", callback=_day)
 @click.option("--working/--closed", "working", default=False,
               help="make it a working day, or close it (libur; the default)")
 @click.option("--reason", default="", help="required: e.g. the decree that moved the day")
+@_BY
+@_KEEP
 @pass_settings
-def calendar_set(settings: Settings, day: date, working: bool, reason: str) -> int:
+def calendar_set(settings: Settings, day: date, working: bool, reason: str,
+                 changed_by: str | None, keep_deadlines: bool) -> int:
     """Make DATE (YYYY-MM-DD) a working day or close it."""
-
-    async def go() -> int:
-        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn, \
-                conn.transaction():
-            revision = await usecases.set_calendar_override(conn, day, working, reason)
-        click.echo(f"{day}: set done; calendar revision {revision} (applies to clocks started from now on)")
-        return 0
-
-    return run_async(go())
+    return run_async(_change(settings, day, working, reason, changed_by, keep_deadlines))
 
 
 @calendar.command("remove", short_help="Remove the override of DATE.")
 @click.argument("day", metavar="DATE", callback=_day)
+@click.option("--reason", default="override dihapus", help="why (kept with the change)")
+@_BY
+@_KEEP
 @pass_settings
-def calendar_remove(settings: Settings, day: date) -> int:
+def calendar_remove(settings: Settings, day: date, reason: str, changed_by: str | None,
+                    keep_deadlines: bool) -> int:
     """Remove the override of DATE (YYYY-MM-DD): the package's calendar applies again."""
+    return run_async(_change(settings, day, None, reason, changed_by, keep_deadlines))
+
+
+@calendar.command("confirm", short_help="Confirm YEAR's cuti bersama are entered.")
+@click.argument("year", type=click.IntRange(2000, 2200))
+@_BY
+@pass_settings
+def calendar_confirm(settings: Settings, year: int, changed_by: str | None) -> int:
+    """Confirm that YEAR's cuti bersama (the SKB) are in the calendar (entered as overrides
+    where the holidays package lacks them): deadlines in YEAR are no longer flagged
+    beyond_calendar_coverage."""
 
     async def go() -> int:
-        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn, \
-                conn.transaction():
-            revision = await usecases.remove_calendar_override(conn, day)
-        click.echo(f"{day}: remove done; calendar revision {revision} "
-                   "(applies to clocks started from now on)")
+        async with service_pool(settings, "sla", migrations=migrations_of("sla")) as pool:
+            revision = await usecases.confirm_calendar_year(
+                year, changed_by or _operator(), uow=PgUnitOfWork(lambda: pool, PgSlaRepository))
+        click.echo(f"{year}: cuti bersama dikonfirmasi; calendar revision {revision}")
         return 0
 
     return run_async(go())
+
+
+@calendar.command("history", short_help="Every calendar change: version, who, why.")
+@click.option("--limit", type=int, default=50)
+@pass_settings
+def calendar_history(settings: Settings, limit: int) -> int:
+    """Every calendar change, newest first: revision, day, what, who, why."""
+
+    async def go() -> int:
+        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn:
+            for c in await repository.list_calendar_changes(conn, limit):
+                kind = "dihapus" if c.working is None else "hari kerja" if c.working else "libur"
+                what = (f"tahun {c.confirmed_year} dikonfirmasi" if c.confirmed_year
+                        else f"{c.day} {kind}")
+                keep = "  (tenggat lama dipertahankan)" if c.keep_deadlines else ""
+                click.echo(f"  ovr-{c.revision:<4} {c.changed_at:%d-%m-%Y %H:%M}  {what}  "
+                           f"oleh {c.changed_by}: {c.reason}{keep}")
+        return 0
+
+    return run_async(go())
+
+
+class _Store:
+    """A ``CalendarStore`` for one read from the CLI."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def read_calendar(self) -> repository.CalendarSnapshot:
+        async with service_connection(self._settings, "sla") as conn:
+            return await repository.read_calendar(conn)
 
 
 # -- policies ------------------------------------------------------------------------------
@@ -104,8 +185,8 @@ def policy() -> None:
 
 async def _print_policies(conn: asyncpg.Connection) -> None:
     for p in sorted((await repository.load_policies(conn)).values(), key=lambda p: p.key):
-        click.echo(f"  {p.key:<36} {p.working_days:>3} HK  peringatan {p.warn_before_working_days} HK "
-                   f"sebelumnya  v{p.version}")
+        points = ", ".join(p.warn_points) if p.warn_points else f"{p.warn_before_working_days}hk"
+        click.echo(f"  {p.key:<36} {p.working_days:>3} HK  peringatan {points:<12} v{p.version}")
 
 
 @policy.command("list", short_help="Every clock's deadline and warning, in working days.")
@@ -125,13 +206,20 @@ def policy_list(settings: Settings) -> int:
 @click.argument("clock")
 @click.argument("working_days", type=int)
 @click.option("--warn", type=int, help="warn this many working days before the deadline")
+@click.option("--warn-points", default=None,
+              help="several warning points instead, e.g. '2hk,50%' ('' = back to --warn)")
 @pass_settings
-def policy_set(settings: Settings, clock: str, working_days: int, warn: int | None) -> int:
+def policy_set(settings: Settings, clock: str, working_days: int, warn: int | None,
+               warn_points: str | None) -> int:
     """Set CLOCK's deadline to WORKING_DAYS (e.g. completion_pengaduan 14), then list all."""
 
     async def go() -> int:
-        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn:
+        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn, \
+                conn.transaction():
             p = await repository.set_policy(conn, clock, working_days, warn)
+            if warn_points is not None:
+                await usecases.set_warning_points(conn, clock, warn_points)
+                p = (await repository.load_policies(conn))[clock]
             click.echo(f"{p.key}: {p.working_days} HK, version {p.version} (clocks started from now on)")
             await _print_policies(conn)
         return 0
@@ -139,4 +227,74 @@ def policy_set(settings: Settings, clock: str, working_days: int, warn: int | No
     return run_async(go())
 
 
-COMMANDS = (calendar, policy)
+# -- escalation ladders ----------------------------------------------------------------------
+
+
+@click.group("ladder", short_help="Escalation ladders after a breach (sla).")
+def ladder() -> None:
+    """Escalation ladders (sla): per clock, optionally per OPD or category (the most specific
+    wins); each step N working days after the breach names who is told (sla.escalated).
+    An edit bumps the ladder's version and applies to clocks started from then on."""
+
+
+@ladder.command("list", short_help="Every ladder with its steps and version.")
+@pass_settings
+def ladder_list(settings: Settings) -> int:
+    """Every ladder: clock, scope (OPD, category), steps, version, who and why."""
+
+    async def go() -> int:
+        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn:
+            for lad in await repository.list_ladders(conn):
+                scope = f"opd={lad.opd_code or '*'} kategori={lad.category or '*'}"
+                steps = ", ".join(f"L{s.level} +{s.after_working_days} HK {s.target}"
+                                  for s in lad.steps)
+                click.echo(f"  {lad.clock:<14} {scope:<36} v{lad.version}  {steps}"
+                           f"  ({lad.updated_by}: {lad.reason or '-'})")
+        return 0
+
+    return run_async(go())
+
+
+@ladder.command("set", short_help="Add or replace a ladder.")
+@click.argument("clock")
+@click.option("--steps", required=True,
+              help="after_working_days:target,… e.g. 0:pejabat_penghubung,2:kepala_opd,5:sekda")
+@click.option("--opd", "opd_code", default=None, help="only for this OPD")
+@click.option("--category", default=None, help="only for this category")
+@click.option("--reason", default="", help="required: e.g. the Perbup")
+@_BY
+@pass_settings
+def ladder_set(settings: Settings, clock: str, steps: str, opd_code: str | None,
+               category: str | None, reason: str, changed_by: str | None) -> int:
+    """Add or replace CLOCK's ladder (opd_response, completion, verification, redisposition)."""
+
+    async def go() -> int:
+        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn:
+            version = await usecases.set_escalation_ladder(
+                conn, clock, steps, opd_code=opd_code, category=category,
+                updated_by=changed_by or _operator(), reason=reason)
+        click.echo(f"{clock} ladder: version {version} (clocks started from now on)")
+        return 0
+
+    return run_async(go())
+
+
+@ladder.command("remove", short_help="Remove a ladder.")
+@click.argument("clock")
+@click.option("--opd", "opd_code", default=None)
+@click.option("--category", default=None)
+@pass_settings
+def ladder_remove(settings: Settings, clock: str, opd_code: str | None,
+                  category: str | None) -> int:
+    """Remove the ladder of CLOCK with exactly this scope."""
+
+    async def go() -> int:
+        async with service_connection(settings, "sla", migrations=migrations_of("sla")) as conn:
+            removed = await repository.remove_ladder(conn, clock, opd_code, category)
+        click.echo(f"{clock} ladder: {'removed' if removed else 'none with that scope'}")
+        return 0 if removed else 1
+
+    return run_async(go())
+
+
+COMMANDS = (calendar, policy, ladder)

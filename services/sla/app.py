@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.sla.api import router
 from services.sla.calendars import CalendarSource
+from services.sla.clocks import OfficeHours
 from services.sla.handlers import make_complaint_handler
 from services.sla.metrics import SlaMetrics
 from services.sla.repository import PgSlaRepository
@@ -25,7 +28,13 @@ def build_app(settings: Settings) -> FastAPI:
     metrics = SlaMetrics(runtime.registry)
     calendars = CalendarSource(settings.tz)
     uow = PgUnitOfWork(lambda: runtime.pool, PgSlaRepository)
-    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(uow, calendars, metrics))
-    runtime.add_loop(make_timer_loop(uow, metrics, settings))
+    sla = settings.sla
+    office = (OfficeHours(time.fromisoformat(sla.office_opens), time.fromisoformat(sla.office_closes))
+              if sla.quiet_hours else None)
+    runtime.consume(SLA_COMPLAINTS, make_complaint_handler(
+        uow, calendars, metrics, sla.completion_met_by, office))
+    runtime.add_loop(make_timer_loop(uow, metrics, settings, calendars))
+    runtime.app.include_router(router)
     runtime.app.state.runtime = runtime
+    runtime.app.state.calendars = calendars
     return runtime.app

@@ -42,6 +42,17 @@ def library_holiday_names(year: int) -> dict[date, str]:
     return dict(holidays.country_holidays("ID", categories=HOLIDAY_CATEGORIES, years=year))
 
 
+@lru_cache(maxsize=1)
+def library_coverage_year(first: int = 2024, last: int = 2040) -> int:
+    """The last year whose cuti bersama (``government``) the holidays package has: the SKB
+    on joint leave is published year by year, so days after it may be missing."""
+    covered = first - 1
+    for year in range(first, last + 1):
+        if holidays.country_holidays("ID", categories=("government",), years=year):
+            covered = year
+    return covered
+
+
 def calendar_version(override_revision: int) -> str:
     """Identifies what produced a deadline: the holiday data release + the override revision."""
     return f"holidays-{HOLIDAYS_VERSION}+ovr-{override_revision}"
@@ -51,11 +62,22 @@ class WorkingCalendar:
     """Working days of one regency; built from its time zone and its override table."""
 
     def __init__(self, tz: ZoneInfo | str, overrides: Mapping[date, bool] | None = None,
-                 *, override_revision: int = 0) -> None:
+                 *, override_revision: int = 0, confirmed_years: frozenset[int] = frozenset()
+                 ) -> None:
         self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
         self.overrides: dict[date, bool] = dict(overrides or {})
         self.override_revision = override_revision
         self.version = calendar_version(override_revision)
+        # Coverage: the package's last year with cuti bersama, extended by every following
+        # year an operator confirmed (``sp4n calendar confirm YEAR``).
+        covered = library_coverage_year()
+        while covered + 1 in confirmed_years:
+            covered += 1
+        self.covered_through = covered
+
+    def beyond_coverage(self, instant: datetime) -> bool:
+        """Whether ``instant`` falls after the last year whose cuti bersama are known."""
+        return self.local_date(instant).year > self.covered_through
 
     # -- days ------------------------------------------------------------------------------
     def is_working_day(self, day: date) -> bool:

@@ -10,16 +10,20 @@ and costs no extra round trip; the override table is re-read (one statement, thr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from services.sla.calendar import WorkingCalendar
+from services.sla.clocks import Ladder, LadderStep
 from services.sla.policy import Policy
 
-# (key, working_days, warn_before_working_days, version), ordered by key.
-PolicyRow = tuple[str, int, int, int]
+# (key, working_days, warn_before_working_days, version, warn_points), ordered by key.
+PolicyRow = tuple[str, int, int, int, tuple[str, ...]]
+# (clock, opd_code, category, steps as JSON text, version).
+LadderRow = tuple[str, str | None, str | None, str, int]
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class CalendarSnapshot:
 
     revision: int
     overrides: dict[date, bool]
+    confirmed_years: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class CalendarStamp:
 
     revision: int
     policy_rows: tuple[PolicyRow, ...]
+    ladder_rows: tuple[LadderRow, ...] = ()
 
 
 class CalendarStore(Protocol):
@@ -48,12 +54,15 @@ class CalendarSource:
         self._cached: WorkingCalendar | None = None
         self._policy_rows: tuple[PolicyRow, ...] | None = None
         self._policies: dict[str, Policy] = {}
+        self._ladder_rows: tuple[LadderRow, ...] | None = None
+        self._ladders: tuple[Ladder, ...] = ()
 
     async def current(self, store: CalendarStore) -> WorkingCalendar:
         snapshot = await store.read_calendar()
         if self._cached is None or self._cached.override_revision != snapshot.revision:
             self._cached = WorkingCalendar(self._tz, snapshot.overrides,
-                                           override_revision=snapshot.revision)
+                                           override_revision=snapshot.revision,
+                                           confirmed_years=snapshot.confirmed_years)
         return self._cached
 
     async def at_revision(self, store: CalendarStore, revision: int) -> WorkingCalendar:
@@ -67,11 +76,25 @@ class CalendarSource:
     def policies(self, rows: tuple[PolicyRow, ...]) -> dict[str, Policy]:
         """The policies of ``rows``, rebuilt only when a row changed."""
         if rows != self._policy_rows:
-            self._policies = {k: Policy(k, n, w, v) for k, n, w, v in rows}
+            self._policies = {k: Policy(k, n, w, v, tuple(points)) for k, n, w, v, points in rows}
             self._policy_rows = rows
         return self._policies
+
+    def ladders(self, rows: tuple[LadderRow, ...]) -> tuple[Ladder, ...]:
+        """The escalation ladders of ``rows``, rebuilt only when a row changed."""
+        if rows != self._ladder_rows:
+            self._ladders = tuple(parse_ladder(*row) for row in rows)
+            self._ladder_rows = rows
+        return self._ladders
 
     async def resolve(self, store: CalendarStore,
                       stamp: CalendarStamp) -> tuple[WorkingCalendar, dict[str, Policy]]:
         """The calendar and policies a message read the ``stamp`` of."""
         return await self.at_revision(store, stamp.revision), self.policies(stamp.policy_rows)
+
+
+def parse_ladder(clock: str, opd_code: str | None, category: str | None, steps: str,
+                 version: int) -> Ladder:
+    return Ladder(clock, opd_code, category, tuple(
+        LadderStep(int(s["level"]), int(s["after_working_days"]), s["target"])
+        for s in sorted(json.loads(steps), key=lambda s: int(s["level"]))), version)

@@ -7,6 +7,12 @@ A clock is identified by (complaint, clock kind, hop, instance); events carry ``
   — so every consumer keyed on (clock, hop) sees a reopened completion clock as a new clock.
 - auto_close: hop = the OPD hop of the response, instance = its ``response_no``: a newer
   response restarts the window as a new instance of the same hop.
+- opd_response again after a reporter's reply or a reopen: the same hop, instance 1, 2, …
+- completion resumed after a reporter's reply: the same hop, instance 1, 2, … (its deadline is
+  the previous instance's, moved later by the working days of the reply window).
+- redisposition: hop = the hop returned or withdrawn; the admin koordinator's clock until the
+  next disposition (or an archive, a forward).
+- deferral: hop 0, instance 0, 1, … per DITUNDA; it expires into ``sla.deferral_expired``.
 
 Every lifecycle event is also kept as a ``Fact``; ``stop_for`` says which fact stops or
 cancels which clock, so a clock created after its stopping event (competing consumers
@@ -29,13 +35,15 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Literal
 
 from services.sla.calendar import WorkingCalendar
 from services.sla.policy import (
     AUTO_CLOSE,
+    DEFERRAL,
     OPD_RESPONSE,
+    REDISPOSITION,
     VERIFICATION,
     Policy,
     completion_policy_key,
@@ -46,6 +54,7 @@ from shared.events import (
     ComplaintClosed,
     ComplaintDeferred,
     ComplaintForwarded,
+    ComplaintReclassified,
     ComplaintReopened,
     ComplaintReporterReplied,
     ComplaintResponded,
@@ -53,11 +62,16 @@ from shared.events import (
     ComplaintReturned,
     ComplaintRouted,
     ComplaintSubmitted,
+    ComplaintWithdrawn,
+    EscalationTarget,
     EventData,
 )
 
 StopReason = Literal["stopped", "cancelled"]
-TimerKind = Literal["warning", "breach", "elapse"]
+# What meets the completion clock (a policy setting: a regency whose Perbup reads differently
+# chooses "close"): the OPD's final tindak lanjut (default), or the close.
+CompletionMetBy = Literal["final_response", "close"]
+TimerKind = Literal["warning", "breach", "elapse", "escalate"]
 # The clocks that wait on the reporter: DITUNDA pauses them.
 PAUSABLE: frozenset[str] = frozenset({"verification", "completion"})
 
@@ -72,6 +86,7 @@ class ClockStart:
     started_at: datetime
     opd_code: str | None = None
     instance: int = 0
+    category: str | None = None  # the complaint's, when the event says it
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,7 @@ class TimerPlan:
     kind: TimerKind
     due_at: datetime
     fire_now: bool = False
+    point: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,12 +124,16 @@ class StopDecision:
 
 def starts_on_submission(event: ComplaintSubmitted) -> list[ClockStart]:
     """complaint.submitted starts verification and completion, both from ``received_at``
-    (the moment the complaint reached the first portal, so a late import may be overdue)."""
+    (the moment the complaint reached the first portal, so a late import may be overdue).
+    Imported history (``historical``) starts nothing: its outcome is already known."""
+    if event.historical:
+        return []
     return [
-        ClockStart("verification", 0, VERIFICATION, event.received_at),
+        ClockStart("verification", 0, VERIFICATION, event.received_at,
+                   category=event.category),
         ClockStart("completion", 0,
                    completion_policy_key(event.classification, event.berkadar_pengawasan),
-                   event.received_at),
+                   event.received_at, category=event.category),
     ]
 
 
@@ -175,7 +195,12 @@ def fact_of(data: EventData) -> Fact | None:
         case ComplaintRouted():
             return Fact("routed", data.routed_at, data.hop)
         case ComplaintResponded():
-            return Fact("responded", data.responded_at, data.hop)
+            # A progress update (``final`` False) stops nothing: not a fact for the clocks.
+            return Fact("responded", data.responded_at, data.hop) if data.final else None
+        case ComplaintWithdrawn():
+            return Fact("withdrawn", data.withdrawn_at, data.hop)
+        case ComplaintReclassified():
+            return Fact("reclassified", data.reclassified_at)
         case ComplaintReturned():
             return Fact("returned", data.returned_at, data.hop)
         case ComplaintArchived():
@@ -198,7 +223,8 @@ def fact_of(data: EventData) -> Fact | None:
 _ENDS_REGENCY_CLOCKS = ("archived", "forwarded")
 
 
-def _stop_by(clock: str, hop: int, started_at: datetime, f: Fact) -> ClockStop | None:
+def _stop_by(clock: str, hop: int, started_at: datetime, f: Fact,
+             met_by: CompletionMetBy) -> ClockStop | None:
     def stop(reason: StopReason) -> ClockStop:
         return ClockStop(clock, hop, f.at, reason)  # type: ignore[arg-type]
 
@@ -210,18 +236,25 @@ def _stop_by(clock: str, hop: int, started_at: datetime, f: Fact) -> ClockStop |
         if f.kind == "closed" and f.at >= started_at:
             return stop("cancelled")
     elif clock == "opd_response":
-        if f.kind in ("responded", "returned") and f.hop == hop:
+        if f.kind in ("responded", "returned") and f.hop == hop and f.at >= started_at:
             return stop("stopped")  # a late response or return is a breach
+        if f.kind == "withdrawn" and f.hop == hop and f.at >= started_at:
+            return stop("cancelled")  # pulled back by the admin: not the OPD's breach
         if f.kind == "routed" and f.hop > hop:
             return stop("cancelled")  # re-routed: a later hop supersedes this one
         if f.kind in (*_ENDS_REGENCY_CLOCKS, "closed") and f.at >= started_at:
             return stop("cancelled")
+        if f.kind == "deferred" and f.at >= started_at:
+            # DITUNDA is never entered from TERDISPOSISI: the routing never took.
+            return stop("cancelled")
     elif clock == "completion":
-        # Each completion instance is ended by the first close/archive/forward after its start;
-        # a close before a reopen belongs to the earlier instance.
+        # Each completion instance is ended by the first meeting fact after its start; a close
+        # before a reopen belongs to the earlier instance.
         if f.at < started_at:
             return None
         if f.kind == "closed":
+            return stop("stopped")
+        if f.kind == "responded" and met_by == "final_response":
             return stop("stopped")
         if f.kind in _ENDS_REGENCY_CLOCKS:
             return stop("cancelled")
@@ -231,12 +264,48 @@ def _stop_by(clock: str, hop: int, started_at: datetime, f: Fact) -> ClockStop |
             return stop("cancelled")
         if f.kind == "responded" and f.at > started_at:
             return stop("cancelled")  # a newer response restarts the window
+    elif clock == "redisposition":
+        if f.at < started_at:
+            return None
+        if f.kind == "routed" and f.hop > hop:
+            return stop("stopped")  # re-disposed
+        if f.kind in _ENDS_REGENCY_CLOCKS:
+            return stop("stopped")  # the admin decided otherwise: met too
+        if f.kind == "closed":
+            return stop("cancelled")
+    elif clock == "deferral":
+        if f.kind == "resumed" and f.deferred_at == started_at:
+            return stop("stopped")
+        if f.kind in (*_ENDS_REGENCY_CLOCKS, "closed") and f.at >= started_at:
+            return stop("cancelled")
     return None
 
 
-def stop_for(clock: str, hop: int, started_at: datetime, facts: list[Fact]) -> ClockStop | None:
+def stop_for(clock: str, hop: int, started_at: datetime, facts: list[Fact],
+             met_by: CompletionMetBy = "final_response") -> ClockStop | None:
     """The earliest stop or cancel of a clock among ``facts``, or None."""
-    return earliest_stop(*(_stop_by(clock, hop, started_at, f) for f in facts))
+    return earliest_stop(*(_stop_by(clock, hop, started_at, f, met_by) for f in facts))
+
+
+_PRE_DISPOSITION_ENDS = ("archived", "forwarded", "deferred")
+
+
+def routing_took(routed: Fact, facts: list[Fact]) -> bool:
+    """Whether a routing ``routed`` applied to the complaint, as far as ``facts`` tell.
+
+    An automatic routing that reached intake after the admin koordinator had archived,
+    forwarded or deferred the complaint was ignored there; sla sees the admin's fact at or
+    after the routing's time with no return or withdrawal of that hop in between (archive,
+    forward and defer are never allowed while TERDISPOSISI)."""
+    back = [f.at for f in facts if f.hop == routed.hop and f.kind in ("returned", "withdrawn")
+            and f.at >= routed.at]
+    return not any(f.kind in _PRE_DISPOSITION_ENDS and f.at >= routed.at
+                   and not any(b <= f.at for b in back) for f in facts)
+
+
+def effective_facts(facts: list[Fact]) -> list[Fact]:
+    """``facts`` without routings that never took (``routing_took``)."""
+    return [f for f in facts if f.kind != "routed" or routing_took(f, facts)]
 
 
 def starts_on(data: EventData) -> list[ClockStart]:
@@ -250,9 +319,18 @@ def starts_on(data: EventData) -> list[ClockStart]:
             # verification clock and cancels earlier hops' OPD clocks (``_stop_by``).
             return [ClockStart("opd_response", data.hop, OPD_RESPONSE, data.routed_at,
                                opd_code=data.opd_code)]
-        case ComplaintResponded():
+        case ComplaintResponded() if data.final:
             return [ClockStart("auto_close", data.hop, AUTO_CLOSE, data.responded_at,
                                opd_code=data.opd_code, instance=data.response_no)]
+        case ComplaintReturned():
+            return [ClockStart("redisposition", data.hop, REDISPOSITION, data.returned_at,
+                               opd_code=data.opd_code)]
+        case ComplaintWithdrawn():
+            return [ClockStart("redisposition", data.hop, REDISPOSITION, data.withdrawn_at,
+                               opd_code=data.opd_code)]
+        case ComplaintDeferred():
+            # The instance is numbered by the caller (one per DITUNDA).
+            return [ClockStart("deferral", 0, DEFERRAL, data.deferred_at)]
     return []
 
 
@@ -327,3 +405,105 @@ def resumed_timers(deadline: Deadline, now: datetime, fired: set[str]) -> list[T
     if "breach" in fired:
         return []
     return [p for p in initial_timers(deadline, now, None) if p.kind not in fired]
+
+
+# -- staff-facing timers: warning points, escalation ladders, quiet hours --------------------
+@dataclass(frozen=True)
+class LadderStep:
+    level: int
+    after_working_days: int
+    target: EscalationTarget
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """An escalation ladder: for a clock kind, optionally one OPD and/or one category."""
+
+    clock: str
+    opd_code: str | None
+    category: str | None
+    steps: tuple[LadderStep, ...]
+    version: int
+
+
+def ladder_for(ladders: tuple[Ladder, ...], clock: str, opd_code: str | None,
+               category: str | None) -> Ladder | None:
+    """The most specific ladder of ``clock`` that applies: OPD and category, then OPD, then
+    category, then the clock's default; a ladder scoped to an OPD (category) applies to that
+    one only."""
+    best: tuple[int, Ladder] | None = None
+    for ladder in ladders:
+        if ladder.clock != clock:
+            continue
+        if ladder.opd_code is not None and ladder.opd_code != opd_code:
+            continue
+        if ladder.category is not None and ladder.category != category:
+            continue
+        rank = 2 * (ladder.opd_code is not None) + (ladder.category is not None)
+        if best is None or rank > best[0]:
+            best = (rank, ladder)
+    return best[1] if best else None
+
+
+def escalation_point(step: LadderStep, version: int) -> str:
+    """How an escalation timer names its step (``level:target:after:ladder version``)."""
+    return f"{step.level}:{step.target}:{step.after_working_days}:{version}"
+
+
+def parse_escalation_point(point: str) -> tuple[int, EscalationTarget, int, int]:
+    level, target, after, version = point.split(":")
+    return int(level), target, int(after), int(version)  # type: ignore[return-value]  # stored from a LadderStep
+
+
+@dataclass(frozen=True)
+class OfficeHours:
+    """When staff read alerts: working days (the calendar's), from ``opens`` to ``closes``
+    local time. A staff-facing alert due outside is emitted at the next opening."""
+
+    opens: time
+    closes: time
+
+    def next_opening(self, at: datetime, calendar: WorkingCalendar) -> datetime:
+        local = at.astimezone(calendar.tz)
+        day = local.date()
+        if calendar.is_working_day(day) and self.opens <= local.time() < self.closes:
+            return at
+        if not (calendar.is_working_day(day) and local.time() < self.opens):
+            day = calendar.nth_working_day_after(day, 1)
+        return datetime.combine(day, self.opens, tzinfo=calendar.tz)
+
+
+def warning_instants(started_at: datetime, deadline: datetime, points: tuple[str, ...],
+                     calendar: WorkingCalendar) -> list[tuple[str, datetime]]:
+    """The instants of a clock's warning points: ``"<n>hk"`` is the end of the working day n
+    working days before the deadline's; ``"<p>%"`` is when p % of the clock's time elapsed.
+    Points not after the start are dropped (they would only repeat the start)."""
+    out: list[tuple[str, datetime]] = []
+    for point in points:
+        if point.endswith("hk"):
+            n = int(point[:-2])
+            day = calendar.local_date(deadline)
+            for _ in range(n):
+                day -= timedelta(days=1)
+                while not calendar.is_working_day(day):
+                    day -= timedelta(days=1)
+            instant = calendar.end_of_day(day)
+        elif point.endswith("%"):
+            instant = started_at + (deadline - started_at) * (float(point[:-1]) / 100)
+        else:
+            raise ValueError(f"warning point {point!r}: use '<n>hk' or '<p>%'")
+        if started_at < instant < deadline:
+            out.append((point, instant))
+    return sorted(out, key=lambda p: p[1])
+
+
+def validate_points(points: tuple[str, ...]) -> tuple[str, ...]:
+    for p in points:
+        body = p[:-2] if p.endswith("hk") else p[:-1] if p.endswith("%") else ""
+        try:
+            ok = float(body) > 0 and (not p.endswith("%") or float(body) < 100)
+        except ValueError:
+            ok = False
+        if not ok or (p.endswith("hk") and not body.isdigit()):
+            raise ValueError(f"warning point {p!r}: use '<n>hk' (n ≥ 1) or '<p>%' (0 < p < 100)")
+    return points

@@ -29,17 +29,30 @@ from typing import Literal
 
 from services.sla import clocks
 from services.sla.calendar import WorkingCalendar
-from services.sla.clocks import ClockStart, ClockStop, Deadline, Fact, StopReason, TimerKind
-from services.sla.policy import Policy
+from services.sla.clocks import (
+    ClockStart,
+    ClockStop,
+    CompletionMetBy,
+    Deadline,
+    Fact,
+    Ladder,
+    OfficeHours,
+    StopReason,
+    TimerKind,
+)
+from services.sla.policy import Policy, completion_policy_key
 from shared.events import (
     ClockKind,
     CloudEvent,
-    ComplaintReopened,
-    ComplaintSubmitted,
+    ComplaintReclassified,
+    ComplaintRouted,
     EventData,
     SlaBreached,
     SlaClockStarted,
     SlaClockStopped,
+    SlaDeadlineChanged,
+    SlaDeferralExpired,
+    SlaEscalated,
     SlaReplyWindowElapsed,
     SlaWarning,
     make_event,
@@ -47,7 +60,7 @@ from shared.events import (
 
 log = logging.getLogger(__name__)
 SOURCE = "sp4n/sla"
-AlertKind = Literal["warning", "breach", "elapsed"]
+AlertKind = Literal["warning", "breach", "elapsed", "expired", "escalation"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,10 @@ class ClockRow:
     paused_at: datetime | None = None
     policy_key: str = ""
     stop_reason: str | None = None
+    # The completion clock's two outcomes, kept whichever meets it (``completion_met_by``).
+    final_response_at: datetime | None = None
+    closed_at: datetime | None = None
+    category: str | None = None
 
     def deadline_record(self) -> Deadline:
         return Deadline(self.working_days, self.deadline, self.warn_at, self.calendar_version,
@@ -90,6 +107,8 @@ class Timer:
     fired_at: datetime | None = None
     cancelled_at: datetime | None = None
     changed: bool = False
+    point: str = ""  # which warning point or escalation step; "" for the others
+    fire_at: datetime | None = None  # None: at due_at (quiet hours may hold a staff alert)
 
     @property
     def pending(self) -> bool:
@@ -126,7 +145,7 @@ class ClockChanges:
 
 @dataclass(frozen=True)
 class Alert:
-    kind: AlertKind  # "elapsed" is the reply window's end, not an SLA alert
+    kind: AlertKind  # "elapsed"/"expired": the reply window's or DITUNDA's end, not SLA alerts
     clock: str
     opd_code: str | None
     lag_s: float | None = None  # set only for scanner-detected timers
@@ -138,14 +157,35 @@ class Effects:
 
     events: list[CloudEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    calendar: WorkingCalendar | None = None  # flags deadlines beyond its coverage
 
     def started(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
-                started_at: datetime, deadline: Deadline) -> None:
+                started_at: datetime, deadline: Deadline, *, instance: int = 0,
+                paused_working_days: int = 0) -> None:
         self.events.append(make_event(SOURCE, SlaClockStarted(
-            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             started_at=started_at, working_days=deadline.working_days,
             deadline=deadline.deadline, warn_at=deadline.warn_at,
+            calendar_version=deadline.calendar_version, policy_version=deadline.policy_version,
+            paused_working_days=paused_working_days,
+            beyond_calendar_coverage=self.calendar is not None
+            and self.calendar.beyond_coverage(deadline.deadline))))
+
+    def expired(self, complaint_id: uuid.UUID, deferred_at: datetime, deadline: Deadline,
+                lag_s: float | None = None) -> None:
+        self.events.append(make_event(SOURCE, SlaDeferralExpired(
+            complaint_id=complaint_id, deferred_at=deferred_at, deadline=deadline.deadline,
             calendar_version=deadline.calendar_version, policy_version=deadline.policy_version)))
+        self.alerts.append(Alert("expired", "deferral", None, lag_s))
+
+    def deadline_changed(self, row: ClockRow, old: datetime, new: Deadline, reason: str,
+                         note: str | None, changed_by: str | None) -> None:
+        self.events.append(make_event(SOURCE, SlaDeadlineChanged(
+            complaint_id=row.complaint_id, clock=row.clock, hop=row.hop, instance=row.instance,
+            opd_code=row.opd_code, old_deadline=old, new_deadline=new.deadline,
+            reason=reason,  # type: ignore[arg-type]  # a DeadlineChangeReason from the caller
+            note=note, changed_by=changed_by, calendar_version=new.calendar_version,
+            policy_version=new.policy_version)))
 
     def elapsed(self, complaint_id: uuid.UUID, hop: int, opd_code: str | None,
                 responded_at: datetime, deadline: Deadline, lag_s: float | None = None) -> None:
@@ -156,17 +196,17 @@ class Effects:
         self.alerts.append(Alert("elapsed", "auto_close", opd_code, lag_s))
 
     def stopped(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
-                stop: ClockStop, deadline: datetime) -> None:
+                stop: ClockStop, deadline: datetime, instance: int = 0) -> None:
         self.events.append(make_event(SOURCE, SlaClockStopped(
-            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             stopped_at=stop.at, deadline=deadline, on_time=stop.at <= deadline,
             reason=stop.reason)))
 
     def alert(self, model: type[SlaWarning] | type[SlaBreached], complaint_id: uuid.UUID,
               clock: ClockKind, hop: int, opd_code: str | None, deadline: Deadline,
-              due_at: datetime, lag_s: float | None = None) -> None:
+              due_at: datetime, lag_s: float | None = None, instance: int = 0) -> None:
         self.events.append(make_event(SOURCE, model(
-            complaint_id=complaint_id, clock=clock, hop=hop, opd_code=opd_code,
+            complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             deadline=deadline.deadline, due_at=due_at, calendar_version=deadline.calendar_version,
             policy_version=deadline.policy_version)))
         self.alerts.append(Alert("breach" if model is SlaBreached else "warning", clock, opd_code,
@@ -187,6 +227,10 @@ class ComplaintClocks:
         self._pauses = set(pauses)
         self._new_pauses: list[PauseRow] = []
         self.effects = Effects()
+        self.met_by: CompletionMetBy = "final_response"
+        self._policies: dict[str, Policy] = {}
+        self._ladders: tuple[Ladder, ...] = ()
+        self._office: OfficeHours | None = None
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -245,8 +289,13 @@ class ComplaintClocks:
             clock_id, self.complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
             deadline.deadline, None, deadline.working_days, deadline.warn_at,
             deadline.calendar_version, deadline.policy_version, start.instance,
-            deadline.deadline, deadline.warn_at, 0, None, start.policy_key)
+            deadline.deadline, deadline.warn_at, 0, None, start.policy_key,
+            category=start.category or self.category())
         return clock_id
+
+    def category(self) -> str | None:
+        """The complaint's category as its clocks know it (from the submission)."""
+        return next((c.category for c in self._clocks.values() if c.category), None)
 
     def set_paused(self, clock_id: int, at: datetime | None) -> None:
         self._clocks[clock_id] = replace(self._clocks[clock_id], paused_at=at)
@@ -273,8 +322,14 @@ class ComplaintClocks:
                                              stop_reason=reason)
 
     def insert_timer(self, clock_id: int, kind: TimerKind, due_at: datetime, *,
-                     fired_at: datetime | None = None) -> None:
-        self._timers.append(Timer(None, clock_id, kind, due_at, fired_at))
+                     fired_at: datetime | None = None, point: str = "",
+                     fire_at: datetime | None = None) -> None:
+        self._timers.append(Timer(None, clock_id, kind, due_at, fired_at, point=point,
+                                  fire_at=fire_at))
+
+    def fired_points(self, clock_id: int) -> set[tuple[str, str]]:
+        return {(t.kind, t.point) for t in self._timers
+                if t.clock_id == clock_id and t.cancelled_at is None and t.fired_at is not None}
 
     def fire_timer(self, clock_id: int, kind: str, at: datetime) -> bool:
         for t in self._timers:
@@ -290,28 +345,88 @@ class ComplaintClocks:
 
     # -- decisions ---------------------------------------------------------------------------
     def apply(self, data: EventData, fact: Fact | None, calendar: WorkingCalendar,
-              policies: dict[str, Policy], now: datetime) -> None:
+              policies: dict[str, Policy], now: datetime,
+              met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
+              office_hours: OfficeHours | None = None) -> None:
         """Apply one lifecycle event (its fact already recorded): stop or cancel the running
-        clocks it ends, pause or resume, then start the clocks it starts."""
-        if fact is not None:
-            for row in self.open_clocks():
-                stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact])
-                if stop is not None:
+        clocks it ends, pause or resume, then start the clocks it starts, and the follow-up
+        clocks the facts now call for (reopens, reporter replies), whatever order they came."""
+        self.met_by = met_by
+        self._policies, self._ladders, self._office = policies, ladders, office_hours
+        self.effects.calendar = calendar
+        facts = self.effective_facts()
+        took = fact is None or fact.kind != "routed" or fact in facts
+        if fact is not None and took:
+            for row in list(self._clocks.values()):
+                stop = clocks.stop_for(row.clock, row.hop, row.started_at, [fact], met_by)
+                if stop is None:
+                    continue
+                if row.stopped_at is None:
                     self._stop_clock(row, stop, calendar, now)
+                elif stop.at < row.stopped_at:
+                    self._restop(row, stop, calendar)
+            self._record_outcome(fact)
             if fact.kind == "deferred":
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
                 self._resume(fact.deferred_at, fact.at, calendar, now)
         for start in clocks.starts_on(data):
+            if isinstance(data, ComplaintRouted) and not took:
+                log.info("routing %s of %s never took: no clock", data.hop, self.complaint_id)
+                continue
+            if start.clock == "deferral":
+                instance = self._instance_for("deferral", 0, start.started_at)
+                if instance is None:
+                    continue
+                start = replace(start, instance=instance)
             self._start_clock(policies, start, calendar, now)
-        if isinstance(data, (ComplaintSubmitted, ComplaintReopened)):
-            self._start_reopened_completions(policies, calendar, now)
+        if isinstance(data, ComplaintReclassified):
+            self._reclassify(data, policies, calendar, now)
+        self._start_reopened_completions(policies, calendar, now)
+        self._start_reply_instances(policies, calendar, now)
+
+    def effective_facts(self) -> list[Fact]:
+        return clocks.effective_facts(self.facts)
+
+    def _instance_for(self, clock: str, hop: int, started_at: datetime) -> int | None:
+        """The next instance of (clock, hop), or None when one started at ``started_at``."""
+        same = [c for c in self._clocks.values() if c.clock == clock and c.hop == hop]
+        if any(c.started_at == started_at for c in same):
+            return None
+        return max((c.instance for c in same), default=-1) + 1
+
+    def _record_outcome(self, fact: Fact) -> None:
+        """Keep the final tindak lanjut's and the close's times on the completion clock they
+        belong to (the latest instance started before them), whichever meets it."""
+        if fact.kind not in ("responded", "closed"):
+            return
+        owners = [c for c in self._clocks.values()
+                  if c.clock == "completion" and c.started_at <= fact.at]
+        if not owners:
+            return
+        row = max(owners, key=lambda c: c.started_at)
+        for other in owners:  # an instance started since (reordered) takes it over
+            if other.id != row.id and fact.kind == "responded" \
+                    and other.final_response_at == fact.at:
+                self._clocks[other.id] = replace(other, final_response_at=None)
+            elif other.id != row.id and fact.kind == "closed" and other.closed_at == fact.at:
+                self._clocks[other.id] = replace(other, closed_at=None)
+        row = self._clocks[row.id]
+        # The earliest of each (an earlier one may be processed after a later one).
+        if fact.kind == "responded" and (row.final_response_at is None
+                                         or fact.at < row.final_response_at):
+            self._clocks[row.id] = replace(row, final_response_at=fact.at)
+        elif fact.kind == "closed" and (row.closed_at is None or fact.at < row.closed_at):
+            self._clocks[row.id] = replace(row, closed_at=fact.at)
 
     def _start_clock(self, policies: dict[str, Policy], start: ClockStart,
-                     calendar: WorkingCalendar, now: datetime) -> None:
+                     calendar: WorkingCalendar, now: datetime,
+                     initial: Deadline | None = None) -> None:
         complaint_id, out = self.complaint_id, self.effects
         policy = policies[start.policy_key]
-        if start.clock == "auto_close":
+        if initial is not None:
+            pass
+        elif start.clock == "auto_close":
             initial = clocks.auto_close_deadline(start.started_at, policy, calendar)
         else:
             initial = clocks.compute_deadline(start.started_at, policy, calendar)
@@ -322,8 +437,11 @@ class ComplaintClocks:
             return
 
         # Facts that arrived first (reordered events): a stop, DITUNDA periods.
-        facts = self.facts
-        stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts)
+        facts = self.effective_facts()
+        stop = clocks.stop_for(start.clock, start.hop, start.started_at, facts, self.met_by)
+        for f in facts:
+            if f.at >= start.started_at:
+                self._record_outcome(f)
         deadline, paused_at = initial, None
         total_paused = 0
         for pause in clocks.pauses_for(start.clock, start.started_at, stop, facts):
@@ -343,31 +461,150 @@ class ComplaintClocks:
         if deadline is not initial or paused_at is not None:
             self.set_recomputed_deadline(clock_id, deadline, total_paused, paused_at)
         out.started(complaint_id, start.clock, start.hop, start.opd_code, start.started_at,
-                    deadline)
+                    deadline, instance=start.instance, paused_working_days=total_paused)
 
         judged = deadline.deadline
         if stop is not None:
             judged = clocks.deadline_at(deadline.deadline, paused_at, stop.at, calendar)
         if start.clock == "auto_close":
             plans = clocks.auto_close_timers(deadline, now, stop)
+        elif start.clock == "deferral":
+            # DITUNDA's end is no breach: it expires (intake archives) unless a resume came.
+            plans = [] if stop is not None else clocks.initial_timers(
+                replace(deadline, warn_at=None), now, None)
         elif stop is not None:
             plans = clocks.initial_timers(replace(deadline, deadline=judged), now, stop)
         elif paused_at is not None:
             plans = []  # DITUNDA: timers come with the resume
         else:
             plans = clocks.initial_timers(deadline, now, None)
+        staff = stop is None and paused_at is None and start.clock not in ("auto_close",
+                                                                           "deferral")
+        if staff and policy.warn_points:
+            plans = [p for p in plans if p.kind != "warning"]  # the points replace it
         for plan in plans:
             self.insert_timer(clock_id, plan.kind, plan.due_at,
-                              fired_at=now if plan.fire_now else None)
+                              fired_at=now if plan.fire_now else None,
+                              fire_at=self._quiet(plan.due_at, calendar)
+                              if plan.kind == "warning" else None)
             if plan.fire_now and plan.kind == "elapse":
                 out.elapsed(complaint_id, start.hop, start.opd_code, start.started_at, deadline)
                 stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
+            elif plan.fire_now and start.clock == "deferral":
+                out.expired(complaint_id, start.started_at, deadline)
+                stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
             elif plan.fire_now:
                 out.alert(SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
-                          replace(deadline, deadline=judged), plan.due_at)
+                          replace(deadline, deadline=judged), plan.due_at,
+                          instance=start.instance)
+        if staff:
+            self._add_staff_timers(clock_id, deadline, calendar, now)
         if stop is not None:
             self.mark_stopped(clock_id, stop.at, stop.reason)
-            out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged)
+            out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged,
+                        instance=start.instance)
+
+    def recompute_deadlines(self, calendar: WorkingCalendar, policies: dict[str, Policy],
+                            now: datetime, *, note: str | None, changed_by: str | None) -> int:
+        """A calendar change: every running clock's deadline is recomputed from its start
+        under ``calendar`` (with the working days paused so far), never patched; each one that
+        moved gets new timers (what fired stays fired) and ``sla.deadline_changed`` (reason
+        ``calendar_changed``). Returns how many moved. (A completion instance resumed after a
+        reporter's reply inherits its deadline and is left as it is.)"""
+        self._policies, self.effects.calendar = policies, calendar
+        moved_count = 0
+        for row in self.open_clocks():
+            if row.clock == "completion" and row.instance > 0:
+                continue
+            policy = policies.get(row.policy_key)
+            base = Policy(row.policy_key, row.working_days,
+                          policy.warn_before_working_days if policy else 0, row.policy_version)
+            if row.clock in ("auto_close", "deferral"):
+                initial = clocks.auto_close_deadline(row.started_at, base, calendar)
+            else:
+                initial = clocks.compute_deadline(row.started_at, base, calendar)
+            moved = clocks.resumed_deadline(initial, row.paused_working_days, calendar)
+            if moved.deadline == row.deadline:
+                continue
+            moved_count += 1
+            self._clocks[row.id] = replace(
+                row, initial_deadline=initial.deadline, initial_warn_at=initial.warn_at,
+                deadline=moved.deadline, warn_at=moved.warn_at,
+                calendar_version=calendar.version)
+            self.effects.deadline_changed(row, row.deadline, moved, "calendar_changed", note,
+                                          changed_by)
+            self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                 row.started_at, moved, instance=row.instance,
+                                 paused_working_days=row.paused_working_days)
+            if row.paused_at is not None:
+                continue
+            _, fired = self.live_timer_kinds(row.id)
+            self.cancel_pending_timers(row.id, now)
+            if row.clock in ("auto_close", "deferral"):
+                kind: TimerKind = "elapse" if row.clock == "auto_close" else "breach"
+                if kind not in fired:
+                    self.insert_timer(row.id, kind, moved.deadline)
+                continue
+            for plan in self._replan(row.id, moved, calendar, now):
+                self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
+                                   row.opd_code, moved, plan.due_at, instance=row.instance)
+        return moved_count
+
+    def _replan(self, clock_id: int, moved: Deadline, calendar: WorkingCalendar,
+                now: datetime) -> list[clocks.TimerPlan]:
+        """New timers of a running clock whose deadline moved (its pending ones cancelled by
+        the caller): as for a new clock, except that what fired stays fired. Returns the
+        plans fired at once (a breach the caller reports)."""
+        _, fired = self.live_timer_kinds(clock_id)
+        policy = self._policies.get(self._clocks[clock_id].policy_key)
+        fired_now = []
+        for plan in clocks.resumed_timers(moved, now, fired):
+            if plan.kind == "warning" and policy is not None and policy.warn_points:
+                continue
+            self.insert_timer(clock_id, plan.kind, plan.due_at,
+                              fired_at=now if plan.fire_now else None,
+                              fire_at=self._quiet(plan.due_at, calendar)
+                              if plan.kind == "warning" else None)
+            if plan.fire_now:
+                fired_now.append(plan)
+        self._add_staff_timers(clock_id, moved, calendar, now)
+        return fired_now
+
+    def _quiet(self, due_at: datetime, calendar: WorkingCalendar) -> datetime | None:
+        """When a staff-facing alert due at ``due_at`` is emitted: the next opening when quiet
+        hours are on and it falls outside them, else None (at its due time)."""
+        if self._office is None:
+            return None
+        at = self._office.next_opening(due_at, calendar)
+        return None if at == due_at else at
+
+    def _add_staff_timers(self, clock_id: int, deadline: Deadline, calendar: WorkingCalendar,
+                          now: datetime, *, warnings: bool = True) -> None:
+        """The running clock's warning points (when its policy names several) and its
+        escalation ladder's steps, each once (what fired stays fired; a step already due is
+        fired by the next scan)."""
+        row = self._clocks[clock_id]
+        policy = self._policies.get(row.policy_key)
+        fired = self.fired_points(clock_id)
+        pending = {(t.kind, t.point) for t in self._timers if t.clock_id == clock_id and t.pending}
+        if warnings and policy is not None and policy.warn_points:
+            for point, instant in clocks.warning_instants(row.started_at, deadline.deadline,
+                                                          policy.warn_points, calendar):
+                if ("warning", point) in fired | pending or instant <= now:
+                    continue
+                self.insert_timer(clock_id, "warning", instant, point=point,
+                                  fire_at=self._quiet(instant, calendar))
+        ladder = clocks.ladder_for(self._ladders, row.clock, row.opd_code, row.category)
+        if ladder is None:
+            return
+        for step in ladder.steps:
+            point = clocks.escalation_point(step, ladder.version)
+            if any(k == "escalate" and p.split(":")[0] == str(step.level)
+                   for k, p in fired | pending):
+                continue
+            due = calendar.move_deadline(deadline.deadline, step.after_working_days)
+            self.insert_timer(clock_id, "escalate", due, point=point,
+                              fire_at=self._quiet(due, calendar))
 
     def _start_reopened_completions(self, policies: dict[str, Policy], calendar: WorkingCalendar,
                                     now: datetime) -> None:
@@ -376,7 +613,7 @@ class ComplaintClocks:
         nothing. Needs the first instance for the classification's policy: a reopen that arrives
         before ``complaint.submitted`` is started when the submission arrives."""
         existing = self.clocks_of_kind("completion")
-        first = next((c for c in existing if c.hop == 0), None)
+        first = next((c for c in existing if c.hop == 0 and c.instance == 0), None)
         if first is None:
             return
         started = {c.started_at for c in existing}
@@ -390,10 +627,87 @@ class ComplaintClocks:
             started.add(fact.at)
             next_instance += 1
 
+    def _start_reply_instances(self, policies: dict[str, Policy], calendar: WorkingCalendar,
+                               now: datetime) -> None:
+        """The OPD's turn again: after a reporter's reply (which needs a new answer) or a
+        reopen, a new instance of the hop's OPD clock (full working days from then); after a
+        reply, the completion clock met by the final tindak lanjut resumes (the reply window
+        did not count against the regency: its deadline moves later by those working days).
+        Each needs the clock it follows (the hop's first OPD clock, the met completion
+        instance); until that one is known, the fact waits (re-checked on every message)."""
+        for fact in self.facts:
+            if fact.kind not in ("reporter_replied", "reopened"):
+                continue
+            opd = [c for c in self._clocks.values() if c.clock == "opd_response"
+                   and c.started_at <= fact.at and (fact.hop == 0 or c.hop == fact.hop)]
+            if opd:
+                last = max(opd, key=lambda c: (c.hop, c.instance))
+                instance = self._instance_for("opd_response", last.hop, fact.at)
+                if instance is not None:
+                    self._start_clock(policies, ClockStart(
+                        "opd_response", last.hop, last.policy_key, fact.at,
+                        opd_code=last.opd_code, instance=instance), calendar, now)
+            if fact.kind == "reporter_replied" and self.met_by == "final_response":
+                self._resume_completion(fact, calendar, policies, now)
+
+    def _resume_completion(self, reply: Fact, calendar: WorkingCalendar,
+                           policies: dict[str, Policy], now: datetime) -> None:
+        met = [c for c in self._clocks.values() if c.clock == "completion"
+               and c.stop_reason == "stopped" and c.final_response_at is not None
+               and c.stopped_at == c.final_response_at and c.stopped_at <= reply.at]
+        if not met:
+            return
+        prev = max(met, key=lambda c: c.started_at)
+        if any(c.clock == "completion" and c.hop == prev.hop and c.started_at > prev.started_at
+               for c in self._clocks.values()) or prev.stopped_at is None:
+            return  # already resumed (or reopened since)
+        instance = self._instance_for("completion", prev.hop, reply.at)
+        if instance is None:
+            return
+        window = calendar.paused_working_days(prev.stopped_at, reply.at)
+        initial = clocks.resumed_deadline(prev.deadline_record(), window, calendar)
+        self._start_clock(policies, ClockStart(
+            "completion", prev.hop, prev.policy_key, reply.at, instance=instance),
+            calendar, now, initial=initial)
+
+    def _reclassify(self, data: ComplaintReclassified, policies: dict[str, Policy],
+                    calendar: WorkingCalendar, now: datetime) -> None:
+        """The admin's correction recomputes every running completion clock under the policy
+        of the new classification: from its start, with the working days paused so far; its
+        timers are replaced (what fired stays fired); ``sla.deadline_changed`` says why."""
+        key = completion_policy_key(data.classification, data.berkadar_pengawasan)
+        policy = policies[key]
+        for c in list(self._clocks.values()):  # a ladder may be scoped to the category
+            if c.category != data.category:
+                self._clocks[c.id] = replace(c, category=data.category)
+        for row in self.open_clocks():
+            row = self._clocks[row.id]
+            if row.clock != "completion" or row.policy_key == key or row.instance != 0:
+                continue
+            initial = clocks.compute_deadline(row.started_at, policy, calendar)
+            moved = clocks.resumed_deadline(initial, row.paused_working_days, calendar)
+            self._clocks[row.id] = replace(
+                row, policy_key=key, working_days=policy.working_days,
+                policy_version=policy.version, initial_deadline=initial.deadline,
+                initial_warn_at=initial.warn_at, deadline=moved.deadline, warn_at=moved.warn_at,
+                calendar_version=calendar.version)
+            self.effects.deadline_changed(row, row.deadline, moved, "reclassified", data.reason,
+                                          data.changed_by)
+            self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                 row.started_at, moved, instance=row.instance,
+                                 paused_working_days=row.paused_working_days)
+            if row.paused_at is not None:
+                continue  # DITUNDA: timers come with the resume
+            self.cancel_pending_timers(row.id, now)
+            for plan in self._replan(row.id, moved, calendar, now):
+                self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
+                                   row.opd_code, moved, plan.due_at, instance=row.instance)
+
     def _stop_clock(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar,
                     now: datetime) -> None:
         """Stop or cancel a running clock. A late stop fires the breach if it has not fired; a
-        reply window that elapsed before the stop fires its elapse instead."""
+        reply window that elapsed before the stop fires its elapse instead; DITUNDA's clock
+        never breaches."""
         if row.stopped_at is not None:
             return
         out = self.effects
@@ -406,15 +720,31 @@ class ComplaintClocks:
                     out.elapsed(row.complaint_id, row.hop, row.opd_code, row.started_at,
                                 row.deadline_record())
                 stop = ClockStop(stop.clock, stop.hop, row.deadline, "stopped")
-        else:
+        elif row.clock != "deferral":
             decision = clocks.stop_decision(judged, stop.at, breach_pending="breach" not in fired)
             if decision.fire_breach:
                 self._fire(row.id, "breach", judged, pending, now)
                 out.alert(SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
-                          replace(row.deadline_record(), deadline=judged), judged)
+                          replace(row.deadline_record(), deadline=judged), judged,
+                          instance=row.instance)
         self.cancel_pending_timers(row.id, now)
         self.mark_stopped(row.id, stop.at, stop.reason)
-        out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged)
+        out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
+                    instance=row.instance)
+
+    def _restop(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar) -> None:
+        """An earlier stop processed after a later one (reordered): the earliest stop wins, as
+        for a clock created after its stops. Not for what already ended the complaint's
+        course elsewhere: an elapsed reply window (intake closed it) or an expired DITUNDA
+        (intake archived it). The correction is published as a new ``sla.clock_stopped``.
+        (A late stop's breach that fired stays fired: the event is out.)"""
+        if row.clock in ("auto_close", "deferral") and row.stop_reason == "stopped" \
+                and row.stopped_at == row.deadline:
+            return  # elapsed or expired: what followed elsewhere cannot be undone
+        self._clocks[row.id] = replace(row, stopped_at=stop.at, stop_reason=stop.reason)
+        judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
+        self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
+                             instance=row.instance)
 
     def _fire(self, clock_id: int, kind: TimerKind, due_at: datetime, pending: set[str],
               now: datetime) -> None:
@@ -440,10 +770,13 @@ class ComplaintClocks:
         """The paused clocks run again: deadline = initial deadline moved later by all working
         days paused so far; new timers; a new ``sla.clock_started`` carries the moved deadline."""
         complaint_id, out = self.complaint_id, self.effects
-        for row in self.open_clocks():
+        for row in list(self._clocks.values()):
             if row.clock not in clocks.PAUSABLE or row.started_at > deferred_at:
                 continue
             if self.pause_applied(row.id, deferred_at):
+                continue
+            if row.stopped_at is not None:
+                self._resume_stopped(row, deferred_at, resumed_at, calendar, now)
                 continue
             n = calendar.paused_working_days(deferred_at, resumed_at)
             total = row.paused_working_days + n
@@ -458,13 +791,47 @@ class ComplaintClocks:
             out.started(complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
             if paused_at is not None:
                 continue
-            _, fired = self.live_timer_kinds(row.id)
-            for plan in clocks.resumed_timers(moved, now, fired):
-                self.insert_timer(row.id, plan.kind, plan.due_at,
-                                  fired_at=now if plan.fire_now else None)
-                if plan.fire_now:
-                    out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
-                              plan.due_at)
+            for plan in self._replan(row.id, moved, calendar, now):
+                out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
+                          plan.due_at, instance=row.instance)
+
+    def _resume_stopped(self, row: ClockRow, deferred_at: datetime, resumed_at: datetime,
+                        calendar: WorkingCalendar, now: datetime) -> None:
+        """A resume processed after the clock stopped (reordered): if the DITUNDA began while
+        it ran, its stored deadline gets the paused days too (the stop was already judged
+        without them: ``deadline_at``); no timers, no event (the clock is over)."""
+        if row.stopped_at is None or deferred_at >= row.stopped_at:
+            return
+        n = calendar.paused_working_days(deferred_at, min(resumed_at, row.stopped_at))
+        total = row.paused_working_days + n
+        moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
+        self.record_pause(row.id, deferred_at, resumed_at, n, row.deadline, moved)
+        self.set_recomputed_deadline(row.id, moved, total, None)
+        if row.clock == "completion" and n:
+            self._shift_resumed_instances(row, n, calendar, now)
+
+    def _shift_resumed_instances(self, row: ClockRow, n: int, calendar: WorkingCalendar,
+                                 now: datetime) -> None:
+        """The completion instances resumed after ``row`` (reporter replies) inherit its
+        deadline: when it moves by ``n`` working days, so do they."""
+        for c in list(self._clocks.values()):
+            if c.clock != "completion" or c.hop != row.hop or c.instance <= row.instance:
+                continue
+            warn = None if c.warn_at is None else calendar.move_deadline(c.warn_at, n)
+            self._clocks[c.id] = replace(
+                c, deadline=calendar.move_deadline(c.deadline, n), warn_at=warn,
+                initial_deadline=calendar.move_deadline(c.initial_deadline or c.deadline, n),
+                initial_warn_at=None if c.initial_warn_at is None
+                else calendar.move_deadline(c.initial_warn_at, n))
+            moved = self._clocks[c.id].deadline_record()
+            if c.stopped_at is not None or c.paused_at is not None:
+                continue
+            self.cancel_pending_timers(c.id, now)
+            for plan in self._replan(c.id, moved, calendar, now):
+                self.effects.alert(SlaBreached, c.complaint_id, c.clock, c.hop, c.opd_code,
+                                   moved, plan.due_at, instance=c.instance)
+            self.effects.started(c.complaint_id, c.clock, c.hop, c.opd_code, c.started_at,
+                                 moved, instance=c.instance)
 
 
 # -- the scanner -------------------------------------------------------------------------------
@@ -485,6 +852,8 @@ class DueTimer:
     policy_version: int
     clock_id: int = 0
     started_at: datetime | None = None
+    point: str = ""
+    instance: int = 0
 
 
 @dataclass
@@ -497,7 +866,8 @@ class TimerFirings(Effects):
 
 def fire_timers(due: list[DueTimer]) -> TimerFirings:
     """What the firing of ``due`` (already marked fired) means: a warning or a breach event per
-    timer; an elapsed reply window also stops its clock (intake closes the complaint)."""
+    timer; an elapsed reply window also stops its clock (intake closes the complaint), as does
+    an expired DITUNDA (``sla.deferral_expired``: intake archives it)."""
     out = TimerFirings()
     for t in due:
         deadline = Deadline(0, t.deadline, None, t.calendar_version, t.policy_version)
@@ -509,6 +879,32 @@ def fire_timers(due: list[DueTimer]) -> TimerFirings:
             out.stops.append((t.clock_id, stop))
             out.stopped(t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
             continue
-        out.alert(SlaBreached if t.kind == "breach" else SlaWarning, t.complaint_id, t.clock,
-                  t.hop, t.opd_code, deadline, t.due_at, lag_s=t.lag_s)
+        if t.clock == "deferral":
+            if t.started_at is None:
+                raise ValueError(f"deferral timer {t.timer_id} without its clock's start")
+            out.expired(t.complaint_id, t.started_at, deadline, t.lag_s)
+            stop = ClockStop("deferral", t.hop, t.deadline, "stopped")
+            out.stops.append((t.clock_id, stop))
+            out.stopped(t.complaint_id, t.clock, t.hop, t.opd_code, stop, t.deadline)
+            continue
+        if t.kind == "escalate":
+            level, target, late, version = clocks.parse_escalation_point(t.point)
+            out.events.append(make_event(SOURCE, SlaEscalated(
+                complaint_id=t.complaint_id, clock=t.clock, hop=t.hop, instance=t.instance,
+                opd_code=t.opd_code, deadline=t.deadline, due_at=t.due_at,
+                calendar_version=t.calendar_version, policy_version=t.policy_version,
+                level=level, target_role=target, working_days_late=late,
+                ladder_version=version)))
+            out.alerts.append(Alert("escalation", t.clock, t.opd_code, t.lag_s))
+            continue
+        if t.kind == "warning":
+            out.events.append(make_event(SOURCE, SlaWarning(
+                complaint_id=t.complaint_id, clock=t.clock, hop=t.hop, instance=t.instance,
+                opd_code=t.opd_code, deadline=t.deadline, due_at=t.due_at,
+                calendar_version=t.calendar_version, policy_version=t.policy_version,
+                point=t.point or None)))
+            out.alerts.append(Alert("warning", t.clock, t.opd_code, t.lag_s))
+            continue
+        out.alert(SlaBreached, t.complaint_id, t.clock, t.hop, t.opd_code, deadline, t.due_at,
+                  lag_s=t.lag_s, instance=t.instance)
     return out

@@ -32,6 +32,16 @@ class SlaMetrics:
             "sp4n_sla_reply_windows_elapsed",
             "Reply windows (auto_close) that elapsed with no reply from the reporter",
             ["opd"], registry=registry)
+        self.escalations = Counter("sp4n_sla_escalations", "Escalation ladder steps fired",
+                                   ["opd", "clock"], registry=registry)
+        self.deferrals_expired = Counter(
+            "sp4n_sla_deferrals_expired",
+            "DITUNDA periods that ended with no answer from the reporter (archived by the system)",
+            registry=registry)
+        self.beyond_coverage = Gauge(
+            "sp4n_sla_clocks_beyond_calendar_coverage",
+            "Running clocks whose deadline lies past the last year whose cuti bersama the "
+            "calendar knows (confirm it: sp4n calendar confirm YEAR)", registry=registry)
         self.detection_lag = Histogram(
             "sp4n_sla_breach_detection_lag_seconds",
             "Breach fire time minus due time (or creation time, if created already due)",
@@ -46,6 +56,10 @@ class SlaMetrics:
                     self.detection_lag.observe(max(alert.lag_s, 0.0))
             elif alert.kind == "elapsed":
                 self.reply_windows_elapsed.labels(_opd(alert.opd_code)).inc()
+            elif alert.kind == "expired":
+                self.deferrals_expired.inc()
+            elif alert.kind == "escalation":
+                self.escalations.labels(_opd(alert.opd_code), alert.clock).inc()
             else:
                 self.warnings.labels(_opd(alert.opd_code), alert.clock).inc()
 

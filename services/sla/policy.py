@@ -15,6 +15,8 @@ from shared.events import Classification
 VERIFICATION = "verification"
 OPD_RESPONSE = "opd_response"
 AUTO_CLOSE = "auto_close"
+REDISPOSITION = "redisposition"
+DEFERRAL = "deferral"
 COMPLETION_KEYS = {
     "aspirasi": "completion_aspirasi",
     "permintaan_informasi": "completion_permintaan_informasi",
@@ -31,7 +33,11 @@ DEFAULT_WORKING_DAYS = {
     "completion_pengaduan": 14,
     COMPLETION_PENGAWASAN: 60,
     AUTO_CLOSE: 10,
+    REDISPOSITION: 3,
+    DEFERRAL: 10,
 }
+# Seeded without a warning (migration 0005): the reporter, not staff, must act.
+NO_WARNING = frozenset({DEFERRAL})
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Policy:
     working_days: int
     warn_before_working_days: int
     version: int
+    # Warning points ("2hk", "50%"); empty: the single point ``warn_before_working_days``.
+    warn_points: tuple[str, ...] = ()
 
 
 def completion_policy_key(classification: Classification, berkadar_pengawasan: bool) -> str:
@@ -49,4 +57,5 @@ def completion_policy_key(classification: Classification, berkadar_pengawasan: b
 
 
 def default_policies() -> dict[str, Policy]:
-    return {k: Policy(k, n, 1, 1) for k, n in DEFAULT_WORKING_DAYS.items()}
+    return {k: Policy(k, n, 0 if k in NO_WARNING else 1, 1)
+            for k, n in DEFAULT_WORKING_DAYS.items()}

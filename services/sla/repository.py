@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from services.sla.calendars import CalendarSnapshot, CalendarStamp
-from services.sla.clocks import Fact, StopReason
+from services.sla.calendars import CalendarSnapshot, CalendarStamp, parse_ladder
+from services.sla.clocks import Fact, LadderStep, StopReason
 from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, PauseRow, Timer
 from services.sla.policy import Policy
 from shared.events import CloudEvent
@@ -29,7 +29,7 @@ _COMPLAINT_LOCK_CLASS = 0x5F4E
 _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
                " working_days, warn_at, calendar_version, policy_version, instance,"
                " initial_deadline, initial_warn_at, paused_working_days, paused_at, policy_key,"
-               " stop_reason")
+               " stop_reason, final_response_at, closed_at, category")
 
 # A lifecycle event costs three statements besides BEGIN/COMMIT (four when a resume replaces
 # cancelled timers): ``claim`` (inbox + complaint lock), ``load`` (fact + every clock, live
@@ -52,25 +52,29 @@ WITH new_fact AS (
 ), c AS MATERIALIZED (
     SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 ORDER BY id FOR UPDATE
 ), t AS MATERIALIZED (
-    SELECT id, clock_id, kind, fired_at FROM timers
+    SELECT id, clock_id, kind, fired_at, point FROM timers
     WHERE clock_id IN (SELECT id FROM c WHERE stopped_at IS NULL) AND cancelled_at IS NULL
     ORDER BY id FOR UPDATE
 )
 SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
-       (SELECT array_agg(ROW(id, clock_id, kind, fired_at) ORDER BY id) FROM t) AS timers,
+       (SELECT array_agg(ROW(id, clock_id, kind, fired_at, point) ORDER BY id) FROM t) AS timers,
        (SELECT array_agg(ROW(kind, at, hop, deferred_at) ORDER BY at) FROM facts
          WHERE complaint_id = $1) AS facts,
        (SELECT array_agg(ROW(clock_id, deferred_at)) FROM clock_pauses
-         WHERE $7 AND clock_id IN (SELECT id FROM c WHERE stopped_at IS NULL)) AS pauses,
+         WHERE $7 AND clock_id IN (SELECT id FROM c)) AS pauses,
        (SELECT revision FROM calendar_revision) AS calendar_revision,
-       (SELECT array_agg(ROW(clock, working_days, warn_before_working_days, version)
-                         ORDER BY clock) FROM policies) AS policies
+       (SELECT array_agg(ROW(clock, working_days, warn_before_working_days, version,
+                             coalesce(warn_points, ARRAY[]::text[])) ORDER BY clock)
+          FROM policies) AS policies,
+       (SELECT array_agg(ROW(clock, opd_code, category, steps::text, version) ORDER BY id)
+          FROM escalation_ladders) AS ladders
 """
 
 
 _READ_CALENDAR = (
     "SELECT r.revision, coalesce(jsonb_object_agg(o.day::text, o.working)"
-    "  FILTER (WHERE o.day IS NOT NULL), '{}'::jsonb) AS overrides"
+    "  FILTER (WHERE o.day IS NOT NULL), '{}'::jsonb) AS overrides,"
+    " (SELECT coalesce(array_agg(year), '{}') FROM calendar_confirmed_years) AS confirmed"
     " FROM calendar_revision r LEFT JOIN calendar_overrides o ON true"
     " GROUP BY r.revision")
 
@@ -103,12 +107,14 @@ class PgSlaRepository:
             fact and fact.deferred_at, event_id, with_pauses)
         state = ComplaintClocks(
             complaint_id, [ClockRow(*c) for c in r["clocks"] or ()],
-            [Timer(t[0], t[1], t[2], fired_at=t[3]) for t in r["timers"] or ()],
+            [Timer(t[0], t[1], t[2], fired_at=t[3], point=t[4]) for t in r["timers"] or ()],
             [Fact(*f) for f in r["facts"] or ()], {(p[0], p[1]) for p in r["pauses"] or ()})
         if fact is not None:
             state.record_fact(fact)  # not in the statement's snapshot when it inserted it
-        return state, CalendarStamp(r["calendar_revision"],
-                                    tuple((p[0], p[1], p[2], p[3]) for p in r["policies"] or ()))
+        return state, CalendarStamp(
+            r["calendar_revision"],
+            tuple((p[0], p[1], p[2], p[3], tuple(p[4])) for p in r["policies"] or ()),
+            tuple((x[0], x[1], x[2], x[3], x[4]) for x in r["ladders"] or ()))
 
     async def save(self, state: ComplaintClocks) -> None:
         """Write every change and the events staged on the unit of work: one statement, or two
@@ -119,8 +125,8 @@ class PgSlaRepository:
             return
         events = self._tx.take_staged()
         new, changed, timer_updates = c.new_clocks, c.changed_clocks, c.timer_updates
-        replaced = {(t.clock_id, t.kind) for t in timer_updates}
-        if any((t.clock_id, t.kind) in replaced for t in c.timer_inserts):
+        replaced = {(t.clock_id, t.kind, t.point) for t in timer_updates}
+        if any((t.clock_id, t.kind, t.point) in replaced for t in c.timer_inserts):
             await self._save(_save_args(state.complaint_id, [], changed, timer_updates, [], [], []),
                              0, len(changed))
             changed, timer_updates = [], []
@@ -135,6 +141,44 @@ class PgSlaRepository:
             # redelivered.
             raise RuntimeError(f"clocks changed under the complaint lock: wrote {tuple(r)}, "
                                f"expected ({inserted}, {updated})")
+
+    async def lock(self, complaint_id: uuid.UUID) -> None:
+        """The complaint's lock for a change no event brings (an operator's calendar edit)."""
+        await self._conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                                 _COMPLAINT_LOCK_CLASS, str(complaint_id))
+
+    async def change_override(self, day: date, working: bool | None, reason: str,
+                              changed_by: str, keep_deadlines: bool) -> int:
+        """Set (``working`` True/False) or remove (None) the override of ``day`` and record the
+        change with who and why; returns the new calendar revision."""
+        if working is None:
+            await self._conn.execute("DELETE FROM calendar_overrides WHERE day = $1", day)
+        else:
+            await set_calendar_override(self._conn, day, working, reason)
+        revision: int = await self._conn.fetchval(
+            "INSERT INTO calendar_changes (revision, day, working, reason, changed_by,"
+            " keep_deadlines) SELECT revision, $1, $2, $3, $4, $5 FROM calendar_revision"
+            " RETURNING revision", day, working, reason, changed_by, keep_deadlines)
+        return revision
+
+    async def confirm_year(self, year: int, changed_by: str) -> int:
+        await self._conn.execute(
+            "INSERT INTO calendar_confirmed_years (year, confirmed_by) VALUES ($1, $2)"
+            " ON CONFLICT (year) DO UPDATE SET confirmed_by = EXCLUDED.confirmed_by,"
+            " confirmed_at = now()", year, changed_by)
+        revision: int = await self._conn.fetchval(
+            "INSERT INTO calendar_changes (revision, confirmed_year, reason, changed_by)"
+            " SELECT revision, $1, 'cuti bersama dikonfirmasi', $2 FROM calendar_revision"
+            " RETURNING revision", year, changed_by)
+        return revision
+
+    async def complaints_with_open_clocks(self, since: datetime) -> list[uuid.UUID]:
+        """Complaints with a running clock whose deadline is not before ``since`` (a calendar
+        change of a day can only move those)."""
+        rows = await self._conn.fetch(
+            "SELECT DISTINCT complaint_id FROM clocks WHERE stopped_at IS NULL"
+            " AND deadline >= $1", since)
+        return [r["complaint_id"] for r in rows]
 
     # -- calendar (``calendars.CalendarStore``) ---------------------------------------------
     async def read_calendar(self) -> CalendarSnapshot:
@@ -153,12 +197,12 @@ class PgSlaRepository:
         """
         conn = self._conn
         rows = await conn.fetch(
-            "SELECT t.id, t.kind, t.due_at, c.complaint_id, c.clock, c.hop, c.opd_code,"
-            "  c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id, c.started_at,"
-            "  now() AS now"
+            "SELECT t.id, t.kind, t.due_at, t.point, c.complaint_id, c.clock, c.hop, c.instance,"
+            "  c.opd_code, c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id,"
+            "  c.started_at, now() AS now"
             " FROM timers t JOIN clocks c ON c.id = t.clock_id"
-            " WHERE t.fired_at IS NULL AND t.cancelled_at IS NULL AND t.due_at <= now()"
-            " ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t, c SKIP LOCKED", limit)
+            " WHERE t.fired_at IS NULL AND t.cancelled_at IS NULL AND t.fire_at <= now()"
+            " ORDER BY t.fire_at LIMIT $1 FOR UPDATE OF t, c SKIP LOCKED", limit)
         if not rows:
             return []
         stale = [r["id"] for r in rows if r["kind"] == "warning" and r["deadline"] <= r["now"]]
@@ -169,12 +213,12 @@ class PgSlaRepository:
         lags = {r["id"]: r["lag"] for r in await conn.fetch(
             "UPDATE timers SET fired_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
             " RETURNING id,"
-            "  extract(epoch FROM fired_at - greatest(due_at, created_at))::float8 AS lag",
+            "  extract(epoch FROM fired_at - greatest(fire_at, created_at))::float8 AS lag",
             fire_ids)}
         return [DueTimer(r["id"], r["kind"], r["due_at"], lags[r["id"]], r["complaint_id"],
                          r["clock"], r["hop"], r["opd_code"], r["deadline"],
                          r["calendar_version"], r["policy_version"], r["clock_id"],
-                         r["started_at"])
+                         r["started_at"], r["point"], r["instance"])
                 for r in rows if r["id"] in lags]
 
     async def mark_stopped(self, clock_id: int, at: datetime, reason: StopReason) -> None:
@@ -187,16 +231,24 @@ class PgSlaRepository:
             "SELECT clock, count(*) AS n FROM clocks WHERE stopped_at IS NULL GROUP BY clock")
         return {r["clock"]: r["n"] for r in rows}
 
+    async def clocks_beyond(self, boundary: datetime) -> int:
+        """Running clocks whose deadline is at or after ``boundary`` (calendar coverage)."""
+        n: int = await self._conn.fetchval(
+            "SELECT count(*) FROM clocks WHERE stopped_at IS NULL AND deadline >= $1", boundary)
+        return n
+
 
 _SAVE = f"""
 WITH nc AS (
     INSERT INTO clocks (complaint_id, clock, hop, instance, policy_key, opd_code, started_at,
         working_days, deadline, warn_at, initial_deadline, initial_warn_at, calendar_version,
-        policy_version, paused_working_days, paused_at, stopped_at, stop_reason)
+        policy_version, paused_working_days, paused_at, stopped_at, stop_reason,
+        final_response_at, closed_at, category)
     SELECT $1, n.* FROM unnest($2::text[], $3::int[], $4::int[], $5::text[], $6::text[],
         $7::timestamptz[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
         $12::timestamptz[], $13::text[], $14::int[], $15::int[], $16::timestamptz[],
-        $17::timestamptz[], $18::text[]) AS n
+        $17::timestamptz[], $18::text[], $19::timestamptz[], $20::timestamptz[],
+        $54::text[]) AS n
     ON CONFLICT (complaint_id, clock, hop, instance) DO NOTHING
     RETURNING id, clock, hop, instance
 ), ids AS (  -- provisional id (−ordinal) → inserted id
@@ -206,22 +258,31 @@ WITH nc AS (
 ), uc AS (
     UPDATE clocks c SET deadline = u.deadline, warn_at = u.warn_at,
         calendar_version = u.calendar_version, paused_working_days = u.paused_working_days,
-        paused_at = u.paused_at, stopped_at = u.stopped_at, stop_reason = u.stop_reason
-    FROM unnest($19::bigint[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::int[],
-                $24::timestamptz[], $25::timestamptz[], $26::text[])
+        paused_at = u.paused_at, stopped_at = u.stopped_at, stop_reason = u.stop_reason,
+        policy_key = u.policy_key, working_days = u.working_days,
+        policy_version = u.policy_version, initial_deadline = u.initial_deadline,
+        initial_warn_at = u.initial_warn_at, final_response_at = u.final_response_at,
+        closed_at = u.closed_at, category = u.category
+    FROM unnest($21::bigint[], $22::timestamptz[], $23::timestamptz[], $24::text[], $25::int[],
+                $26::timestamptz[], $27::timestamptz[], $28::text[], $29::text[], $30::int[],
+                $31::int[], $32::timestamptz[], $33::timestamptz[], $34::timestamptz[],
+                $35::timestamptz[], $55::text[])
         AS u(id, deadline, warn_at, calendar_version, paused_working_days, paused_at, stopped_at,
-             stop_reason)
+             stop_reason, policy_key, working_days, policy_version, initial_deadline,
+             initial_warn_at, final_response_at, closed_at, category)
     WHERE c.id = u.id
     RETURNING 1
 ), ut AS (
     UPDATE timers t SET fired_at = u.fired_at, cancelled_at = u.cancelled_at
-    FROM unnest($27::bigint[], $28::timestamptz[], $29::timestamptz[]) AS u(id, fired_at, cancelled_at)
+    FROM unnest($36::bigint[], $37::timestamptz[], $38::timestamptz[]) AS u(id, fired_at, cancelled_at)
     WHERE t.id = u.id
 ), nt AS (
-    INSERT INTO timers (clock_id, kind, due_at, fired_at, cancelled_at)
-    SELECT coalesce(ids.id, n.ref), n.kind, n.due_at, n.fired_at, n.cancelled_at
-    FROM unnest($30::bigint[], $31::text[], $32::timestamptz[], $33::timestamptz[],
-                $34::timestamptz[]) WITH ORDINALITY AS n(ref, kind, due_at, fired_at, cancelled_at, ord)
+    INSERT INTO timers (clock_id, kind, due_at, fired_at, cancelled_at, point, fire_at)
+    SELECT coalesce(ids.id, n.ref), n.kind, n.due_at, n.fired_at, n.cancelled_at, n.point,
+        coalesce(n.fire_at, n.due_at)
+    FROM unnest($39::bigint[], $40::text[], $41::timestamptz[], $42::timestamptz[],
+                $43::timestamptz[], $56::text[], $57::timestamptz[])
+        WITH ORDINALITY AS n(ref, kind, due_at, fired_at, cancelled_at, point, fire_at, ord)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
     ORDER BY n.ord
@@ -230,13 +291,13 @@ WITH nc AS (
         deadline_after, calendar_version)
     SELECT coalesce(ids.id, n.ref), n.deferred_at, n.resumed_at, n.working_days,
         n.deadline_before, n.deadline_after, n.calendar_version
-    FROM unnest($35::bigint[], $36::timestamptz[], $37::timestamptz[], $38::int[],
-                $39::timestamptz[], $40::timestamptz[], $41::text[])
+    FROM unnest($44::bigint[], $45::timestamptz[], $46::timestamptz[], $47::int[],
+                $48::timestamptz[], $49::timestamptz[], $50::text[])
         AS n(ref, deferred_at, resumed_at, working_days, deadline_before, deadline_after,
              calendar_version)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
-), o AS ({OUTBOX_INSERT_ARRAYS.format(ids=42, keys=43, payloads=44)})
+), o AS ({OUTBOX_INSERT_ARRAYS.format(ids=51, keys=52, payloads=53)})
 SELECT (SELECT count(*) FROM nc) AS inserted, (SELECT count(*) FROM uc) AS updated
 """
 
@@ -253,14 +314,18 @@ def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[Clock
         *_cols(new, "clock", "hop", "instance", "policy_key", "opd_code", "started_at",
                "working_days", "deadline", "warn_at", "initial_deadline", "initial_warn_at",
                "calendar_version", "policy_version", "paused_working_days", "paused_at",
-               "stopped_at", "stop_reason"),
+               "stopped_at", "stop_reason", "final_response_at", "closed_at"),
         *_cols(changed, "id", "deadline", "warn_at", "calendar_version", "paused_working_days",
-               "paused_at", "stopped_at", "stop_reason"),
+               "paused_at", "stopped_at", "stop_reason", "policy_key", "working_days",
+               "policy_version", "initial_deadline", "initial_warn_at", "final_response_at",
+               "closed_at"),
         *_cols(timer_updates, "id", "fired_at", "cancelled_at"),
         *_cols(timer_inserts, "clock_id", "kind", "due_at", "fired_at", "cancelled_at"),
         *_cols(pauses, "clock_id", "deferred_at", "resumed_at", "working_days",
                "deadline_before", "deadline_after", "calendar_version"),
         *outbox_arrays(events),
+        [r.category for r in new], [r.category for r in changed],
+        *_cols(timer_inserts, "point", "fire_at"),
     ]
 
 
@@ -277,14 +342,16 @@ async def read_calendar(conn: asyncpg.Connection) -> CalendarSnapshot:
     """The override table and its revision (one statement, so they always match)."""
     row = await conn.fetchrow(_READ_CALENDAR)
     return CalendarSnapshot(row["revision"],
-                            {date.fromisoformat(k): v for k, v in row["overrides"].items()})
+                            {date.fromisoformat(k): v for k, v in row["overrides"].items()},
+                            frozenset(row["confirmed"]))
 
 
 async def load_policies(conn: asyncpg.Connection) -> dict[str, Policy]:
     rows = await conn.fetch(
-        "SELECT clock, working_days, warn_before_working_days, version FROM policies")
+        "SELECT clock, working_days, warn_before_working_days, version,"
+        " coalesce(warn_points, ARRAY[]::text[]) AS points FROM policies")
     return {r["clock"]: Policy(r["clock"], r["working_days"], r["warn_before_working_days"],
-                               r["version"]) for r in rows}
+                               r["version"], tuple(r["points"])) for r in rows}
 
 
 async def set_policy(conn: asyncpg.Connection, key: str, working_days: int,
@@ -325,3 +392,80 @@ async def set_calendar_override(conn: asyncpg.Connection, day: date, working: bo
 async def delete_calendar_override(conn: asyncpg.Connection, day: date) -> int:
     await conn.execute("DELETE FROM calendar_overrides WHERE day = $1", day)
     return await calendar_revision(conn)
+
+
+# -- operator: escalation ladders -----------------------------------------------------------
+@dataclass(frozen=True)
+class LadderListing:
+    clock: str
+    opd_code: str | None
+    category: str | None
+    steps: tuple[LadderStep, ...]
+    version: int
+    updated_by: str
+    reason: str
+    updated_at: datetime
+
+
+async def list_ladders(conn: asyncpg.Connection) -> list[LadderListing]:
+    rows = await conn.fetch(
+        "SELECT clock, opd_code, category, steps::text AS steps, version, updated_by, reason,"
+        " updated_at FROM escalation_ladders ORDER BY clock, opd_code NULLS FIRST,"
+        " category NULLS FIRST")
+    return [LadderListing(r["clock"], r["opd_code"], r["category"],
+                          parse_ladder(r["clock"], r["opd_code"], r["category"], r["steps"],
+                                       r["version"]).steps,
+                          r["version"], r["updated_by"], r["reason"], r["updated_at"])
+            for r in rows]
+
+
+async def set_ladder(conn: asyncpg.Connection, clock: str, opd_code: str | None,
+                     category: str | None, steps: tuple[LadderStep, ...], updated_by: str,
+                     reason: str) -> int:
+    """Add or replace a ladder; an edit bumps its version. Returns the version. Applies to
+    clocks started (or recomputed) from then on."""
+    # The connection's jsonb codec encodes the list (shared.db).
+    body = [{"level": s.level, "after_working_days": s.after_working_days, "target": s.target}
+            for s in steps]
+    version: int = await conn.fetchval(
+        "INSERT INTO escalation_ladders (clock, opd_code, category, steps, updated_by, reason)"
+        " VALUES ($1, $2, $3, $4::jsonb, $5, $6)"
+        " ON CONFLICT (clock, coalesce(opd_code, ''), coalesce(category, ''))"
+        " DO UPDATE SET steps = EXCLUDED.steps, updated_by = EXCLUDED.updated_by,"
+        "  reason = EXCLUDED.reason RETURNING version",
+        clock, opd_code, category, body, updated_by, reason)
+    return version
+
+
+async def remove_ladder(conn: asyncpg.Connection, clock: str, opd_code: str | None,
+                        category: str | None) -> bool:
+    status = await conn.execute(
+        "DELETE FROM escalation_ladders WHERE clock = $1 AND opd_code IS NOT DISTINCT FROM $2"
+        " AND category IS NOT DISTINCT FROM $3", clock, opd_code, category)
+    return bool(status.endswith(" 1"))
+
+
+@dataclass(frozen=True)
+class CalendarChangeRow:
+    revision: int
+    day: date | None
+    working: bool | None
+    confirmed_year: int | None
+    reason: str
+    changed_by: str
+    keep_deadlines: bool
+    changed_at: datetime
+
+
+async def list_calendar_changes(conn: asyncpg.Connection, limit: int = 50) -> list[CalendarChangeRow]:
+    rows = await conn.fetch(
+        "SELECT revision, day, working, confirmed_year, reason, changed_by, keep_deadlines,"
+        " changed_at FROM calendar_changes ORDER BY changed_at DESC, revision DESC LIMIT $1",
+        limit)
+    return [CalendarChangeRow(*r) for r in rows]
+
+
+async def set_policy_points(conn: asyncpg.Connection, key: str, points: tuple[str, ...]) -> None:
+    """The policy's warning points (empty: back to its single warn_before_working_days)."""
+    await conn.execute("UPDATE policies SET warn_points = $2 WHERE clock = $1", key,
+                       list(points) or None)

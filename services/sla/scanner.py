@@ -13,8 +13,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from services.sla.calendars import CalendarSource
 from services.sla.metrics import SlaMetrics
-from services.sla.usecases import UnitOfWork, fire_due_timers, open_clock_counts
+from services.sla.usecases import (
+    UnitOfWork,
+    clocks_beyond_coverage,
+    fire_due_timers,
+    open_clock_counts,
+)
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 
@@ -29,12 +35,16 @@ async def scan_once(uow: UnitOfWork, batch_size: int, metrics: SlaMetrics | None
     return len(outcome.alerts)
 
 
-async def refresh_open_clocks(uow: UnitOfWork, metrics: SlaMetrics) -> None:
+async def refresh_open_clocks(uow: UnitOfWork, metrics: SlaMetrics,
+                              calendars: CalendarSource | None = None) -> None:
     metrics.set_open_clocks(await open_clock_counts(uow=uow))
+    if calendars is not None:
+        metrics.beyond_coverage.set(await clocks_beyond_coverage(uow=uow, calendars=calendars))
 
 
-def make_timer_loop(uow: UnitOfWork, metrics: SlaMetrics,
-                    settings: Settings) -> Callable[[ServiceRuntime], Coroutine[Any, Any, None]]:
+def make_timer_loop(uow: UnitOfWork, metrics: SlaMetrics, settings: Settings,
+                    calendars: CalendarSource | None = None,
+                    ) -> Callable[[ServiceRuntime], Coroutine[Any, Any, None]]:
     batch_size = settings.sla_scan_batch_size
 
     async def sla_timers(_runtime: ServiceRuntime) -> None:
@@ -45,7 +55,7 @@ def make_timer_loop(uow: UnitOfWork, metrics: SlaMetrics,
                 while await scan_once(uow, batch_size, metrics) >= batch_size:
                     pass
                 if time.monotonic() >= next_refresh:
-                    await refresh_open_clocks(uow, metrics)
+                    await refresh_open_clocks(uow, metrics, calendars)
                     next_refresh = time.monotonic() + settings.sla.open_clocks_refresh_s
             except asyncio.CancelledError:
                 raise

@@ -10,16 +10,23 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Protocol
+from datetime import date, datetime, time
+from typing import Protocol, get_args
 
 import asyncpg
 
 from services.sla import clocks, repository
 from services.sla.calendars import CalendarSource, CalendarStamp, CalendarStore
-from services.sla.clocks import Fact, StopReason
+from services.sla.clocks import (
+    CompletionMetBy,
+    Fact,
+    LadderStep,
+    OfficeHours,
+    StopReason,
+    validate_points,
+)
 from services.sla.domain import Alert, ComplaintClocks, DueTimer, fire_timers
-from shared.events import CloudEvent
+from shared.events import ClockKind, CloudEvent, EscalationTarget
 from shared.uow import Tx
 
 
@@ -39,6 +46,17 @@ class SlaRepository(CalendarStore, Protocol):
 
     async def open_clock_counts(self) -> dict[str, int]: ...
 
+    async def clocks_beyond(self, boundary: datetime) -> int: ...
+
+    async def lock(self, complaint_id: uuid.UUID) -> None: ...
+
+    async def change_override(self, day: date, working: bool | None, reason: str,
+                              changed_by: str, keep_deadlines: bool) -> int: ...
+
+    async def confirm_year(self, year: int, changed_by: str) -> int: ...
+
+    async def complaints_with_open_clocks(self, since: datetime) -> list[uuid.UUID]: ...
+
 
 # ``PgUnitOfWork[PgSlaRepository]`` or an in-memory fake: ``async with uow(event) as tx``.
 UnitOfWork = Callable[..., contextlib.AbstractAsyncContextManager[Tx[SlaRepository]]]
@@ -53,7 +71,9 @@ class Outcome:
 
 # -- inbound events ------------------------------------------------------------------------
 async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: CalendarSource,
-                             now: datetime) -> Outcome:
+                             now: datetime,
+                             completion_met_by: CompletionMetBy = "final_response",
+                             office_hours: OfficeHours | None = None) -> Outcome:
     """Apply one lifecycle event to the complaint's clocks (``domain.ComplaintClocks.apply``):
     record it as a fact, stop or cancel the running clocks it ends, pause or resume, then start
     the clocks it starts.
@@ -72,7 +92,8 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
             complaint_id, fact, event.id,
             with_pauses=fact is not None and fact.kind in ("deferred", "resumed"))
         calendar, policies = await calendars.resolve(tx.repo, stamp)
-        state.apply(data, fact, calendar, policies, now)
+        state.apply(data, fact, calendar, policies, now, completion_met_by,
+                    ladders=calendars.ladders(stamp.ladder_rows), office_hours=office_hours)
         tx.stage(*state.events)
         await tx.repo.save(state)
     return Outcome(state.events, state.alerts)
@@ -95,6 +116,66 @@ async def open_clock_counts(*, uow: UnitOfWork) -> dict[str, int]:
         return await tx.repo.open_clock_counts()
 
 
+async def clocks_beyond_coverage(*, uow: UnitOfWork, calendars: CalendarSource) -> int:
+    """Running clocks whose deadline lies past the calendar's coverage (the metric)."""
+    async with uow() as tx:
+        calendar = await calendars.current(tx.repo)
+        boundary = datetime.combine(date(calendar.covered_through + 1, 1, 1), time(0),
+                                    tzinfo=calendar.tz)
+        return await tx.repo.clocks_beyond(boundary)
+
+
+@dataclass
+class CalendarChange:
+    revision: int
+    moved: int = 0  # deadlines that moved
+    complaints: int = 0  # complaints whose clocks were recomputed
+    events: list[CloudEvent] = field(default_factory=list)
+
+
+async def change_calendar(day: date, working: bool | None, reason: str, changed_by: str, *,
+                          keep_deadlines: bool, uow: UnitOfWork, calendars: CalendarSource,
+                          now: datetime) -> CalendarChange:
+    """An operator's calendar change (set ``working`` True/False, or None to remove the
+    override): a new calendar version recording who and why. By default every running clock
+    that the day can move is recomputed against it, one complaint per unit of work (under its
+    lock, as a message would), each moved deadline with ``sla.deadline_changed``;
+    ``keep_deadlines`` leaves existing deadlines as computed (they keep their version)."""
+    if not reason.strip():
+        raise ValueError("reason: a calendar change needs a reason (e.g. the decree)")
+    if not changed_by.strip():
+        raise ValueError("changed_by: say who makes the change")
+    async with uow() as tx:
+        revision = await tx.repo.change_override(day, working, reason.strip(),
+                                                 changed_by.strip(), keep_deadlines)
+        calendar = await calendars.current(tx.repo)
+        ids = [] if keep_deadlines else await tx.repo.complaints_with_open_clocks(
+            datetime.combine(day, time(0), tzinfo=calendar.tz))
+    out = CalendarChange(revision)
+    for complaint_id in ids:
+        async with uow() as tx:
+            await tx.repo.lock(complaint_id)
+            state, stamp = await tx.repo.load(complaint_id, None, "", with_pauses=False)
+            calendar, policies = await calendars.resolve(tx.repo, stamp)
+            moved = state.recompute_deadlines(calendar, policies, now, note=reason.strip(),
+                                              changed_by=changed_by.strip())
+            tx.stage(*state.events)
+            await tx.repo.save(state)
+        out.moved += moved
+        out.complaints += 1
+        out.events += state.events
+    return out
+
+
+async def confirm_calendar_year(year: int, changed_by: str, *, uow: UnitOfWork) -> int:
+    """The operator entered the SKB's cuti bersama of ``year`` as overrides: the calendar
+    covers it from now on (a new version). Returns the revision."""
+    if not changed_by.strip():
+        raise ValueError("changed_by: say who confirms the year")
+    async with uow() as tx:
+        return await tx.repo.confirm_year(year, changed_by.strip())
+
+
 # -- operator actions (the CLI calls these) --------------------------------------------------
 async def set_calendar_override(conn: asyncpg.Connection, day: date, working: bool,
                                 reason: str) -> int:
@@ -110,7 +191,43 @@ async def remove_calendar_override(conn: asyncpg.Connection, day: date) -> int:
     return await repository.delete_calendar_override(conn, day)
 
 
+def parse_ladder_steps(text: str) -> tuple[LadderStep, ...]:
+    """``"0:pejabat_penghubung,2:kepala_opd,5:admin_koordinator"`` → steps, level 1, 2, … in
+    order; offsets in working days after the breach, not decreasing."""
+    steps = []
+    for level, part in enumerate((p.strip() for p in text.split(",") if p.strip()), 1):
+        after, _, target = part.partition(":")
+        if target not in get_args(EscalationTarget):
+            raise ValueError(f"steps: {target!r} is not one of {', '.join(get_args(EscalationTarget))}")
+        if not after.isdigit():
+            raise ValueError(f"steps: {after!r} is not a number of working days")
+        steps.append(LadderStep(level, int(after), target))  # type: ignore[arg-type]  # checked above
+    if not steps:
+        raise ValueError("steps: give at least one step, e.g. 0:pejabat_penghubung")
+    if any(b.after_working_days < a.after_working_days for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError("steps: offsets must not decrease")
+    return tuple(steps)
+
+
+async def set_escalation_ladder(conn: asyncpg.Connection, clock: str, steps: str, *,
+                                opd_code: str | None, category: str | None, updated_by: str,
+                                reason: str) -> int:
+    if clock not in get_args(ClockKind) or clock in ("auto_close", "deferral"):
+        raise ValueError(f"clock: {clock!r} has no ladder (one of verification, opd_response,"
+                         " completion, redisposition)")
+    if not reason.strip():
+        raise ValueError("reason: a ladder change needs a reason (e.g. the Perbup)")
+    return await repository.set_ladder(conn, clock, opd_code, category, parse_ladder_steps(steps),
+                                       updated_by, reason.strip())
+
+
+async def set_warning_points(conn: asyncpg.Connection, key: str, points: str) -> None:
+    parsed = validate_points(tuple(p.strip() for p in points.split(",") if p.strip()))
+    await repository.set_policy_points(conn, key, parsed)
+
+
 __all__ = [
-    "Alert", "Outcome", "SlaRepository", "UnitOfWork", "fire_due_timers", "on_complaint_event",
+    "Alert", "CalendarChange", "Outcome", "change_calendar", "clocks_beyond_coverage",
+    "confirm_calendar_year", "SlaRepository", "UnitOfWork", "fire_due_timers", "on_complaint_event",
     "open_clock_counts", "remove_calendar_override", "set_calendar_override",
 ]

@@ -142,14 +142,18 @@ async def test_defer_and_resume_move_the_deadlines_by_the_paused_working_days(se
                                " AND paused_at IS NOT NULL", cid) == 2:
             break
         await asyncio.sleep(0.05)
+    # (DITUNDA's own clock, issue 10, has its expiry timer.)
     assert await pool.fetchval(
         "SELECT count(*) FROM timers t JOIN clocks c ON c.id = t.clock_id WHERE c.complaint_id = $1"
-        " AND t.fired_at IS NULL AND t.cancelled_at IS NULL", cid) == 0
+        " AND c.clock <> 'deferral' AND t.fired_at IS NULL AND t.cancelled_at IS NULL", cid) == 0
 
     await probe.publish(ev(ComplaintResumed(complaint_id=cid, deferred_at=deferred_at,
                                             resumed_at=resumed_at)))
-    await probe.collect(lambda _s: len(sla_events(probe, cid, "sla.clock_started")) == 4, timeout_s=5)
-    restarted = sla_events(probe, cid, "sla.clock_started")[2:]
+    def started(_s=None):
+        return [e for e in sla_events(probe, cid, "sla.clock_started") if e[1]["clock"] != "deferral"]
+
+    await probe.collect(lambda _s: len(started()) == 4, timeout_s=5)
+    restarted = started()[2:]
     n = calendar.paused_working_days(deferred_at, resumed_at)
     assert n >= 4  # 8 calendar days hold at least 4 working days (no 5-day closure then)
     assert sorted(d["clock"] for _, d in restarted) == ["completion", "verification"]
@@ -161,7 +165,9 @@ async def test_defer_and_resume_move_the_deadlines_by_the_paused_working_days(se
     assert await pool.fetchval(
         "SELECT count(*) FROM timers t JOIN clocks c ON c.id = t.clock_id WHERE c.complaint_id = $1"
         " AND t.kind = 'breach' AND t.fired_at IS NULL AND t.cancelled_at IS NULL", cid) == 2
-    assert not sla_events(probe, cid, "sla.clock_stopped")
+    # Only DITUNDA's own clock stopped (met by the resume).
+    assert [(d["clock"], d["reason"]) for _, d in sla_events(probe, cid, "sla.clock_stopped")] == [
+        ("deferral", "stopped")]
 
 
 async def test_close_stops_completion_on_time_and_reopen_starts_a_new_completion_clock(service):
@@ -204,8 +210,10 @@ async def test_close_stops_completion_on_time_and_reopen_starts_a_new_completion
     assert datetime.fromisoformat(again["started_at"]) == reopened_at
     assert again["working_days"] == 14
     assert not sla_events(probe, cid, "sla.breached")
-    assert await pool.fetchval("SELECT count(*) FROM clocks WHERE complaint_id = $1"
-                               " AND stopped_at IS NULL", cid) == 1
+    # The reopened completion clock and (issue 10) the hop's OPD clock, instance 1, again.
+    open_clocks = await pool.fetch("SELECT clock, hop, instance FROM clocks WHERE complaint_id = $1"
+                                   " AND stopped_at IS NULL ORDER BY clock", cid)
+    assert [tuple(r) for r in open_clocks] == [("completion", 1, 0), ("opd_response", 1, 1)]
 
 
 async def test_archived_complaint_never_breaches(service, settings):

@@ -161,7 +161,9 @@ class Probe:
 
 
 async def test_overdue_submission_breaches_once_and_routing_stops_verification(settings):
-    app = build_app(settings)
+    # Quiet hours off: which escalation steps are already due must not depend on the hour.
+    app = build_app(settings.model_copy(update={
+        "sla": settings.sla.model_copy(update={"quiet_hours": False})}))
     async with app.router.lifespan_context(app):
         async with Probe(settings) as probe:
             now = datetime.now(UTC)
@@ -199,10 +201,14 @@ async def test_overdue_submission_breaches_once_and_routing_stops_verification(s
             await probe.collect(lambda _s: False, timeout_s=1.0)
 
             counts = Counter(probe.of(overdue))
+            # Issue 10's seeded ladders: verification (+0, +3 HK) is 17 HK late, completion
+            # (+0, +5, +10 HK) 6 HK late: two steps each, once.
             assert counts == Counter({("sla.clock_started", "verification", 0): 1,
                                       ("sla.clock_started", "completion", 0): 1,
                                       ("sla.breached", "verification", 0): 1,
-                                      ("sla.breached", "completion", 0): 1})
+                                      ("sla.breached", "completion", 0): 1,
+                                      ("sla.escalated", "verification", 0): 2,
+                                      ("sla.escalated", "completion", 0): 2})
             stop = [e["data"] for e in probe.seen if e["subject"] == str(fresh)
                     and e["type"].endswith("sla.clock_stopped.v1")]
             assert len(stop) == 1 and stop[0]["on_time"] is True and stop[0]["clock"] == "verification"

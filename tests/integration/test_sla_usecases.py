@@ -113,8 +113,13 @@ async def test_submission_starts_clocks_with_timers_and_events(pool, calendars):
     assert v["calendar_version"].startswith("holidays-") and v["policy_version"] >= 1
     assert clocks[("completion", 0)]["policy_key"] == "completion_aspirasi"
     timers = await timers_of(pool, cid)
-    assert set(timers) == {(c, 0, k) for c in ("verification", "completion") for k in ("warning", "breach")}
+    # (issue 10: and the seeded escalation ladders' steps, 2 for verification, 3 for completion)
+    assert set(timers) == {(c, 0, k) for c in ("verification", "completion")
+                           for k in ("warning", "breach", "escalate")}
     assert all(t["fired_at"] is None and t["cancelled_at"] is None for t in timers.values())
+    assert await pool.fetchval(
+        "SELECT count(*) FROM timers t JOIN clocks c ON c.id = t.clock_id"
+        " WHERE c.complaint_id = $1 AND t.kind = 'escalate'", cid) == 5
     assert names(await outbox_of(pool, cid)) == [
         ("sla.clock_started", "verification", 0), ("sla.clock_started", "completion", 0)]
     assert out.alerts == []
@@ -204,8 +209,10 @@ async def test_late_import_breaches_at_once_and_skips_warnings(pool, calendars):
                        classification="permintaan_informasi")
     assert sorted(a.clock for a in out.alerts) == ["completion", "verification"]
     timers = await timers_of(pool, cid)
-    assert set(timers) == {("verification", 0, "breach"), ("completion", 0, "breach")}
-    assert all(t["fired_at"] is not None for t in timers.values())
+    assert set(timers) == {("verification", 0, "breach"), ("completion", 0, "breach"),
+                           ("verification", 0, "escalate"), ("completion", 0, "escalate")}
+    # The breaches fire in the message; the ladders' steps are the scanner's (issue 10).
+    assert all(t["fired_at"] is not None for (_, _, k), t in timers.items() if k == "breach")
 
 
 async def test_reroute_cancels_previous_hop(pool, calendars):
@@ -304,7 +311,10 @@ async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calenda
     deferred = make_event("test", ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at))
     await apply(pool, resumed, calendars, resumed_at)
     out = await apply(pool, deferred, calendars, resumed_at)
-    assert out.events == [] and not out.duplicate
+    # Only DITUNDA's own clock (issue 10), created already met by the resume.
+    assert [(e.event_name, e.data["clock"]) for e in out.events] == [
+        ("sla.clock_started", "deferral"), ("sla.clock_stopped", "deferral")]
+    assert not out.duplicate
     calendar = await current_calendar(pool, calendars)
     n = calendar.paused_working_days(deferred_at, resumed_at)
     assert n > 0
@@ -317,13 +327,16 @@ async def test_resume_before_its_deferral_replaces_the_timers_once(pool, calenda
         moved = calendar.move_deadline(initial[key], n)
         assert (c["deadline"], c["paused_working_days"], c["paused_at"]) == (moved, n, None)
         live = sorted((r["kind"], r["due_at"]) for r in rows
-                      if r["clock"] == key[0] and r["cancelled_at"] is None)
+                      if r["clock"] == key[0] and r["cancelled_at"] is None
+                      and r["kind"] != "escalate")  # (issue 10's ladder steps)
         assert [k for k, _ in live] == ["breach", "warning"] and live[0][1] == moved
-        assert sum(1 for r in rows if r["clock"] == key[0] and r["cancelled_at"] is not None) == 2
+        assert sum(1 for r in rows if r["clock"] == key[0] and r["cancelled_at"] is not None
+                   and r["kind"] != "escalate") == 2
     assert await pool.fetchval(
         "SELECT count(*) FROM clock_pauses p JOIN clocks c ON c.id = p.clock_id"
         " WHERE c.complaint_id = $1", cid) == 2
-    started = [d for k, d in await outbox_of(pool, cid) if k == "sla.clock_started"]
+    started = [d for k, d in await outbox_of(pool, cid)
+               if k == "sla.clock_started" and d["clock"] != "deferral"]
     assert len(started) == 4  # the two starts, then the two moved deadlines
 
 

@@ -88,7 +88,9 @@ def test_completion_stops_on_close_and_is_cancelled_by_archive_or_forward():
     assert stop("completion", 0, "closed", later) == ClockStop("completion", 0, later, "stopped")
     assert stop("completion", 0, "archived", later).reason == "cancelled"
     assert stop("completion", 0, "forwarded", later).reason == "cancelled"
-    assert stop("completion", 0, "responded", later) is None
+    # Issue 10: by default the OPD's final tindak lanjut meets it; "close" keeps the old rule.
+    assert stop("completion", 0, "responded", later) == ClockStop("completion", 0, later, "stopped")
+    assert clocks.stop_for("completion", 0, T0, [Fact("responded", later, 1)], "close") is None
 
 
 def test_a_reopened_completion_instance_ignores_the_close_before_it():

@@ -47,8 +47,9 @@ class FakeSlaRepository:
         self.facts: dict[uuid.UUID, list[Fact]] = {}
         self.pauses: list[PauseRow] = []
         self.calendar = CalendarSnapshot(0, {})
-        self.policy_rows = tuple(sorted((p.key, p.working_days, p.warn_before_working_days, p.version)
-                                        for p in default_policies().values()))
+        self.policy_rows = tuple(sorted((p.key, p.working_days, p.warn_before_working_days, p.version,
+                                         p.warn_points) for p in default_policies().values()))
+        self.ladder_rows: tuple[tuple[str, str | None, str | None, str, int], ...] = ()
         self.calendar_reads = 0
         self.saves = 0
         self.now = datetime.now(UTC)  # the database's now() for the scanner
@@ -66,7 +67,7 @@ class FakeSlaRepository:
         timers = [replace(t, changed=False) for t in self.timers.values()
                   if t.clock_id in running and t.cancelled_at is None]
         pauses = {(p.clock_id, p.deferred_at) for p in self.pauses
-                  if with_pauses and p.clock_id in running}
+                  if with_pauses and p.clock_id in {c.id for c in mine}}
         facts = self.facts.setdefault(complaint_id, [])
         state = ComplaintClocks(complaint_id, sorted(mine, key=lambda c: c.id), timers,
                                 sorted(facts, key=lambda f: f.at), pauses)
@@ -74,7 +75,7 @@ class FakeSlaRepository:
             if not any((f.kind, f.at, f.hop) == (fact.kind, fact.at, fact.hop) for f in facts):
                 facts.append(fact)
             state.record_fact(fact)
-        return state, CalendarStamp(self.calendar.revision, self.policy_rows)
+        return state, CalendarStamp(self.calendar.revision, self.policy_rows, self.ladder_rows)
 
     async def save(self, state: ComplaintClocks) -> None:
         c = state.changes()
@@ -104,8 +105,8 @@ class FakeSlaRepository:
     # -- the scanner -------------------------------------------------------------------------
     async def claim_due_timers(self, limit: int) -> list[DueTimer]:
         due = sorted((t for t in self.timers.values()
-                      if t.pending and t.due_at is not None and t.due_at <= self.now),
-                     key=lambda t: t.due_at or self.now)[:limit]
+                      if t.pending and t.due_at is not None and (t.fire_at or t.due_at) <= self.now),
+                     key=lambda t: t.fire_at or t.due_at or self.now)[:limit]
         out = []
         for t in due:
             assert t.id is not None and t.due_at is not None
@@ -116,7 +117,7 @@ class FakeSlaRepository:
             t.fired_at = self.now
             out.append(DueTimer(t.id, t.kind, t.due_at, 0.0, c.complaint_id, c.clock, c.hop,
                                 c.opd_code, c.deadline, c.calendar_version, c.policy_version,
-                                c.id, c.started_at))
+                                c.id, c.started_at, t.point, c.instance))
         return out
 
     async def mark_stopped(self, clock_id: int, at: datetime, reason: StopReason) -> None:
@@ -242,10 +243,13 @@ async def test_deferred_then_resumed_moves_the_deadlines_by_the_paused_working_d
 
     out = await sla(make_event("test", ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at)),
                     deferred_at)
-    assert out.events == []
+    # Only DITUNDA's own clock starts (issue 10: it expires by itself); the others pause.
+    assert names(out.events) == [("sla.clock_started", "deferral", 0)]
     clocks = sla.repo.clocks_of(cid)
+    assert clocks.pop(("deferral", 0)).started_at == deferred_at
     assert all(c.paused_at == deferred_at for c in clocks.values())
-    assert not [t for _, _, t in sla.repo.timers_of(cid) if t.pending]
+    assert [(c, t.kind) for c, _, t in sla.repo.timers_of(cid) if t.pending] == [
+        ("deferral", "breach")]
 
     out = await sla(make_event("test", ComplaintResumed(complaint_id=cid, resumed_at=resumed_at,
                                                         deferred_at=deferred_at)), resumed_at)
@@ -259,9 +263,10 @@ async def test_deferred_then_resumed_moves_the_deadlines_by_the_paused_working_d
         pending = sorted((t.kind, t.due_at) for k, _, t in sla.repo.timers_of(cid)
                          if k == key[0] and t.pending)
         assert [k for k, _ in pending] == ["breach", "warning"] and pending[0][1] == moved
-    assert names(out.events) == [("sla.clock_started", "verification", 0),
+    assert names(out.events) == [("sla.clock_stopped", "deferral", 0),
+                                 ("sla.clock_started", "verification", 0),
                                  ("sla.clock_started", "completion", 0)]
-    assert [datetime.fromisoformat(e.data["deadline"]) for e in out.events] == [
+    assert [datetime.fromisoformat(e.data["deadline"]) for e in out.events[1:]] == [
         CALENDAR.move_deadline(initial[("verification", 0)], n),
         CALENDAR.move_deadline(initial[("completion", 0)], n)]
     assert [(p.deferred_at, p.resumed_at, p.working_days) for p in sla.repo.pauses] == [
