@@ -13,11 +13,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Annotated, Any, TypeVar, overload
 
 import aio_pika
 import asyncpg
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -179,6 +179,16 @@ class ServiceRuntime:
             ready = all(v == "ok" for v in checks.values())
             return JSONResponse({"ready": ready, "service": self.name, "checks": checks},
                                 status_code=200 if ready else 503)
+
+
+def runtime_pool(request: Request) -> asyncpg.Pool:
+    """A route dependency: the database pool of the service's runtime (``app.state.runtime``,
+    set by every composition root)."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime.pool
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(runtime_pool)]
 
 
 def serve(app: FastAPI, settings: Settings, service: str) -> None:

@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from services.intake.apikeys import ApiKey, verify_api_key
 from services.intake.errors import ApiError
+from shared.service import runtime_pool
 from shared.settings import IntakeSettings
 
 CACHE_TTL_S = IntakeSettings().key_cache_ttl_s
@@ -71,7 +72,7 @@ class Authenticator:
 
     async def __call__(self, request: Request,
                        _schemes: Annotated[None, Depends(security_schemes)]) -> ApiKey:
-        return await self.authenticate(request.app.state.runtime.pool, request)
+        return await self.authenticate(runtime_pool(request), request)
 
     async def authenticate(self, pool: asyncpg.Pool, request: Request) -> ApiKey:
         raw = request.headers.get("x-api-key") or ""

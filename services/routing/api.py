@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
@@ -18,13 +17,9 @@ from services.routing import repository
 from services.routing.model import Category, DecisionRecord, Kecamatan, Opd, RuleListing
 from services.routing.rules import Routed, Suggested, decide
 from services.routing.usecases import CachedRulebook
+from shared.service import PoolDep
 
 router = APIRouter(prefix="/v1", tags=["routing"])
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.runtime.pool
-    return pool
 
 
 def _rulebook(request: Request) -> CachedRulebook:
@@ -32,7 +27,6 @@ def _rulebook(request: Request) -> CachedRulebook:
     return rulebook
 
 
-PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 RulebookDep = Annotated[CachedRulebook, Depends(_rulebook)]
 
 

@@ -9,19 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.sla import repository
 from services.sla.calendar import library_coverage_year
 from services.sla.calendars import CalendarSource
+from shared.service import PoolDep
 
 router = APIRouter(prefix="/v1", tags=["sla"])
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.runtime.pool
-    return pool
 
 
 def _calendars(request: Request) -> CalendarSource:
@@ -29,7 +24,6 @@ def _calendars(request: Request) -> CalendarSource:
     return calendars
 
 
-PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 CalendarsDep = Annotated[CalendarSource, Depends(_calendars)]
 
 

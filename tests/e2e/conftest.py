@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 
 from services.intake.apikeys import create_api_key
@@ -62,3 +65,30 @@ async def portal_key(settings) -> str:
     finally:
         await conn.close()
     return plaintext
+
+
+async def create_keys(settings, portal_key: str, prefix: str,
+                      specs: list[tuple[str, str, str | None, str | None]]) -> dict[str, str]:
+    """API keys for an e2e module: ``{"portal": portal_key, name: plaintext, …}`` for each
+    ``(name, role, source, opd_code)``, named ``{prefix}-{name}`` in intake's table."""
+    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
+    try:
+        out = {"portal": portal_key}
+        for name, role, source, opd in specs:
+            _, out[name] = await create_api_key(conn, f"{prefix}-{name}", role, source, opd)
+    finally:
+        await conn.close()
+    return out
+
+
+@contextlib.asynccontextmanager
+async def intake_clients(running, keys: dict[str, str]) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """One HTTP client on the running intake per key, each sending its key."""
+    clients = {who: httpx.AsyncClient(base_url=running.url("intake"),
+                                      headers={"Authorization": f"Bearer {key}"}, timeout=10)
+               for who, key in keys.items()}
+    try:
+        yield clients
+    finally:
+        for c in clients.values():
+            await c.aclose()

@@ -18,15 +18,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-import asyncpg
 import httpx
 import pytest
 from openpyxl import load_workbook
 
-from services.intake.apikeys import create_api_key
 from services.sla.calendar import WorkingCalendar
 from tests.e2e import kinerja_page
 from tests.e2e import system as sp4n
+from tests.e2e.conftest import create_keys
 
 pytestmark = pytest.mark.e2e
 DINKES, DPUPR = "bkpsdm", "disnaker"  # OPDs no other e2e test uses
@@ -103,15 +102,9 @@ def running(settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def keys(settings, running, portal_key):
-    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-    try:
-        out = {"portal": portal_key}
-        for name, role, opd in (("admin", "admin_koordinator", None), (DINKES, "opd", DINKES),
-                                (DPUPR, "opd", DPUPR)):
-            _, out[name] = await create_api_key(conn, f"e2e-kin-{name}", role, None, opd)
-    finally:
-        await conn.close()
-    return out
+    return await create_keys(settings, portal_key, "e2e-kin", [
+        ("admin", "admin_koordinator", None, None), (DINKES, "opd", None, DINKES),
+        (DPUPR, "opd", None, DPUPR)])
 
 
 class Api:

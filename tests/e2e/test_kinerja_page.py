@@ -11,15 +11,14 @@ import uuid
 from datetime import datetime, time, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from services.importer.command import import_lapor
-from services.intake.apikeys import create_api_key
 from services.sla.calendar import WorkingCalendar
 from tests.e2e import kinerja_page as web
 from tests.e2e import system as sp4n
+from tests.e2e.conftest import create_keys
 from tests.unit.test_importer_history import FULL, row
 from tests.unit.test_importer_lapor import build_export
 
@@ -37,17 +36,9 @@ def running(settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def keys(settings, running, portal_key):
-    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-    try:
-        out = {"portal": portal_key}
-        tag = uuid.uuid4().hex[:6]
-        for name, role, source, opd in (("admin", "admin_koordinator", None, None),
-                                        (DLH, "opd", None, DLH), (DISTAN, "opd", None, DISTAN),
-                                        ("lapor", "portal", "lapor", None)):
-            _, out[name] = await create_api_key(conn, f"e2e-page-{name}-{tag}", role, source, opd)
-    finally:
-        await conn.close()
-    return out
+    return await create_keys(settings, portal_key, f"e2e-page-{uuid.uuid4().hex[:6]}", [
+        ("admin", "admin_koordinator", None, None), (DLH, "opd", None, DLH),
+        (DISTAN, "opd", None, DISTAN), ("lapor", "portal", "lapor", None)])
 
 
 async def test_the_page_in_a_browser_shows_what_the_api_reports(settings, running, keys, tmp_path: Path):

@@ -15,14 +15,11 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-import httpx
 import pytest
 
-from services.intake.apikeys import create_api_key
 from services.sla.calendar import WorkingCalendar
 from tests.e2e import system as sp4n
-from tests.e2e.conftest import EventTap
+from tests.e2e.conftest import EventTap, create_keys, intake_clients
 
 pytestmark = pytest.mark.e2e
 # No routing rule matches this category: the complaint waits for the admin koordinator.
@@ -39,25 +36,15 @@ def running(settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def keys(settings, running, portal_key):
-    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-    try:
-        out = {"portal": portal_key}
-        for name, role, opd in (("admin", "admin_koordinator", None), ("dinkes", "opd", "dinkes"),
-                                ("dpupr", "opd", "dpupr"), ("disdikbud", "opd", "disdikbud")):
-            _, out[name] = await create_api_key(conn, f"e2e-lc-{name}", role, None, opd)
-    finally:
-        await conn.close()
-    return out
+    return await create_keys(settings, portal_key, "e2e-lc", [
+        ("admin", "admin_koordinator", None, None), ("dinkes", "opd", None, "dinkes"),
+        ("dpupr", "opd", None, "dpupr"), ("disdikbud", "opd", None, "disdikbud")])
 
 
 @pytest.fixture
 async def api(running, keys):
-    clients = {who: httpx.AsyncClient(base_url=running.url("intake"),
-                                      headers={"Authorization": f"Bearer {key}"}, timeout=10)
-               for who, key in keys.items()}
-    yield clients
-    for c in clients.values():
-        await c.aclose()
+    async with intake_clients(running, keys) as clients:
+        yield clients
 
 
 def complaint(received_at: datetime, **over) -> dict:

@@ -55,6 +55,7 @@ from services.intake.open311.schemas import (
     ServiceOut,
 )
 from services.intake.usecases import IntakeConfig, SubmissionConflict, submit_complaint
+from shared.service import PoolDep
 
 PREFIX = "/open311/v2"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -106,13 +107,7 @@ def context(request: Request) -> Open311Context:
     return ctx
 
 
-def pool(request: Request) -> asyncpg.Pool:
-    p: asyncpg.Pool = request.app.state.runtime.pool
-    return p
-
-
 Ctx = Annotated[Open311Context, Depends(context)]
-Pool = Annotated[asyncpg.Pool, Depends(pool)]
 
 
 class Open311Route(APIRoute):
@@ -161,7 +156,7 @@ async def discovery(fmt: Format, request: Request, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/services.{fmt}", response_model=list[ServiceOut], responses=errors(400, 403),
             openapi_extra=_READ_KEY)
-async def services(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> list[dict[str, Any]]:
+async def services(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[dict[str, Any]]:
     """GET Service List: the complaint categories."""
     await ctx.keys.optional(db, request)
     return [service_out(s) for s in ctx.catalog.services]
@@ -170,7 +165,7 @@ async def services(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> list[di
 @router.get("/services/{service_code}.{fmt}", response_model=ServiceDefinitionOut,
             responses=errors(400, 403, 404), openapi_extra=_READ_KEY)
 async def definition(service_code: str, fmt: Format, request: Request, ctx: Ctx,
-                     db: Pool) -> dict[str, Any]:
+                     db: PoolDep) -> dict[str, Any]:
     """GET Service Definition: the attributes to send as ``attribute[code]=value``."""
     await ctx.keys.optional(db, request)
     service = ctx.catalog.service(service_code)
@@ -183,7 +178,7 @@ async def definition(service_code: str, fmt: Format, request: Request, ctx: Ctx,
              responses=errors(400, 403, 404), openapi_extra={"requestBody": {
                  "required": True,
                  "content": {t: {"schema": REQUEST_FORM_SCHEMA} for t in _FORM_TYPES}}})
-async def create(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> list[dict[str, Any]]:
+async def create(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[dict[str, Any]]:
     """POST Service Request (``application/x-www-form-urlencoded``).
 
     Idempotent only for clients that send ``attribute[external_id]``: a retry with the
@@ -234,7 +229,7 @@ async def create(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> list[dict
 
 @router.get("/requests.{fmt}", response_model=list[RequestOut], responses=errors(400, 403),
             openapi_extra={"parameters": REQUEST_QUERY_PARAMETERS})
-async def list_requests(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> list[dict[str, Any]]:
+async def list_requests(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[dict[str, Any]]:
     """GET Service Requests; by default the most recent 90 days, at most 1000.
 
     Rahasia complaints are never listed; no request carries reporter data.
@@ -248,7 +243,7 @@ async def list_requests(fmt: Format, request: Request, ctx: Ctx, db: Pool) -> li
 @router.get("/requests/{service_request_id}.{fmt}", response_model=list[RequestOut],
             responses=errors(400, 403, 404), openapi_extra=_READ_KEY)
 async def get_request(service_request_id: str, fmt: Format, request: Request, ctx: Ctx,
-                      db: Pool) -> list[dict[str, Any]]:
+                      db: PoolDep) -> list[dict[str, Any]]:
     """GET Service Request: an array of one (a rahasia complaint is not found)."""
     await ctx.keys.optional(db, request)
     found = await Open311Repository(db).request(service_request_id)
