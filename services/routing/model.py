@@ -80,4 +80,4 @@ class RuleListing:
 
 # What ``RoutingRepository.record_decision`` found: the decision was stored, the event was a
 # redelivery (inbox hit), or the complaint already had a decision for this hop.
-DecisionStatus = Literal["decided", "duplicate_event", "already_decided"]
+DecisionStatus = Literal["decided", "duplicate_event", "already_decided", "historical"]

@@ -126,6 +126,13 @@ async def route_submitted(event: CloudEvent, submitted: ComplaintSubmitted, *,
     """Decide the first disposition of a newly submitted complaint, and flag it when it
     looks like a duplicate of another recent one (naming at most
     ``max_duplicate_candidates`` others received within ``duplicate_window_days``)."""
+    if submitted.historical:
+        # Imported history (closed or archived before sp4n saw it): its disposition is known
+        # and recorded by intake; routing decides nothing and remembers nothing for duplicate
+        # suspicion. The inbox row still commits.
+        async with uow(event) as tx:
+            first = await tx.claim()
+        return RoutingResult("historical" if first else "duplicate_event")
     book = await rulebook()
     now = clock()
     decision = decide(book.rules, book.opd_names, submitted.category, submitted.location.kecamatan)

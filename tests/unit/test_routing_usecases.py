@@ -232,3 +232,13 @@ async def test_complaint_without_desa_is_never_flagged(uow):
     await run(uow, event, data)
     assert names(uow) == ["complaint.routed"] * 3
     assert uow.repo.submissions == {}
+
+
+async def test_imported_history_is_not_routed_nor_remembered_for_duplicates(uow):
+    data = submitted(desa="Sungai Ayak")[1].model_copy(update={"historical": True})
+    event = make_event("sp4n/intake", data)
+    result = await run(uow, event, data)
+    assert result.status == "historical" and result.decision is None
+    assert uow.committed_events == [] and uow.repo.decisions == {} and uow.repo.submissions == {}
+    assert event.id in uow.inbox  # consumed: a redelivery is a duplicate, still with no effect
+    assert (await run(uow, event, data)).status == "duplicate_event"
