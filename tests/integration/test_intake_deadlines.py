@@ -6,7 +6,6 @@ what sla's recomputed deadlines and escalations do to the status answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -42,14 +41,6 @@ async def keys(settings, intake):
     finally:
         await conn.close()
     return {k: {"Authorization": f"Bearer {v}"} for k, v in out.items()}
-
-
-@pytest.fixture
-async def db(settings):
-    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    yield conn
-    await conn.close()
 
 
 async def submit(client, keys, **over) -> dict:

@@ -45,14 +45,6 @@ async def keys(settings, intake):
     return {k: {"Authorization": f"Bearer {v}"} for k, v in out.items()}
 
 
-@pytest.fixture
-async def db(settings):
-    conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    yield conn
-    await conn.close()
-
-
 def body(**over):
     b = {
         "source": "portal-sekadau", "external_id": f"lc-{uuid.uuid4().hex[:10]}",
