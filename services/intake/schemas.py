@@ -155,12 +155,19 @@ class HistoryIn(_Strict):
 
 
 class ComplaintIn(_Strict):
+    """A complaint as a portal submits it. Text fields are stripped of surrounding whitespace
+    before their length limits apply."""
+
     source: str = Field(pattern=CODE_PATTERN,
                         description="the portal's name, e.g. 'portal-sekadau', 'wa-bot', 'lapor'")
     external_id: str = Field(min_length=1, max_length=100, description="the portal's own id")
-    received_at: AwareDatetime = Field(description="when the citizen filed it, with offset")
+    received_at: AwareDatetime = Field(description=(
+        "when the citizen filed it, with offset; not in the future (clocks start here, so a late "
+        "import may already be overdue)"))
     classification: Classification
-    berkadar_pengawasan: bool = Field(default=False, description="pengaduan needing field examination")
+    berkadar_pengawasan: bool = Field(default=False, description=(
+        "pengaduan needing field examination (60 HK instead of 14); only with classification "
+        "'pengaduan'"))
     category: str = Field(min_length=1, max_length=100)
     title: str = Field(min_length=3, max_length=200)
     description: str = Field(min_length=10, max_length=4000)
@@ -168,7 +175,9 @@ class ComplaintIn(_Strict):
     anonymous: bool = Field(default=False, description="anonim: identity hidden from the OPD")
     confidential: bool = Field(default=False, description="rahasia: hidden from the public")
     # Declared after ``anonymous``: its validator reads it.
-    reporter: ReporterIn | None = Field(default=None, validate_default=True)
+    reporter: ReporterIn | None = Field(default=None, validate_default=True, description=(
+        "required unless anonymous is true: a name and at least one of phone, email, nik "
+        "(source 'lapor': a name alone)"))
     attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
     # Importers only (a key bound to source 'lapor'): what the other system already knows.
     history: HistoryIn | None = Field(default=None, description=(
@@ -368,7 +377,9 @@ class ArchiveIn(ActionIn):
     # Declared after ``reason``: its validator reads it.
     duplicate_of: str | None = Field(default=None, min_length=1, max_length=64,
                                      validate_default=True,
-                                     description="complaint id or tracking id; required for duplikat")
+                                     description=("complaint id or tracking id of the original; "
+                                                  "required with reason 'duplikat', refused "
+                                                  "with any other reason"))
     note: str | None = Field(default=None, max_length=1000)
 
     @field_validator("duplicate_of")
