@@ -83,15 +83,30 @@ def resumed(at: datetime, deferred_at: datetime) -> ComplaintResumed:
     return ComplaintResumed(complaint_id=CID, resumed_at=at, deferred_at=deferred_at)
 
 
+SCAN = None  # a timeline step that runs the scanner as of its instant instead of an event
+
+
 @dataclass
 class Row:
     name: str
-    timeline: list[tuple[EventData, datetime]]
+    timeline: list[tuple[EventData | None, datetime]]
     expect: dict[tuple[str, int, int], str]
     events: list[tuple[str, str]] = field(default_factory=list)
     never: list[tuple[str, str]] = field(default_factory=list)
     met_by: CompletionMetBy = "final_response"
     scan_at: datetime | None = None  # then run the scanner as of this instant
+    working_days: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    # (clock, hop, instance) → the due time of its one pending breach timer
+    breach_due: dict[tuple[str, int, int], datetime] = field(default_factory=dict)
+    gap: bool = False  # a known gap of issue 10 item 1 not closed yet: a strict xfail
+
+
+def reclassified(at: datetime, pengawasan: bool = True) -> ComplaintReclassified:
+    return ComplaintReclassified(
+        complaint_id=CID, reclassified_at=at, classification="pengaduan",
+        berkadar_pengawasan=pengawasan, category="jalan", anonymous=False, confidential=False,
+        changed_fields=["berkadar_pengawasan"], reason="Menyangkut dugaan pungli",
+        changed_by="admin-1")
 
 
 ROWS = [
@@ -186,6 +201,29 @@ ROWS = [
                                 confidential=False, changed_fields=["berkadar_pengawasan"],
                                 reason="Menyangkut dugaan pungli", changed_by="admin-1"), day(1))],
         {("completion", 0, 0): "running"}, events=[("sla.deadline_changed", "completion")]),
+    # The known gaps of the message-by-message aggregate (issue 10 item 1): each is what the
+    # recompute-from-the-timeline engine must give; strict xfails until it does.
+    Row("gap: a reclassification processed before the submission still gives 60 HK",
+        [(reclassified(day(1)), day(1)), (submitted(), day(1))],
+        {("completion", 0, 0): "running"}, working_days={("completion", 0, 0): 60}, gap=True),
+    Row("gap: a breach that fired stays emitted, but the clock follows the extended deadline",
+        [(submitted(), T0), (routed(T0), T0), (SCAN, day(15)), (reclassified(day(16)), day(16))],
+        {("completion", 0, 0): "running"}, events=[("sla.breached", "completion")],
+        working_days={("completion", 0, 0): 60},
+        breach_due={("completion", 0, 0): CALENDAR.deadline(T0, 60)}, gap=True),
+    Row("gap: a resumed completion instance follows a reclassification",
+        [(submitted(), T0), (routed(T0), T0), (responded(day(2)), day(2)),
+         (replied(day(5)), day(5)), (reclassified(day(6)), day(6))],
+        {("completion", 0, 1): "running"}, working_days={("completion", 0, 1): 60}, gap=True),
+    Row("gap: a routing processed after the close starts nothing",
+        [(submitted(), T0), (routed(T0), T0), (responded(day(2)), day(2)),
+         (closed(day(13)), day(13)), (routed(day(13, 14), hop=2, opd="dinkes"), day(14))],
+        {("opd_response", 2, 0): "absent", ("completion", 0, 0): "stopped"}, gap=True),
+    Row("gap: a reply inside the window processed after the close that elapsed it undoes it",
+        [(submitted(), T0), (routed(T0), T0), (responded(day(2)), day(2)),
+         (closed(day(13)), day(13)), (replied(day(5)), day(14))],
+        {("auto_close", 1, 1): "cancelled", ("opd_response", 1, 1): "cancelled",
+         ("completion", 0, 1): "stopped"}, gap=True),
 ]
 
 
@@ -198,6 +236,10 @@ def _status(row: ClockRow | None) -> str:
 async def run(row: Row) -> tuple[Sla, list[CloudEvent]]:
     sla = Sla()
     for data, now in row.timeline:
+        if data is SCAN:
+            sla.repo.now = now
+            await usecases.fire_due_timers(100, uow=sla.uow)
+            continue
         await usecases.on_complaint_event(make_event("test", data), uow=sla.uow,
                                           calendars=sla.calendars, now=now,
                                           completion_met_by=row.met_by)
@@ -207,12 +249,19 @@ async def run(row: Row) -> tuple[Sla, list[CloudEvent]]:
     return sla, sla.uow.committed_events
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+@pytest.mark.parametrize("row", [pytest.param(r, marks=pytest.mark.xfail(strict=True))
+                                 if r.gap else r for r in ROWS], ids=[r.name for r in ROWS])
 async def test_scenario(row: Row) -> None:
     sla, events = await run(row)
     clocks = {(c.clock, c.hop, c.instance): c for c in sla.repo.clocks.values()}
     got = {key: _status(clocks.get(key)) for key in row.expect}
     assert got == row.expect
+    assert {key: clocks[key].working_days for key in row.working_days if key in clocks} \
+        == row.working_days
+    pending = {key: [t.due_at for t in sla.repo.timers.values() if t.pending
+                     and t.kind == "breach" and t.clock_id == clocks[key].id]
+               for key in row.breach_due if key in clocks}
+    assert pending == {key: [due] for key, due in row.breach_due.items()}
     emitted = {(e.event_name, e.data.get("clock", "")) for e in events}
     assert set(row.events) <= emitted, sorted(emitted)
     assert not set(row.never) & emitted, sorted(emitted)
@@ -235,7 +284,7 @@ async def test_the_resumed_completion_keeps_the_remaining_working_days() -> None
 
 
 async def test_reclassification_records_old_and_new_deadline_reason_and_who() -> None:
-    sla, events = await run(ROWS[-1])
+    sla, events = await run(next(r for r in ROWS if r.name.startswith("reclassified to")))
     [changed] = [e.data for e in events if e.event_name == "sla.deadline_changed"]
     [completion] = [c for c in sla.repo.clocks.values() if c.clock == "completion"]
     assert datetime.fromisoformat(changed["old_deadline"]) == CALENDAR.deadline(T0, 14)
