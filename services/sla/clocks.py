@@ -299,6 +299,11 @@ def routing_took(routed: Fact, facts: list[Fact]) -> bool:
     forward and defer are never allowed while TERDISPOSISI)."""
     back = [f.at for f in facts if f.hop == routed.hop and f.kind in ("returned", "withdrawn")
             and f.at >= routed.at]
+    # A routing after the close (with no reopen since) came too late: intake ignored it.
+    reopened = [f.at for f in facts if f.kind == "reopened" and f.at <= routed.at]
+    if any(f.kind == "closed" and f.at <= routed.at and not any(r >= f.at for r in reopened)
+           for f in facts):
+        return False
     return not any(f.kind in _PRE_DISPOSITION_ENDS and f.at >= routed.at
                    and not any(b <= f.at for b in back) for f in facts)
 

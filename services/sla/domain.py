@@ -514,16 +514,13 @@ class ComplaintClocks:
         self._policies, self.effects.calendar = policies, calendar
         moved_count = 0
         for row in self.open_clocks():
-            if row.clock == "completion" and row.instance > 0:
-                continue
             policy = policies.get(row.policy_key)
             base = Policy(row.policy_key, row.working_days,
                           policy.warn_before_working_days if policy else 0, row.policy_version)
-            if row.clock in ("auto_close", "deferral"):
-                initial = clocks.auto_close_deadline(row.started_at, base, calendar)
-            else:
-                initial = clocks.compute_deadline(row.started_at, base, calendar)
-            moved = clocks.resumed_deadline(initial, row.paused_working_days, calendar)
+            chained = self._chained_deadline(row, base, calendar)
+            if chained is None:
+                continue
+            initial, moved = chained
             if moved.deadline == row.deadline:
                 continue
             moved_count += 1
@@ -545,17 +542,26 @@ class ComplaintClocks:
                 if kind not in fired:
                     self.insert_timer(row.id, kind, moved.deadline)
                 continue
-            for plan in self._replan(row.id, moved, calendar, now):
+            for plan in self._replan(row.id, moved, calendar, now, moved_by_change=True):
                 self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
                                    row.opd_code, moved, plan.due_at, instance=row.instance)
         return moved_count
 
     def _replan(self, clock_id: int, moved: Deadline, calendar: WorkingCalendar,
-                now: datetime) -> list[clocks.TimerPlan]:
+                now: datetime, *, moved_by_change: bool = False) -> list[clocks.TimerPlan]:
         """New timers of a running clock whose deadline moved (its pending ones cancelled by
         the caller): as for a new clock, except that what fired stays fired. Returns the
-        plans fired at once (a breach the caller reports)."""
+        plans fired at once (a breach the caller reports).
+
+        A reclassification or a calendar change (``moved_by_change``) that moves the deadline
+        past a breach that already fired: the breach stays fired and its event stays emitted
+        (events are facts), but the clock follows its new deadline, so a new breach timer is
+        planned at it (a second ``sla.breached``, for the new deadline, if that passes too)."""
         _, fired = self.live_timer_kinds(clock_id)
+        if moved_by_change and "breach" in fired and moved.deadline > now and all(
+                t.due_at is not None and t.due_at < moved.deadline for t in self._timers
+                if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None):
+            fired = fired - {"breach"}
         policy = self._policies.get(self._clocks[clock_id].policy_key)
         fired_now = []
         for plan in clocks.resumed_timers(moved, now, fired):
@@ -682,10 +688,12 @@ class ComplaintClocks:
                 self._clocks[c.id] = replace(c, category=data.category)
         for row in self.open_clocks():
             row = self._clocks[row.id]
-            if row.clock != "completion" or row.policy_key == key or row.instance != 0:
+            if row.clock != "completion" or row.policy_key == key:
                 continue
-            initial = clocks.compute_deadline(row.started_at, policy, calendar)
-            moved = clocks.resumed_deadline(initial, row.paused_working_days, calendar)
+            chained = self._chained_deadline(row, policy, calendar)
+            if chained is None:
+                continue
+            initial, moved = chained
             self._clocks[row.id] = replace(
                 row, policy_key=key, working_days=policy.working_days,
                 policy_version=policy.version, initial_deadline=initial.deadline,
@@ -699,9 +707,32 @@ class ComplaintClocks:
             if row.paused_at is not None:
                 continue  # DITUNDA: timers come with the resume
             self.cancel_pending_timers(row.id, now)
-            for plan in self._replan(row.id, moved, calendar, now):
+            for plan in self._replan(row.id, moved, calendar, now, moved_by_change=True):
                 self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
                                    row.opd_code, moved, plan.due_at, instance=row.instance)
+
+    def _chained_deadline(self, row: ClockRow, policy: Policy,
+                          calendar: WorkingCalendar) -> tuple[Deadline, Deadline] | None:
+        """(initial, current) deadline of a clock recomputed from its start under ``policy``
+        and ``calendar`` with the working days it paused. A completion instance resumed after
+        a reporter's reply inherits the deadline of the instance it follows (recomputed the
+        same way, down to the first), moved later by the reply window's working days; None
+        when that chain is not known (an instance it follows is missing or still running)."""
+        if row.clock == "completion" and row.instance > 0:
+            prev = next((c for c in self._clocks.values() if c.clock == "completion"
+                         and c.hop == row.hop and c.instance == row.instance - 1), None)
+            if prev is None or prev.stopped_at is None:
+                return None
+            chained = self._chained_deadline(prev, policy, calendar)
+            if chained is None:
+                return None
+            window = calendar.paused_working_days(prev.stopped_at, row.started_at)
+            initial = clocks.resumed_deadline(chained[1], window, calendar)
+        elif row.clock in ("auto_close", "deferral"):
+            initial = clocks.auto_close_deadline(row.started_at, policy, calendar)
+        else:
+            initial = clocks.compute_deadline(row.started_at, policy, calendar)
+        return initial, clocks.resumed_deadline(initial, row.paused_working_days, calendar)
 
     def _stop_clock(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar,
                     now: datetime) -> None:
@@ -738,9 +769,11 @@ class ComplaintClocks:
         course elsewhere: an elapsed reply window (intake closed it) or an expired DITUNDA
         (intake archived it). The correction is published as a new ``sla.clock_stopped``.
         (A late stop's breach that fired stays fired: the event is out.)"""
-        if row.clock in ("auto_close", "deferral") and row.stop_reason == "stopped" \
+        if row.clock == "deferral" and row.stop_reason == "stopped" \
                 and row.stopped_at == row.deadline:
-            return  # elapsed or expired: what followed elsewhere cannot be undone
+            return  # expired: intake archived it, which cannot be undone
+        # An elapsed reply window is undone by an earlier reply processed after the stop that
+        # made it elapse: the clock ends at the reply (the elapse event stays emitted).
         self._clocks[row.id] = replace(row, stopped_at=stop.at, stop_reason=stop.reason)
         judged = clocks.deadline_at(row.deadline, row.paused_at, stop.at, calendar)
         self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,

@@ -201,29 +201,29 @@ ROWS = [
                                 confidential=False, changed_fields=["berkadar_pengawasan"],
                                 reason="Menyangkut dugaan pungli", changed_by="admin-1"), day(1))],
         {("completion", 0, 0): "running"}, events=[("sla.deadline_changed", "completion")]),
-    # The known gaps of the message-by-message aggregate (issue 10 item 1): each is what the
-    # recompute-from-the-timeline engine must give; strict xfails until it does.
+    # The known gaps of the message-by-message aggregate (issue 10 item 1): what recomputing
+    # from the timeline gives; a row still marked ``gap`` is a strict xfail until it does.
     Row("gap: a reclassification processed before the submission still gives 60 HK",
         [(reclassified(day(1)), day(1)), (submitted(), day(1))],
         {("completion", 0, 0): "running"}, working_days={("completion", 0, 0): 60}, gap=True),
-    Row("gap: a breach that fired stays emitted, but the clock follows the extended deadline",
+    Row("a breach that fired stays emitted, but the clock follows the extended deadline",
         [(submitted(), T0), (routed(T0), T0), (SCAN, day(15)), (reclassified(day(16)), day(16))],
         {("completion", 0, 0): "running"}, events=[("sla.breached", "completion")],
         working_days={("completion", 0, 0): 60},
-        breach_due={("completion", 0, 0): CALENDAR.deadline(T0, 60)}, gap=True),
-    Row("gap: a resumed completion instance follows a reclassification",
+        breach_due={("completion", 0, 0): CALENDAR.deadline(T0, 60)}),
+    Row("a resumed completion instance follows a reclassification",
         [(submitted(), T0), (routed(T0), T0), (responded(day(2)), day(2)),
          (replied(day(5)), day(5)), (reclassified(day(6)), day(6))],
-        {("completion", 0, 1): "running"}, working_days={("completion", 0, 1): 60}, gap=True),
-    Row("gap: a routing processed after the close starts nothing",
+        {("completion", 0, 1): "running"}, working_days={("completion", 0, 1): 60}),
+    Row("a routing processed after the close starts nothing",
         [(submitted(), T0), (routed(T0), T0), (responded(day(2)), day(2)),
          (closed(day(13)), day(13)), (routed(day(13, 14), hop=2, opd="dinkes"), day(14))],
-        {("opd_response", 2, 0): "absent", ("completion", 0, 0): "stopped"}, gap=True),
-    Row("gap: a reply inside the window processed after the close that elapsed it undoes it",
+        {("opd_response", 2, 0): "absent", ("completion", 0, 0): "stopped"}),
+    Row("a reply inside the window processed after the close that elapsed it undoes it",
         [(submitted(), T0), (routed(T0), T0), (responded(day(2)), day(2)),
          (closed(day(13)), day(13)), (replied(day(5)), day(14))],
         {("auto_close", 1, 1): "cancelled", ("opd_response", 1, 1): "cancelled",
-         ("completion", 0, 1): "stopped"}, gap=True),
+         ("completion", 0, 1): "stopped"}),
 ]
 
 
