@@ -34,6 +34,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Literal
@@ -187,6 +188,25 @@ class Fact:
     at: datetime
     hop: int = 0
     deferred_at: datetime | None = None
+    # ``reclassified`` only: the correction as JSON (``Correction``), so it applies whatever
+    # order it is processed in (before the submission, it waits for the completion clock).
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Correction:
+    """An admin's reclassification as the clocks need it."""
+
+    policy_key: str
+    category: str | None
+    reason: str | None
+    changed_by: str | None
+
+    @classmethod
+    def of(cls, fact: Fact) -> Correction | None:
+        if fact.kind != "reclassified" or not fact.detail:
+            return None
+        return cls(**json.loads(fact.detail))
 
 
 def fact_of(data: EventData) -> Fact | None:
@@ -200,7 +220,11 @@ def fact_of(data: EventData) -> Fact | None:
         case ComplaintWithdrawn():
             return Fact("withdrawn", data.withdrawn_at, data.hop)
         case ComplaintReclassified():
-            return Fact("reclassified", data.reclassified_at)
+            return Fact("reclassified", data.reclassified_at, detail=json.dumps({
+                "policy_key": completion_policy_key(data.classification,
+                                                    data.berkadar_pengawasan),
+                "category": data.category, "reason": data.reason,
+                "changed_by": data.changed_by}, sort_keys=True))
         case ComplaintReturned():
             return Fact("returned", data.returned_at, data.hop)
         case ComplaintArchived():

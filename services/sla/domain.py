@@ -46,6 +46,7 @@ from shared.events import (
     CloudEvent,
     ComplaintReclassified,
     ComplaintRouted,
+    ComplaintSubmitted,
     EventData,
     SlaBreached,
     SlaClockStarted,
@@ -381,7 +382,15 @@ class ComplaintClocks:
                 start = replace(start, instance=instance)
             self._start_clock(policies, start, calendar, now)
         if isinstance(data, ComplaintReclassified):
-            self._reclassify(data, policies, calendar, now)
+            self._reclassify(clocks.Correction(
+                completion_policy_key(data.classification, data.berkadar_pengawasan),
+                data.category, data.reason, data.changed_by), policies, calendar, now)
+        elif isinstance(data, ComplaintSubmitted):
+            # Corrections processed before the submission apply now, the latest last.
+            for f in self.facts:
+                correction = clocks.Correction.of(f)
+                if correction is not None:
+                    self._reclassify(correction, policies, calendar, now)
         self._start_reopened_completions(policies, calendar, now)
         self._start_reply_instances(policies, calendar, now)
 
@@ -676,12 +685,12 @@ class ComplaintClocks:
             "completion", prev.hop, prev.policy_key, reply.at, instance=instance),
             calendar, now, initial=initial)
 
-    def _reclassify(self, data: ComplaintReclassified, policies: dict[str, Policy],
+    def _reclassify(self, data: clocks.Correction, policies: dict[str, Policy],
                     calendar: WorkingCalendar, now: datetime) -> None:
         """The admin's correction recomputes every running completion clock under the policy
         of the new classification: from its start, with the working days paused so far; its
         timers are replaced (what fired stays fired); ``sla.deadline_changed`` says why."""
-        key = completion_policy_key(data.classification, data.berkadar_pengawasan)
+        key = data.policy_key
         policy = policies[key]
         for c in list(self._clocks.values()):  # a ladder may be scoped to the category
             if c.category != data.category:

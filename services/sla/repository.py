@@ -46,8 +46,8 @@ _CLAIM = (f"WITH first AS ({INBOX_INSERT})"
 # an operator: the statement's snapshot, taken after the lock, is current for them.
 _LOAD = f"""
 WITH new_fact AS (
-    INSERT INTO facts (complaint_id, kind, at, hop, deferred_at, event_id)
-    SELECT $1, $2, $3, $4, $5, $6 WHERE $2::text IS NOT NULL
+    INSERT INTO facts (complaint_id, kind, at, hop, deferred_at, event_id, detail)
+    SELECT $1, $2, $3, $4, $5, $6, $8 WHERE $2::text IS NOT NULL
     ON CONFLICT DO NOTHING
 ), c AS MATERIALIZED (
     SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 ORDER BY id FOR UPDATE
@@ -58,7 +58,7 @@ WITH new_fact AS (
 )
 SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
        (SELECT array_agg(ROW(id, clock_id, kind, fired_at, point) ORDER BY id) FROM t) AS timers,
-       (SELECT array_agg(ROW(kind, at, hop, deferred_at) ORDER BY at) FROM facts
+       (SELECT array_agg(ROW(kind, at, hop, deferred_at, detail) ORDER BY at) FROM facts
          WHERE complaint_id = $1) AS facts,
        (SELECT array_agg(ROW(clock_id, deferred_at)) FROM clock_pauses
          WHERE $7 AND clock_id IN (SELECT id FROM c)) AS pauses,
@@ -104,7 +104,7 @@ class PgSlaRepository:
         revision and the policy rows. Call under the complaint lock (``claim``)."""
         r = await self._conn.fetchrow(
             _LOAD, complaint_id, fact and fact.kind, fact and fact.at, fact.hop if fact else 0,
-            fact and fact.deferred_at, event_id, with_pauses)
+            fact and fact.deferred_at, event_id, with_pauses, fact and fact.detail)
         state = ComplaintClocks(
             complaint_id, [ClockRow(*c) for c in r["clocks"] or ()],
             [Timer(t[0], t[1], t[2], fired_at=t[3], point=t[4]) for t in r["timers"] or ()],
