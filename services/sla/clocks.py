@@ -188,8 +188,10 @@ class Fact:
     at: datetime
     hop: int = 0
     deferred_at: datetime | None = None
-    # ``reclassified`` only: the correction as JSON (``Correction``), so it applies whatever
-    # order it is processed in (before the submission, it waits for the completion clock).
+    # ``reclassified``: the correction as JSON (``Correction``), so it applies whatever order
+    # it is processed in (before the submission, it waits for the completion clock);
+    # ``submitted``: the classification's policy, which a correction found not to apply (the
+    # clock stopped before it, learnt later) gives back.
     detail: str | None = None
 
 
@@ -204,9 +206,15 @@ class Correction:
 
     @classmethod
     def of(cls, fact: Fact) -> Correction | None:
-        if fact.kind != "reclassified" or not fact.detail:
+        if fact.kind not in ("reclassified", "submitted") or not fact.detail:
             return None
         return cls(**json.loads(fact.detail))
+
+
+def _detail(policy_key: str, category: str | None, reason: str | None,
+            changed_by: str | None) -> str:
+    return json.dumps({"policy_key": policy_key, "category": category, "reason": reason,
+                       "changed_by": changed_by}, sort_keys=True)
 
 
 def fact_of(data: EventData) -> Fact | None:
@@ -220,11 +228,13 @@ def fact_of(data: EventData) -> Fact | None:
         case ComplaintWithdrawn():
             return Fact("withdrawn", data.withdrawn_at, data.hop)
         case ComplaintReclassified():
-            return Fact("reclassified", data.reclassified_at, detail=json.dumps({
-                "policy_key": completion_policy_key(data.classification,
-                                                    data.berkadar_pengawasan),
-                "category": data.category, "reason": data.reason,
-                "changed_by": data.changed_by}, sort_keys=True))
+            return Fact("reclassified", data.reclassified_at, detail=_detail(
+                completion_policy_key(data.classification, data.berkadar_pengawasan),
+                data.category, data.reason, data.changed_by))
+        case ComplaintSubmitted():
+            return Fact("submitted", data.received_at, detail=_detail(
+                completion_policy_key(data.classification, data.berkadar_pengawasan),
+                data.category, None, None))
         case ComplaintReturned():
             return Fact("returned", data.returned_at, data.hop)
         case ComplaintArchived():

@@ -40,11 +40,11 @@ from services.sla.clocks import (
     StopReason,
     TimerKind,
 )
-from services.sla.policy import Policy, completion_policy_key
+from services.sla.policy import Policy
 from shared.events import (
     ClockKind,
     CloudEvent,
-    ComplaintReclassified,
+    ComplaintResponded,
     ComplaintRouted,
     ComplaintSubmitted,
     EventData,
@@ -258,6 +258,10 @@ class ComplaintClocks:
         """The running clocks, oldest first."""
         return [c for c in self._clocks.values() if c.stopped_at is None]
 
+    def all_clocks(self) -> list[ClockRow]:
+        """Every clock, running or not, in creation order."""
+        return list(self._clocks.values())
+
     def clocks_of_kind(self, clock: str) -> list[ClockRow]:
         return sorted((c for c in self._clocks.values() if c.clock == clock),
                       key=lambda c: (c.hop, c.instance))
@@ -381,18 +385,11 @@ class ComplaintClocks:
                     continue
                 start = replace(start, instance=instance)
             self._start_clock(policies, start, calendar, now)
-        if isinstance(data, ComplaintReclassified):
-            self._reclassify(clocks.Correction(
-                completion_policy_key(data.classification, data.berkadar_pengawasan),
-                data.category, data.reason, data.changed_by), policies, calendar, now)
-        elif isinstance(data, ComplaintSubmitted):
-            # Corrections processed before the submission apply now, the latest last.
-            for f in self.facts:
-                correction = clocks.Correction.of(f)
-                if correction is not None:
-                    self._reclassify(correction, policies, calendar, now)
+        if fact is not None and fact.kind in ("reclassified", "submitted"):
+            self.record_fact(fact)
         self._start_reopened_completions(policies, calendar, now)
         self._start_reply_instances(policies, calendar, now)
+        self._reclassify(policies, calendar, now)
 
     def effective_facts(self) -> list[Fact]:
         return clocks.effective_facts(self.facts)
@@ -685,20 +682,34 @@ class ComplaintClocks:
             "completion", prev.hop, prev.policy_key, reply.at, instance=instance),
             calendar, now, initial=initial)
 
-    def _reclassify(self, data: clocks.Correction, policies: dict[str, Policy],
-                    calendar: WorkingCalendar, now: datetime) -> None:
-        """The admin's correction recomputes every running completion clock under the policy
-        of the new classification: from its start, with the working days paused so far; its
-        timers are replaced (what fired stays fired); ``sla.deadline_changed`` says why."""
-        key = data.policy_key
-        policy = policies[key]
+    def _reclassify(self, policies: dict[str, Policy], calendar: WorkingCalendar,
+                    now: datetime) -> None:
+        """The admin's corrections, whatever order they were processed in: each completion
+        clock runs under the policy of the latest correction made before it stopped (none: as
+        it was created), recomputed from its start with the working days paused (a resumed
+        instance: chained from the first, ``_chained_deadline``); a running one's timers are
+        replaced (what fired stays fired). Each clock that changes gets ``sla.deadline_changed``
+        with the correction's reason and who. Idempotent: a clock already under its policy is
+        left as it is."""
+        corrections = [(f.at, k) for f in self.facts if f.kind == "reclassified"
+                       and (k := clocks.Correction.of(f))]
+        if not corrections:
+            return
+        original = next((k for f in self.facts if f.kind == "submitted"
+                         and (k := clocks.Correction.of(f))), None)
+        category = corrections[-1][1].category
         for c in list(self._clocks.values()):  # a ladder may be scoped to the category
-            if c.category != data.category:
-                self._clocks[c.id] = replace(c, category=data.category)
-        for row in self.open_clocks():
+            if c.category != category:
+                self._clocks[c.id] = replace(c, category=category)
+        for row in list(self._clocks.values()):
             row = self._clocks[row.id]
-            if row.clock != "completion" or row.policy_key == key:
+            if row.clock != "completion":
                 continue
+            made = [k for at, k in corrections if row.stopped_at is None or at < row.stopped_at]
+            data = made[-1] if made else original  # none made while it ran: as submitted
+            if data is None or data.policy_key == row.policy_key:
+                continue
+            key, policy = data.policy_key, policies[data.policy_key]
             chained = self._chained_deadline(row, policy, calendar)
             if chained is None:
                 continue
@@ -710,6 +721,8 @@ class ComplaintClocks:
                 calendar_version=calendar.version)
             self.effects.deadline_changed(row, row.deadline, moved, "reclassified", data.reason,
                                           data.changed_by)
+            if row.stopped_at is not None:
+                continue  # over: judged again by its new deadline, no timers
             self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
                                  row.started_at, moved, instance=row.instance,
                                  paused_working_days=row.paused_working_days)
@@ -874,6 +887,39 @@ class ComplaintClocks:
                                    moved, plan.due_at, instance=c.instance)
             self.effects.started(c.complaint_id, c.clock, c.hop, c.opd_code, c.started_at,
                                  moved, instance=c.instance)
+
+
+# -- from scratch ------------------------------------------------------------------------------
+def event_time(data: EventData) -> datetime:
+    """When a lifecycle event happened (its own time field, never its arrival)."""
+    fact = clocks.fact_of(data)
+    if fact is not None:
+        return fact.at
+    if isinstance(data, ComplaintSubmitted):
+        return data.received_at
+    if isinstance(data, ComplaintResponded):  # a progress update
+        return data.responded_at
+    raise ValueError(f"no event time for {type(data).__name__}")
+
+
+def derive(complaint_id: uuid.UUID, timeline: list[EventData], calendar: WorkingCalendar,
+           policies: dict[str, Policy], now: datetime,
+           met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
+           office_hours: OfficeHours | None = None) -> ComplaintClocks:
+    """Every clock of a complaint computed from scratch from its whole timeline, as of
+    ``now``: its events applied in the order they happened (the submission first on a tie),
+    from no stored state. Pure. The clocks sla maintains message by message, whatever order
+    the messages are processed in, must equal these (the property in
+    ``tests/unit/test_sla_order.py``)."""
+    state = ComplaintClocks(complaint_id, [], [], [], set())
+    for data in sorted(timeline, key=lambda d: (event_time(d),
+                                                not isinstance(d, ComplaintSubmitted))):
+        fact = clocks.fact_of(data)
+        if fact is not None:
+            state.record_fact(fact)
+        state.apply(data, fact, calendar, policies, now, met_by, ladders=ladders,
+                    office_hours=office_hours)
+    return state
 
 
 # -- the scanner -------------------------------------------------------------------------------

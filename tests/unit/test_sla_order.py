@@ -20,7 +20,8 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.sla import usecases
+from services.sla import domain, usecases
+from services.sla.policy import default_policies
 from shared.events import (
     ComplaintArchived,
     ComplaintClosed,
@@ -31,8 +32,8 @@ from shared.events import (
     EventData,
     make_event,
 )
-from tests.unit.test_sla_scenarios import CID, day, responded, routed, submitted
-from tests.unit.test_sla_usecases import T0, Sla
+from tests.unit.test_sla_scenarios import CID, day, reclassified, responded, routed, submitted
+from tests.unit.test_sla_usecases import CALENDAR, T0, Sla
 
 
 @st.composite
@@ -76,6 +77,37 @@ def timelines(draw: st.DrawFn) -> list[EventData]:
     return events
 
 
+@st.composite
+def corrected_timelines(draw: st.DrawFn) -> list[EventData]:
+    """``timelines`` with an admin's reclassification at any working day (also before the
+    submission is processed, and after clocks it would have moved have stopped)."""
+    events = draw(timelines())
+    # Half past: never at the same instant as another admin action (whose order is undefined).
+    at = day(draw(st.integers(0, 12)), draw(st.integers(9, 16))) + timedelta(minutes=30)
+    return [*events, reclassified(at, pengawasan=draw(st.booleans()))]
+
+
+def _key(c: domain.ClockRow) -> tuple[object, ...]:
+    return (c.clock, c.hop, c.instance, c.opd_code, c.started_at, c.deadline, c.stopped_at,
+            c.stop_reason, c.final_response_at, c.closed_at, c.working_days, c.policy_key)
+
+
+def derived_clocks(timeline: list[EventData]) -> set[tuple[object, ...]]:
+    state = domain.derive(CID, timeline, CALENDAR, default_policies(), T0)
+    return {_key(c) for c in state.all_clocks()}
+
+
+def delivered_clocks(order: list[EventData]) -> set[tuple[object, ...]]:
+    async def go() -> set[tuple[object, ...]]:
+        sla = Sla()
+        for data in order:
+            await usecases.on_complaint_event(make_event("test", data), uow=sla.uow,
+                                              calendars=sla.calendars, now=T0)
+        return {_key(c) for c in sla.repo.clocks.values()}
+
+    return asyncio.run(go())
+
+
 def final_clocks(order: list[EventData]) -> set[tuple[object, ...]]:
     async def go() -> set[tuple[object, ...]]:
         sla = Sla()
@@ -98,6 +130,16 @@ def test_any_processing_order_ends_with_the_same_clocks(timeline: list[EventData
                                                           data: st.DataObject) -> None:
     shuffled = data.draw(st.permutations(timeline))
     assert final_clocks(list(shuffled)) == final_clocks(timeline)
+
+
+@settings(max_examples=int(os.environ.get("SP4N_PROPERTY_EXAMPLES", "150")), deadline=None)
+@given(timeline=corrected_timelines(), data=st.data())
+def test_recomputing_from_scratch_equals_the_clocks_delivered_one_by_one(
+        timeline: list[EventData], data: st.DataObject) -> None:
+    """Issue 10 item 1: ``domain.derive`` over the whole timeline at once equals what sla
+    maintains after the same events are delivered one by one, in any order."""
+    shuffled = data.draw(st.permutations(timeline))
+    assert delivered_clocks(list(shuffled)) == derived_clocks(timeline)
 
 
 def test_a_resume_processed_after_the_archive_moves_the_stopped_deadlines_too() -> None:
