@@ -371,6 +371,8 @@ class ComplaintClocks:
                 elif stop.at < row.stopped_at:
                     self._restop(row, stop, calendar)
             self._record_outcome(fact)
+            if fact.kind == "closed":
+                self._cancel_routed_after(fact, calendar, now)
             if fact.kind == "deferred":
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
@@ -390,6 +392,18 @@ class ComplaintClocks:
         self._start_reopened_completions(policies, calendar, now)
         self._start_reply_instances(policies, calendar, now)
         self._reclassify(policies, calendar, now)
+
+    def _cancel_routed_after(self, close: Fact, calendar: WorkingCalendar,
+                             now: datetime) -> None:
+        """A routing after the close never took (intake ignored it), but processed before the
+        close it started an OPD clock: that clock is cancelled at its start, never breached.
+        (Recomputed from scratch it would not exist; the aggregate deletes no rows.)"""
+        reopens = [f.at for f in self.facts if f.kind == "reopened"]
+        for row in self.open_clocks():
+            if row.clock == "opd_response" and row.instance == 0 and row.started_at >= close.at \
+                    and not any(close.at <= r <= row.started_at for r in reopens):
+                self._stop_clock(row, ClockStop("opd_response", row.hop, row.started_at,
+                                                "cancelled"), calendar, now)
 
     def effective_facts(self) -> list[Fact]:
         return clocks.effective_facts(self.facts)
@@ -787,10 +801,11 @@ class ComplaintClocks:
 
     def _restop(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar) -> None:
         """An earlier stop processed after a later one (reordered): the earliest stop wins, as
-        for a clock created after its stops. Not for what already ended the complaint's
-        course elsewhere: an elapsed reply window (intake closed it) or an expired DITUNDA
-        (intake archived it). The correction is published as a new ``sla.clock_stopped``.
-        (A late stop's breach that fired stays fired: the event is out.)"""
+        for a clock created after its stops. A reply window that a later close made elapse is
+        undone by an earlier reply (the elapse event stays emitted: events are facts). Not
+        for an expired DITUNDA (intake archived it). The correction is published as a new
+        ``sla.clock_stopped``. (A late stop's breach that fired stays fired: the event is
+        out.)"""
         if row.clock == "deferral" and row.stop_reason == "stopped" \
                 and row.stopped_at == row.deadline:
             return  # expired: intake archived it, which cannot be undone

@@ -1,14 +1,13 @@
-"""Property (issue 10 item 1, partly): the clocks a complaint ends with do not depend on the
-order sla processes its events in (competing consumers reorder them). For random timelines,
+"""Properties (issue 10 item 1): the clocks a complaint ends with do not depend on the order
+sla processes its events in (competing consumers reorder them). For random timelines,
 processing the events in a random permutation gives the same clocks — which exist, when they
-started, when and how they ended — as in time order.
+started, when and how they ended — as in time order; and the same as ``domain.derive``, which
+recomputes them from scratch from the whole timeline at once (with an admin's reclassification
+anywhere in it, also its deadlines, working days and policy).
 
-Not yet the whole of item 1: the stored deadline of a clock that stopped while DITUNDA, when the
-resume is processed after the stop, is not recomputed (the recompute-from-facts engine would);
-nor is a clock already stopped by a later fact re-stopped by an earlier one processed after
-it (a DITUNDA's resume processed after the archive that followed it, a return processed after
-the re-route that followed it). The known
-counterexamples are kept below as strict xfails."""
+Not covered by the properties (scenario rows instead): a routing after the close processed
+before the close is cancelled at its start rather than absent (the aggregate deletes no rows).
+The counterexamples found before are kept below as plain tests."""
 
 from __future__ import annotations
 
