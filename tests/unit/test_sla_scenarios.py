@@ -324,3 +324,18 @@ async def test_a_closure_inside_the_open_window_moves_it_by_one_day_and_keep_doe
     # Recomputing again under the same calendar moves nothing (a pure function of it).
     again, _ = await sla.repo.load(CID, None, "", with_pauses=False)
     assert again.recompute_deadlines(changed, policies, T0, note=None, changed_by=None) == 0
+
+
+async def test_a_closure_moves_the_resumed_completion_instance_too() -> None:
+    """A calendar change recomputes a completion instance resumed after a reporter's reply
+    as well: chained from the first instance, recomputed under the new calendar."""
+    sla, _ = await run(next(r for r in ROWS if r.name.startswith("a reporter's reply")))
+    again = next(c for c in sla.repo.clocks.values()
+                 if (c.clock, c.instance) == ("completion", 1))
+    closure = CALENDAR.nth_working_day_after(T0.date(), 8)
+    changed = WorkingCalendar(CALENDAR.tz, {closure: False}, override_revision=1)
+    state, _stamp = await sla.repo.load(CID, None, "", with_pauses=False)
+    assert state.recompute_deadlines(changed, default_policies(), day(6), note="Banjir",
+                                     changed_by="op") >= 1
+    await sla.repo.save(state)
+    assert sla.repo.clocks[again.id].deadline == CALENDAR.move_deadline(again.deadline, 1)
