@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -92,3 +94,25 @@ async def intake_clients(running, keys: dict[str, str]) -> AsyncIterator[dict[st
     finally:
         for c in clients.values():
             await c.aclose()
+
+
+async def act(api: dict[str, httpx.AsyncClient], who: str, cid: str, action: str,
+              expect: int = 200, at: datetime | None = None, **payload: Any) -> Any:
+    """A lifecycle action through intake's API as ``who``; ``at`` backdates it."""
+    if at is not None:
+        payload["occurred_at"] = at.isoformat()
+    r = await api[who].post(f"/v1/complaints/{cid}/{action}", json=payload)
+    assert r.status_code == expect, (who, action, r.text)
+    return r.json()
+
+
+async def status_until(api: dict[str, httpx.AsyncClient], cid: str, done: Callable[[Any], Any],
+                       timeout: float = 15.0, who: str = "admin") -> Any:
+    """Poll the complaint's status until ``done(status)`` holds (AssertionError after ``timeout``)."""
+    status: Any = {}
+    for _ in range(int(timeout / 0.1)):
+        status = (await api[who].get(f"/v1/complaints/{cid}")).json()
+        if done(status):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"status never reached the expected state: {status}")

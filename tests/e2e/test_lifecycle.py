@@ -19,7 +19,7 @@ import pytest
 
 from services.sla.calendar import WorkingCalendar
 from tests.e2e import system as sp4n
-from tests.e2e.conftest import EventTap, create_keys, intake_clients
+from tests.e2e.conftest import EventTap, act, create_keys, intake_clients, status_until
 
 pytestmark = pytest.mark.e2e
 # No routing rule matches this category: the complaint waits for the admin koordinator.
@@ -66,23 +66,7 @@ async def submit(api, received_at: datetime) -> str:
     return r.json()["complaint_id"]
 
 
-async def act(api, who: str, cid: str, action: str, expect: int = 200,
-              at: datetime | None = None, **payload) -> dict:
-    if at is not None:
-        payload["occurred_at"] = at.isoformat()
-    r = await api[who].post(f"/v1/complaints/{cid}/{action}", json=payload)
-    assert r.status_code == expect, (who, action, r.text)
-    return r.json()
 
-
-async def status_until(api, cid: str, done, timeout: float = 15.0, who: str = "admin") -> dict:
-    status: dict = {}
-    for _ in range(int(timeout / 0.1)):
-        status = (await api[who].get(f"/v1/complaints/{cid}")).json()
-        if done(status):
-            return status
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"status never reached the expected state: {status}")
 
 
 def clock(status: dict, name: str, hop: int = 0) -> dict | None:
