@@ -22,7 +22,6 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -35,28 +34,15 @@ from tests.e2e.receiver import WebhookReceiver
 from tests.faults.checker import Checker, Report, Sink, purge_dlqs
 from tests.faults.cluster import SERVICES, Cluster, start_cluster
 from tests.faults.load import Load, LoadResult
-from tests.faults.proxy import ProxyProcess
+from tests.faults.proxy import ProxyProcess, target_of, through
 from tests.infra import create_database, delete_namespace, drop_database, run, unique_suffix, with_database
 
 pytestmark = pytest.mark.e2e
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 RATE = 4.0  # complaints per second, HTTP and AMQP together
-QUIET_TIMEOUT_S = 90.0
+QUIET_TIMEOUT_S = 120.0
 CHECKED = ("complaint.routed", "complaint.triage_required", "sla.clock_started", "sla.warning",
            "sla.breached")
-
-
-def through(url: str, port: int) -> str:
-    """``url`` with its host:port replaced by the local proxy's."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def target_of(url: str, default_port: int) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or default_port
 
 
 @dataclass

@@ -23,6 +23,7 @@ import json
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -134,9 +135,11 @@ async def purge_dlqs(amqp_url: str, ns: str) -> int:
 
 
 class Checker:
-    def __init__(self, database_url: str, amqp_url: str, namespace: str, sinks: list[Sink]) -> None:
+    def __init__(self, database_url: str, amqp_url: str, namespace: str, sinks: list[Sink],
+                 progress: Callable[[str], None] | None = None) -> None:
         self.database_url, self.amqp_url, self.ns = database_url, amqp_url, namespace
         self.sinks = sinks
+        self.progress = progress  # told what is still moving, every 10 s of waiting
 
     async def _ids(self, conn: asyncpg.Connection, http: dict[str, str],
                    inbound: set[str]) -> tuple[list[uuid.UUID], list[str]]:
@@ -173,7 +176,7 @@ class Checker:
     async def wait_quiet(self, http: dict[str, str], inbound: set[str],
                          timeout: float) -> tuple[float | None, dict[str, int]]:
         """Seconds until two consecutive polls saw nothing moving, or None after ``timeout``."""
-        started = time.monotonic()
+        started = next_report = time.monotonic()
         previous: dict[str, int] | None = None
         busy: dict[str, int] = {}
         conn = await asyncpg.connect(self.database_url)
@@ -187,6 +190,9 @@ class Checker:
                 moving = {k: v for k, v in busy.items() if v and k != "received"}
                 if not moving and previous == busy:
                     return time.monotonic() - started, busy
+                if self.progress is not None and time.monotonic() >= next_report:
+                    self.progress(f"waiting {time.monotonic() - started:.0f}s: {moving or busy}")
+                    next_report += 10
                 previous = busy
                 await asyncio.sleep(1.0)
         finally:

@@ -22,9 +22,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 65536
+
+
+def target_of(url: str, default_port: int) -> tuple[str, int]:
+    """(host, port) a database or broker URL points at."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def through(url: str, port: int) -> str:
+    """``url`` with its host:port replaced by a local proxy's port (credentials kept)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class FaultProxy:

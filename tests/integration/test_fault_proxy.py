@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from tests.faults.proxy import ProxyProcess
+from tests.faults.proxy import ProxyProcess, target_of, through
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def proxy(infra):
-    target = urlsplit(infra.postgres_admin_url)
-    p = ProxyProcess(target.hostname or "127.0.0.1", target.port or 5432)
-    yield p, infra.postgres_admin_url.replace(target.netloc.rpartition("@")[2], f"127.0.0.1:{p.port}")
+    p = ProxyProcess(*target_of(infra.postgres_admin_url, 5432))
+    yield p, through(infra.postgres_admin_url, p.port)
     p.close()
 
 
