@@ -313,61 +313,77 @@ class Checker:
         if not_delivered:
             report.problem(f"{len(not_delivered)} deliveries not delivered", not_delivered)
         webhook_of = {(r["subscription"], r["event_id"]): r["webhook_id"] for r in rows}
+        facts = Facts({d: r["outcome"] for d, r in decisions.items()}, clocks, fired)
         for sink in self.sinks:
-            ids_seen: dict[str, set[str]] = defaultdict(set)  # event id → webhook-ids
-            ok_ids: set[str] = set()
-            events: dict[str, CloudEvent] = {}
-            for req in sink.receiver.to(sink.path):
-                event = _event(req.body)
-                if event.subject not in run:
-                    continue
-                events[event.id] = event
-                ids_seen[event.id].add(req.headers.get("webhook-id", ""))
-                if req.status == 200:
-                    ok_ids.add(event.id)
-            several = [e for e, w in ids_seen.items() if len(w) > 1]
-            if several:
-                report.problem(f"{sink.subscription}: {len(several)} events sent under several"
-                               " webhook-ids", several)
-            foreign = [e for e, w in ids_seen.items() if w != {webhook_of.get((sink.subscription, e))}]
-            if foreign:
-                report.problem(f"{sink.subscription}: {len(foreign)} requests whose webhook-id is not"
-                               " their delivery's", foreign)
-            unreceived = [e for (s, e) in webhook_of if s == sink.subscription and e not in ok_ids]
-            if unreceived:
-                report.problem(f"{sink.subscription}: {len(unreceived)} deliveries the receiver never"
-                               " answered 200", unreceived)
-            report.counts[f"events at {sink.subscription}"] = len(events)
-            self._compare(report, sink, events, decisions, clocks, fired)
+            judge_sink(report, sink, run, webhook_of, facts)
 
-    def _compare(self, report: Report, sink: Sink, events: dict[str, CloudEvent],
-                 decisions: dict[uuid.UUID, asyncpg.Record], clocks: Counter[tuple[object, ...]],
-                 fired: Counter[tuple[object, ...]]) -> None:
-        """One distinct event per fact at the receiver: a decision, a clock start, an alert."""
-        got: Counter[tuple[object, ...]] = Counter()
-        for e in events.values():
-            cid = uuid.UUID(e.subject or "")
-            if e.event_name in ("complaint.routed", "complaint.triage_required"):
-                if e.data.get("hop", 1) == 1:
-                    got[(cid, "decision")] += 1
-            elif e.event_name == "sla.clock_started":
-                got[(cid, e.data["clock"], e.data.get("hop", 0), e.data.get("instance", 0))] += 1
-            elif e.event_name in ALERTS.values():
-                got[(cid, e.data["clock"], e.data.get("hop", 0), e.data.get("instance", 0),
-                     e.event_name)] += 1
-        want: Counter[tuple[object, ...]] = Counter()
-        kinds = set(sink.event_types)
-        if kinds & {"complaint.routed", "complaint.triage_required"}:
-            want.update({(c, "decision"): 1 for c, d in decisions.items()
-                         if ("complaint.routed" if d["outcome"] == "routed"
-                             else "complaint.triage_required") in kinds})
-        if "sla.clock_started" in kinds:
-            want.update({k: 1 for k in clocks})
-        want.update({k: n for k, n in fired.items() if k[-1] in kinds})
-        extra = [(str(k), n) for k, n in got.items() if n > want.get(k, 0)]
-        lacking = [(str(k), n) for k, n in want.items() if got.get(k, 0) < n]
-        if extra:
-            report.problem(f"{sink.subscription}: {len(extra)} facts delivered as more distinct events"
-                           " than happened (acted twice)", extra)
-        if lacking:
-            report.problem(f"{sink.subscription}: {len(lacking)} facts never delivered", lacking)
+
+@dataclass
+class Facts:
+    """What happened, from the services' own tables: what the receivers should have got."""
+
+    decisions: dict[uuid.UUID, str]  # complaint → outcome of its hop-1 decision
+    clocks: Counter[tuple[object, ...]]  # (complaint, clock, hop, instance)
+    fired: Counter[tuple[object, ...]]  # (complaint, clock, hop, instance, event name) → timers
+
+
+def judge_sink(report: Report, sink: Sink, run: set[str], webhook_of: dict[tuple[str, str], str],
+               facts: Facts) -> None:
+    """One receiver's traffic for the run's complaints against notify's deliveries (one
+    webhook-id per event, each answered 200) and against the facts (one distinct event each)."""
+    ids_seen: dict[str, set[str]] = defaultdict(set)  # event id → webhook-ids
+    ok_ids: set[str] = set()
+    events: dict[str, CloudEvent] = {}
+    for req in sink.receiver.to(sink.path):
+        event = _event(req.body)
+        if event.subject not in run:
+            continue
+        events[event.id] = event
+        ids_seen[event.id].add(req.headers.get("webhook-id", ""))
+        if req.status == 200:
+            ok_ids.add(event.id)
+    several = [e for e, w in ids_seen.items() if len(w) > 1]
+    if several:
+        report.problem(f"{sink.subscription}: {len(several)} events sent under several"
+                       " webhook-ids", several)
+    foreign = [e for e, w in ids_seen.items() if w != {webhook_of.get((sink.subscription, e))}]
+    if foreign:
+        report.problem(f"{sink.subscription}: {len(foreign)} requests whose webhook-id is not"
+                       " their delivery's", foreign)
+    unreceived = [e for (s, e) in webhook_of if s == sink.subscription and e not in ok_ids]
+    if unreceived:
+        report.problem(f"{sink.subscription}: {len(unreceived)} deliveries the receiver never"
+                       " answered 200", unreceived)
+    report.counts[f"events at {sink.subscription}"] = len(events)
+    compare(report, sink, events, facts)
+
+
+def compare(report: Report, sink: Sink, events: dict[str, CloudEvent], facts: Facts) -> None:
+    """One distinct event per fact at the receiver: a decision, a clock start, an alert."""
+    got: Counter[tuple[object, ...]] = Counter()
+    for e in events.values():
+        cid = uuid.UUID(e.subject or "")
+        if e.event_name in ("complaint.routed", "complaint.triage_required"):
+            if e.data.get("hop", 1) == 1:
+                got[(cid, "decision")] += 1
+        elif e.event_name == "sla.clock_started":
+            got[(cid, e.data["clock"], e.data.get("hop", 0), e.data.get("instance", 0))] += 1
+        elif e.event_name in ALERTS.values():
+            got[(cid, e.data["clock"], e.data.get("hop", 0), e.data.get("instance", 0),
+                 e.event_name)] += 1
+    want: Counter[tuple[object, ...]] = Counter()
+    kinds = set(sink.event_types)
+    if kinds & {"complaint.routed", "complaint.triage_required"}:
+        want.update({(c, "decision"): 1 for c, outcome in facts.decisions.items()
+                     if ("complaint.routed" if outcome == "routed"
+                         else "complaint.triage_required") in kinds})
+    if "sla.clock_started" in kinds:
+        want.update({k: 1 for k in facts.clocks})
+    want.update({k: n for k, n in facts.fired.items() if k[-1] in kinds})
+    extra = [(str(k), n) for k, n in got.items() if n > want.get(k, 0)]
+    lacking = [(str(k), n) for k, n in want.items() if got.get(k, 0) < n]
+    if extra:
+        report.problem(f"{sink.subscription}: {len(extra)} facts delivered as more distinct events"
+                       " than happened (acted twice)", extra)
+    if lacking:
+        report.problem(f"{sink.subscription}: {len(lacking)} facts never delivered", lacking)
