@@ -129,7 +129,12 @@ class Chaos:
                 return
             except TimeoutError:
                 pass
-            await self.inject(self.rng.choice(self.kinds()), self.rng.uniform(*lasting))
+            kind = self.rng.choice(self.kinds())
+            try:
+                await self.inject(kind, self.rng.uniform(*lasting))
+            except Exception as exc:  # noqa: BLE001 - reported; the run goes on with the next fault
+                self.faults[-1].note = f"FAILED to inject or undo: {exc}"
+                print(f"[chaos] {kind} failed: {exc}", flush=True)
 
 
 def sh(*cmd: str) -> None:
@@ -148,12 +153,20 @@ def pg_cluster() -> tuple[str, str]:
 
 
 def bring_back_infrastructure() -> None:
-    """After real restarts: RabbitMQ's app and PostgreSQL running again, whatever happened."""
-    for cmd in (["rabbitmqctl", "start_app"],
-                ["pg_ctlcluster", "--skip-systemctl-redirect", *pg_cluster(), "start"]):
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-    up = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
-    if not up and START_SERVICES.exists():
+    """After real restarts: RabbitMQ's app and PostgreSQL running again, whatever happened
+    (both commands are no-ops when already running)."""
+    try:
+        subprocess.run(["rabbitmqctl", "start_app"], stdout=subprocess.DEVNULL, timeout=120)
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *pg_cluster(), "start"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    except Exception as exc:  # noqa: BLE001 - the last resort below still runs
+        print(f"[chaos] bringing RabbitMQ/PostgreSQL back failed: {exc}", flush=True)
+    pg_up = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
+    amqp_up = subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if not (pg_up and amqp_up) and START_SERVICES.exists():
+        print(f"[chaos] still down (PostgreSQL up: {pg_up}, RabbitMQ up: {amqp_up}): "
+              f"running {START_SERVICES}", flush=True)
         subprocess.run(["bash", str(START_SERVICES)], timeout=180)
 
 
