@@ -43,7 +43,7 @@ from services.intake.apikeys import create_api_key  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.settings import NotifySettings, Settings  # noqa: E402
 from tests.e2e.receiver import WebhookReceiver  # noqa: E402
-from tests.faults.checker import Checker, Sink  # noqa: E402
+from tests.faults.checker import Checker, Sink, retry_delays_of  # noqa: E402
 from tests.faults.cluster import Cluster, start_cluster  # noqa: E402
 from tests.faults.load import Load  # noqa: E402
 from tests.faults.proxy import ProxyProcess, target_of, through  # noqa: E402
@@ -226,7 +226,8 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
             check_started = time.monotonic()
             print("[chaos] faults over; waiting for the system to settle, then checking", flush=True)
             checker = Checker(settings.database_url, amqp_url, ns, sinks,
-                              progress=lambda m: print(f"[chaos] {m}", flush=True))
+                              progress=lambda m: print(f"[chaos] {m}", flush=True),
+                              retry_delays_s=retry_delays_of(settings))
             report = await checker.check(
                 result.accepted, result.inbound, timeout=args.quiet_timeout)
             total_s = time.monotonic() - t0

@@ -31,7 +31,7 @@ from services.intake.apikeys import create_api_key
 from shared.db import migrate
 from shared.settings import NotifySettings, Settings
 from tests.e2e.receiver import WebhookReceiver
-from tests.faults.checker import Checker, Report, Sink, purge_dlqs
+from tests.faults.checker import Checker, Report, Sink, purge_dlqs, retry_delays_of
 from tests.faults.cluster import SERVICES, Cluster, start_cluster
 from tests.faults.load import Load, LoadResult
 from tests.faults.proxy import ProxyProcess, target_of, through
@@ -110,7 +110,8 @@ async def system(fault_settings, sinks, tmp_path_factory):
                                        "notify_subscriptions_file": str(subs)})
         cluster = await asyncio.to_thread(start_cluster, proxied, tmp, replicas=2)
         yield FaultSystem(s, cluster, pg, amqp, api_key,
-                          Checker(s.database_url, s.amqp_url, s.namespace, sinks))
+                          Checker(s.database_url, s.amqp_url, s.namespace, sinks,
+                                  retry_delays_s=retry_delays_of(s)))
     finally:
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)

@@ -75,20 +75,35 @@ class Report:
         return "\n".join(lines)
 
 
+def retry_delays_of(settings: object) -> tuple[float, ...]:
+    """The delayed-retry steps of ``settings`` (none where the product has no retry queues)."""
+    return tuple(getattr(getattr(settings, "retry", None), "delays_s", ()))
+
+
 def _event(body: bytes) -> CloudEvent:
     return CloudEvent.model_validate(json.loads(body))
 
 
-async def queue_depths(amqp_url: str, ns: str) -> dict[str, int]:
-    """Messages ready in each work queue and DLQ of the namespace (passive declares)."""
+async def queue_depths(amqp_url: str, ns: str, retry_delays_s: tuple[float, ...] = ()) -> dict[str, int]:
+    """Messages ready in each work queue, delayed-retry queue and DLQ of the namespace
+    (passive declares; a retry queue not declared yet counts as empty)."""
+    names: list[str] = []
+    for spec in ALL_QUEUES:
+        names += [spec.name(ns), spec.dlq_name(ns)]
+        retry_name = getattr(spec, "retry_name", None)  # where consumers retry with a delay
+        if retry_name is not None:
+            names += [retry_name(ns, d) for d in dict.fromkeys(retry_delays_s)]
     depths: dict[str, int] = {}
     conn = await aio_pika.connect(amqp_url)
     try:
-        for spec in ALL_QUEUES:
-            for name in (spec.name(ns), spec.dlq_name(ns)):
+        for name in names:
+            try:
                 async with conn.channel() as ch:
                     q = await ch.declare_queue(name, passive=True)
                     depths[name] = q.declaration_result.message_count or 0
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                if ".retry." not in name:
+                    raise
     finally:
         await conn.close()
     return depths
@@ -136,9 +151,11 @@ async def purge_dlqs(amqp_url: str, ns: str) -> int:
 
 class Checker:
     def __init__(self, database_url: str, amqp_url: str, namespace: str, sinks: list[Sink],
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 retry_delays_s: tuple[float, ...] = ()) -> None:
         self.database_url, self.amqp_url, self.ns = database_url, amqp_url, namespace
         self.sinks = sinks
+        self.retry_delays_s = retry_delays_s  # the consumers' delayed-retry steps, if any
         self.progress = progress  # told what is still moving, every 10 s of waiting
 
     async def _ids(self, conn: asyncpg.Connection, http: dict[str, str],
@@ -168,7 +185,7 @@ class Checker:
         busy["intake clocks behind"] = await conn.fetchval(
             "SELECT (SELECT count(*) FROM sla.clocks WHERE complaint_id = ANY($1))"
             " - (SELECT count(*) FROM intake.clocks WHERE complaint_id = ANY($1))", ids)
-        depths = await queue_depths(self.amqp_url, self.ns)
+        depths = await queue_depths(self.amqp_url, self.ns, self.retry_delays_s)
         busy["queued"] = sum(n for q, n in depths.items() if not q.endswith(".dlq"))
         busy["received"] = sum(len(s.receiver.requests) for s in self.sinks)
         return busy
@@ -210,7 +227,7 @@ class Checker:
             await self._check_db(conn, report, http, inbound)
         finally:
             await conn.close()
-        depths = await queue_depths(self.amqp_url, self.ns)
+        depths = await queue_depths(self.amqp_url, self.ns, self.retry_delays_s)
         dead = {q: n for q, n in depths.items() if q.endswith(".dlq") and n}
         waiting = {q: n for q, n in depths.items() if not q.endswith(".dlq") and n}
         report.counts["dead-lettered"] = sum(dead.values())
