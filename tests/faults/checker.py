@@ -80,6 +80,19 @@ def retry_delays_of(settings: object) -> tuple[float, ...]:
     return tuple(getattr(getattr(settings, "retry", None), "delays_s", ()))
 
 
+async def connect(database_url: str, patience_s: float = 60.0) -> asyncpg.Connection:
+    """The checker's own connection, direct (no proxy). PostgreSQL is shared with other test
+    runs: a moment at max_connections is waited out rather than failing the check."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await asyncpg.connect(database_url, timeout=10)
+        except (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
 def _event(body: bytes) -> CloudEvent:
     return CloudEvent.model_validate(json.loads(body))
 
@@ -196,7 +209,7 @@ class Checker:
         started = next_report = time.monotonic()
         previous: dict[str, int] | None = None
         busy: dict[str, int] = {}
-        conn = await asyncpg.connect(self.database_url)
+        conn = await connect(self.database_url)
         try:
             while time.monotonic() - started < timeout:
                 ids, missing = await self._ids(conn, http, inbound)
@@ -222,7 +235,7 @@ class Checker:
         if report.quiet_after_s is None:
             report.problem(f"still busy after {timeout}s: "
                            f"{ {k: v for k, v in busy.items() if v and k != 'received'} }")
-        conn = await asyncpg.connect(self.database_url)
+        conn = await connect(self.database_url)
         try:
             await self._check_db(conn, report, http, inbound)
         finally:

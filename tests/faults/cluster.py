@@ -53,7 +53,7 @@ class Cluster:
             [sys.executable, "-m", f"services.{service}"], env=env, cwd=ROOT,
             stdout=self.log(replica).open("ab"), stderr=subprocess.STDOUT)
 
-    def wait_ready(self, replicas: list[str], timeout: float = 60) -> None:
+    def wait_ready(self, replicas: list[str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         for replica in replicas:
             while True:
@@ -73,7 +73,8 @@ class Cluster:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def restart(self, replica: str, timeout: float = 60) -> None:
+    def restart(self, replica: str, timeout: float = 120) -> None:
+        # Generous: on a loaded 2-core machine a Python service can take a minute to import.
         assert self.procs[replica].poll() is not None, f"{replica} is still running"
         self.launch(replica)
         self.wait_ready([replica], timeout)
