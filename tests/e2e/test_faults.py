@@ -72,6 +72,9 @@ def fault_settings(infra):
             notify_poll_interval_s=0.1,
             # A killed notify replica's claimed deliveries are taken over after timeout + margin.
             notify=NotifySettings(lease_margin_s=2.0),
+            # A killed relay's leased outbox rows are republished when the lease ends (the
+            # lease stays well above the publish timeout, as the setting requires).
+            outbox_lease_s=10.0, outbox_publish_timeout_s=3.0,
         )
     finally:
         run(delete_namespace(infra.amqp_url, namespace))
