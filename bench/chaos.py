@@ -45,7 +45,7 @@ from shared.settings import NotifySettings, Settings  # noqa: E402
 from tests.e2e.receiver import WebhookReceiver  # noqa: E402
 from tests.faults.checker import Checker, Sink, retry_delays_of  # noqa: E402
 from tests.faults.cluster import Cluster, start_cluster  # noqa: E402
-from tests.faults.load import Load  # noqa: E402
+from tests.faults.load import Load, warm_up  # noqa: E402
 from tests.faults.proxy import ProxyProcess, target_of, through  # noqa: E402
 from tests.infra import (  # noqa: E402
     create_database,
@@ -205,6 +205,7 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
                 "amqp_url": through(amqp_url, amqp.port), "notify_subscriptions_file": str(subs)})
             print(f"[chaos] starting {args.replicas} replicas of each service (logs in {tmp})", flush=True)
             cluster = await asyncio.to_thread(start_cluster, proxied, tmp, replicas=args.replicas)
+            await warm_up(cluster.urls("intake"), key, [ops, gateway])
             t0 = time.monotonic()
             injector = Chaos(cluster, pg, amqp, args.real_restarts, rng, t0)
             load = Load(cluster.urls("intake"), key, amqp_url, ns, source="portal-sekadau",

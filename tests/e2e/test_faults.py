@@ -33,7 +33,7 @@ from shared.settings import NotifySettings, Settings
 from tests.e2e.receiver import WebhookReceiver
 from tests.faults.checker import Checker, Report, Sink, purge_dlqs, retry_delays_of
 from tests.faults.cluster import SERVICES, Cluster, start_cluster
-from tests.faults.load import Load, LoadResult
+from tests.faults.load import Load, LoadResult, warm_up
 from tests.faults.proxy import ProxyProcess, target_of, through
 from tests.infra import create_database, delete_namespace, drop_database, run, unique_suffix, with_database
 
@@ -112,6 +112,7 @@ async def system(fault_settings, sinks, tmp_path_factory):
                                        "amqp_url": through(s.amqp_url, amqp.port),
                                        "notify_subscriptions_file": str(subs)})
         cluster = await asyncio.to_thread(start_cluster, proxied, tmp, replicas=2)
+        await warm_up(cluster.urls("intake"), api_key, [sink.receiver for sink in sinks])
         yield FaultSystem(s, cluster, pg, amqp, api_key,
                           Checker(s.database_url, s.amqp_url, s.namespace, sinks,
                                   retry_delays_s=retry_delays_of(s)))

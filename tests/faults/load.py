@@ -157,3 +157,27 @@ class Load:
                 self.result.statuses[f"amqp-{type(exc).__name__}"] += 1
                 await asyncio.sleep(0.5)
         self.result.failures.append(f"inbound complaint {i} not confirmed within {self._give_up_after_s}s")
+
+
+async def warm_up(urls: list[str], api_key: str, receivers: list, timeout: float = 90.0) -> int:
+    """Wait until the whole pipeline is live, webhooks included: notify binds the on-demand
+    events (clock starts, …) a few seconds after its subscriptions are synced, so events of
+    complaints accepted before that are, by design, not delivered. Submits a probe complaint
+    every few seconds until one's ``sla.clock_started`` reaches a receiver; returns how many
+    probes it took. Probes are not part of any run's checked complaints."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {api_key}"}, timeout=10) as client:
+        for probe in itertools.count(1):
+            r = await client.post(f"{urls[probe % len(urls)]}/v1/complaints",
+                                  json=complaint(probe, "portal-sekadau"))
+            cid = r.json()["complaint_id"] if r.status_code in (200, 202) else None
+            for _ in range(30):
+                if cid and any(json.loads(req.body).get("subject") == cid
+                               and json.loads(req.body).get("type", "").endswith("sla.clock_started.v1")
+                               for receiver in receivers for req in receiver.requests):
+                    return probe
+                await asyncio.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no clock start of a probe complaint reached a webhook receiver "
+                                   f"within {timeout}s")
+    raise AssertionError("unreachable")
