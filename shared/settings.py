@@ -61,7 +61,7 @@ class NotifySettings(BaseModel):
     # How often the pending-deliveries gauge is recomputed.
     pending_gauge_refresh_s: float = 1.0
     # How much of a receiver's answer, and of an error text, is kept with an attempt.
-    max_answer_bytes: int = 1000
+    max_answer_bytes: int = 256
     max_error_chars: int = 1000
     # Retries of the subscriptions-file sync at start-up back off (doubling from
     # notify_poll_interval_s) up to this many seconds.
@@ -69,6 +69,18 @@ class NotifySettings(BaseModel):
     # A subscription added or resumed gets the on-demand events (complaint.submitted, the
     # clock starts and stops) within this many seconds: how often notify re-checks its bindings.
     bindings_refresh_s: float = 2.0
+    # Webhook targets (SSRF protection, services/notify/targets.py): loopback, link-local,
+    # private and reserved addresses are refused unless one of these CIDRs names them
+    # (e.g. '["10.20.0.0/16"]' for a receiver inside the regency's network; tests allow
+    # 127.0.0.1/32); with https_only, subscriptions must use https:// (set it in production).
+    allowed_targets: list[str] = []
+    https_only: bool = False
+    # How much of a failed answer is kept (status code plus this many printable characters).
+    answer_excerpt_chars: int = 120
+    # Key that encrypts the webhook signing secrets at rest: base64 of 32 bytes. The default is
+    # for development only; generate one with `python -c "import os,base64;
+    # print(base64.b64encode(os.urandom(32)).decode())"`.
+    secrets_key: str = Field(default="ZGV2LW9ubHktbm90aWZ5LXNlY3JldHMta2V5LTMyYnk=", repr=False)
 
 
 class Settings(BaseSettings):

@@ -5,7 +5,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from shared.settings import Settings
+from shared.settings import NotifySettings, Settings
 from tests.infra import (
     create_database,
     delete_namespace,
@@ -45,6 +45,9 @@ def settings(infra) -> Settings:
             outbox_poll_interval_s=0.2,
             notify_backoff_base_s=0.2,
             notify_poll_interval_s=0.1,
+            # The tests' webhook receivers listen on loopback, which notify refuses unless
+            # the allow-list names it (services/notify/targets.py).
+            notify=NotifySettings(allowed_targets=["127.0.0.1/32", "::1/128"]),
         )
     finally:
         run(delete_namespace(infra.amqp_url, namespace))

@@ -11,7 +11,9 @@ from services.notify.dispatcher import Dispatcher
 from services.notify.handlers import make_alert_handler
 from services.notify.metrics import NotifyMetrics
 from services.notify.repository import NotifyRepository
+from services.notify.secretbox import SecretBox
 from services.notify.subscriptions import Subscription, load_file
+from services.notify.targets import TargetRefused, target_policy
 from services.notify.usecases import NotifyUnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import Settings
@@ -40,10 +42,18 @@ def build_app(settings: Settings) -> FastAPI:
     # A bad subscriptions file stops the service here, before it consumes anything.
     file_subscriptions = (load_file(settings.notify_subscriptions_file)
                           if settings.notify_subscriptions_file else [])
+    policy = target_policy(settings)
+    for sub in file_subscriptions:
+        try:
+            policy.check_literal(sub.url)
+        except TargetRefused as exc:
+            raise ValueError(f"{settings.notify_subscriptions_file}: subscription {sub.name!r}:"
+                             f" {exc}") from exc
+    box = SecretBox(settings.notify.secrets_key)
     runtime = ServiceRuntime("notify", settings, MIGRATIONS,
                              title="sp4n notify — signed webhooks for complaint alerts")
     metrics = NotifyMetrics(runtime.registry)
-    uow = PgUnitOfWork(lambda: runtime.pool, NotifyRepository)
+    uow = PgUnitOfWork(lambda: runtime.pool, lambda tx: NotifyRepository(tx, box))
     dispatcher = Dispatcher(settings, metrics, uow, file_subscriptions=file_subscriptions)
     runtime.consume(NOTIFY_ALERTS, make_alert_handler(uow, dispatcher))
     runtime.add_loop(dispatcher.deliver_webhooks)

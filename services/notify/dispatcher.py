@@ -24,6 +24,7 @@ from services.notify.metrics import NotifyMetrics
 from services.notify.model import ClaimedDelivery
 from services.notify.repository import WAKE_CHANNEL_PREFIX
 from services.notify.subscriptions import Subscription
+from services.notify.targets import GuardedTransport, target_policy
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 
@@ -93,7 +94,8 @@ class Dispatcher:
         s = self.settings
         result, outcome = await usecases.attempt(
             self.uow, delivery, post, max_attempts=s.notify_max_attempts,
-            backoff_base_s=s.notify_backoff_base_s, max_error_chars=s.notify.max_error_chars)
+            backoff_base_s=s.notify_backoff_base_s, max_error_chars=s.notify.max_error_chars,
+            excerpt_chars=s.notify.answer_excerpt_chars)
         latency = (datetime.now(UTC) - delivery.event_time).total_seconds()
         self.metrics.observe(delivery.subscription, outcome, latency)
         extra: dict[str, Any] = {
@@ -119,7 +121,9 @@ class Dispatcher:
         delay = self.settings.notify_poll_interval_s
         while True:
             try:
-                await usecases.sync_subscriptions(self.uow, self.file_subscriptions)
+                sealed = await usecases.sync_subscriptions(self.uow, self.file_subscriptions)
+                if sealed:
+                    log.info("webhook secrets encrypted at rest", extra={"sealed": sealed})
                 if self.file_subscriptions:
                     log.info("subscriptions file synced",
                              extra={"subscriptions": [s.name for s in self.file_subscriptions]})
@@ -142,7 +146,11 @@ class Dispatcher:
         await listener.add_listener(channel, self.wake)
         timeout = httpx.Timeout(self.settings.notify_timeout_s)
         try:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+            # Every connection goes through the target policy (SSRF protection; no proxies,
+            # no redirects: a redirect to 169.254.169.254 is never followed).
+            transport = GuardedTransport(target_policy(self.settings))
+            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                         transport=transport,
                                          headers={"user-agent": USER_AGENT}) as client:
                 post = httpx_post(client, self.settings.notify_timeout_s,
                                   max_answer_bytes=self.settings.notify.max_answer_bytes)
