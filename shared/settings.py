@@ -28,6 +28,10 @@ class IntakeSettings(BaseModel):
     # process — sessions end at restart and do not cross replicas) and how long it lasts.
     web_session_secret: str = ""
     web_session_ttl_s: float = 8 * 3600.0
+    # Public reads (Open311): an anonim complaint's location is shown only as lat/long rounded
+    # to this many decimals (3 ≈ 110 m; 2 ≈ 1.1 km) and without its street address, unless the
+    # admin koordinator made the location public (reclassify with location_public).
+    public_location_decimals: int = Field(default=3, ge=0, le=6)
 
 
 class RoutingSettings(BaseModel):

@@ -52,6 +52,13 @@ class State(StrEnum):
     SELESAI = "SELESAI"
 
 
+# The states in which a complaint may be shown publicly (Open311 reads): verified, and not
+# archived (DITERIMA and DITUNDA are not verified yet; DIARSIPKAN was judged not to be a
+# complaint for the regency). Rahasia complaints are never public in any state.
+PUBLIC_STATES: frozenset[State] = frozenset({
+    State.TERVERIFIKASI, State.DILIMPAHKAN, State.TERDISPOSISI, State.DIKEMBALIKAN,
+    State.DITINDAKLANJUTI, State.DITANGGAPI_PELAPOR, State.SELESAI})
+
 Role = Literal["admin_koordinator", "opd", "portal", "system"]
 ROLES: tuple[Role, ...] = ("admin_koordinator", "opd", "portal", "system")
 Action = Literal["verify", "defer", "resume", "archive", "dispose", "forward", "close", "reopen",

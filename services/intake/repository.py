@@ -435,5 +435,5 @@ _UPDATABLE = frozenset({
     "archive_reason", "duplicate_of", "forwarded_to", "return_reason", "needs_triage",
     "opd_code", "opd_name", "hop", "rating", "rated_at", "last_responded_at", "last_reply_at",
     "closed_at", "closed_by", "closed_event_id", "classification", "berkadar_pengawasan",
-    "category", "anonymous", "confidential", "withdrawals", "archived_by",
+    "category", "anonymous", "confidential", "withdrawals", "archived_by", "location_public",
 })

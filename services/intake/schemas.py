@@ -316,7 +316,8 @@ class ActionIn(_Strict):
 
 
 # What the admin koordinator may correct of what the submitter sent (verify, reclassify).
-CORRECTABLE = ("classification", "berkadar_pengawasan", "category", "anonymous", "confidential")
+CORRECTABLE = ("classification", "berkadar_pengawasan", "category", "anonymous", "confidential",
+               "location_public")
 
 
 class CorrectionsIn(ActionIn):
@@ -329,6 +330,9 @@ class CorrectionsIn(ActionIn):
     category: str | None = Field(default=None, min_length=1, max_length=100)
     anonymous: bool | None = Field(default=None, description="anonim: identity hidden from the OPD")
     confidential: bool | None = Field(default=None, description="rahasia: hidden from the public")
+    location_public: bool | None = Field(
+        default=None, description="anonim only matters: show the exact location (lat/long, "
+                                  "street address) in public reads instead of a coarsened one")
 
     def corrections(self) -> dict[str, Any]:
         """The correctable fields given, by name."""
@@ -341,15 +345,15 @@ class VerifyIn(CorrectionsIn):
     # Declared after the corrections: its validator reads them.
     reason: str | None = Field(default=None, min_length=3, max_length=500, validate_default=True,
                                description="why: required when any of classification, "
-                                           "berkadar_pengawasan, category, anonymous or "
-                                           "confidential is given")
+                                           "berkadar_pengawasan, category, anonymous, "
+                                           "confidential or location_public is given")
 
     @field_validator("reason")
     @classmethod
     def _reason_with_corrections(cls, v: str | None, info: ValidationInfo) -> str | None:
         if not v and any(info.data.get(f) is not None for f in CORRECTABLE):
             raise ValueError("required when classification, berkadar_pengawasan, category, "
-                             "anonymous or confidential is given")
+                             "anonymous, confidential or location_public is given")
         return v
 
 

@@ -71,7 +71,8 @@ ROLE_LABELS = {"admin_koordinator": "admin koordinator", "portal": "pelapor", "o
                "system": "sistem"}
 # How people read the correctable fields and their values (timeline).
 FIELD_LABELS = {"classification": "klasifikasi", "berkadar_pengawasan": "berkadar pengawasan",
-                "category": "kategori", "anonymous": "anonim", "confidential": "rahasia"}
+                "category": "kategori", "anonymous": "anonim", "confidential": "rahasia",
+                "location_public": "lokasi publik"}
 # The ``field`` of an error about the body as a whole (``errors.BODY``).
 WHOLE_BODY = "(body)"
 
@@ -329,7 +330,8 @@ class Step:
         self.emit(ComplaintReclassified(
             complaint_id=self.id, reclassified_at=self.at, classification=new["classification"],
             berkadar_pengawasan=new["berkadar_pengawasan"], category=new["category"],
-            anonymous=new["anonymous"], confidential=new["confidential"], changed_fields=changed,
+            anonymous=new["anonymous"], confidential=new["confidential"],
+            location_public=new["location_public"], changed_fields=changed,
             reason=reason, changed_by=self.actor.who),
             f"Data laporan dikoreksi oleh {ROLE_LABELS[self.actor.role]}: "
             + "; ".join(f"{FIELD_LABELS[f]} {_shown(getattr(row, f))} → {_shown(new[f])}"

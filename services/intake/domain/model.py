@@ -64,6 +64,8 @@ class ComplaintRow:
     # the hop cap (``counted_hops``).
     withdrawals: int = 0
     archived_by: str | None = None  # "admin_koordinator" or "system" (DITUNDA expired)
+    # An anonim complaint's exact location may be shown publicly (the admin koordinator's call).
+    location_public: bool = False
 
     @property
     def counted_hops(self) -> int:
