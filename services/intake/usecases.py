@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from services.intake import lifecycle
+from services.intake import lifecycle, scopes
+from services.intake.audit import AuditEntry, Origin
 from services.intake.catalog import Catalog, load_catalog
 from services.intake.domain.complaint import (
     SOURCE,
@@ -21,6 +22,7 @@ from services.intake.domain.complaint import (
     ComplaintNotFound,
     Facts,
     Outcome,
+    OutOfScope,
     Step,
     actions_for,
     variant_of,
@@ -96,8 +98,8 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
     replayed steps share one transaction instead (``services.intake.history``).
     """
     if sub.history is not None and not history_allowed:
-        raise HistoryNotAllowed("history is accepted only from a key bound to source "
-                                f"'{IMPORT_SOURCE}'")
+        raise HistoryNotAllowed("history is accepted only from an importer key (scope "
+                                f"'{scopes.HISTORY}', e.g. bound to source '{IMPORT_SOURCE}')")
     canonical = sub.canonical()
     r = sub.reporter
     reporter = ReporterRow(**r.model_dump()) if r else ReporterRow()
@@ -171,19 +173,34 @@ class ActionResult:
     allowed_actions: list[str]
 
 
+def check_may_act(actor: Actor, action: str, body: ActionIn) -> None:
+    """The key's own permission for ``action`` with ``body``, before any complaint is read:
+    its role (``lifecycle``), its scope for the action, and — when the body dates the action
+    (``occurred_at``) — the backfill scope, so nobody records a late response as on time."""
+    if not lifecycle.role_may(actor.role, action):
+        raise lifecycle.RoleMayNot(actor.role, action)
+    needed = scopes.action_scope(action)
+    if not actor.may(needed):
+        raise OutOfScope(f"kunci API ini tidak memiliki izin '{needed}'")
+    if body.occurred_at is not None and not actor.may(scopes.BACKDATE):
+        raise OutOfScope("kunci API ini tidak boleh menentukan waktu aksi (occurred_at); hanya "
+                         "kunci importer dan admin koordinator yang boleh", field="occurred_at")
+
+
 async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: ActionIn,
-                         actor: Actor, cfg: IntakeConfig, *, now: datetime) -> ActionResult:
+                         actor: Actor, cfg: IntakeConfig, *, now: datetime,
+                         origin: Origin | None = None) -> ActionResult:
     """Apply one lifecycle action, in one unit of work.
 
     The complaint row is locked first (``FOR UPDATE``): two concurrent actions on one
     complaint serialise on it, and the second sees the first's state. The state change, its
-    timeline entries and its events commit together.
+    timeline entries (with the acting key's name and role), its audit-trail row (``origin``:
+    the request) and its events commit together.
 
     Raises ``ComplaintNotFound`` (404), ``OutOfScope`` / ``lifecycle.RoleMayNot`` (403),
     ``lifecycle.InvalidTransition`` (409), ``InvalidField`` (422).
     """
-    if not lifecycle.role_may(actor.role, action):
-        raise lifecycle.RoleMayNot(actor.role, action)
+    check_may_act(actor, action, body)
     async with uow() as tx:
         state = await tx.repo.find_for_update(key)
         if state is None:
@@ -192,6 +209,7 @@ async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: Act
                                       variant=variant_of(body))
         outcome = step.apply(body, await _facts(tx.repo, step, body, cfg.catalog))
         await tx.repo.save(outcome)
+        await tx.repo.record_audit(AuditEntry.of(actor, action, state.id, origin))
         tx.stage(*outcome.events)
     after = outcome.after
     return ActionResult(

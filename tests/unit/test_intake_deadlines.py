@@ -44,7 +44,7 @@ from tests.unit.test_intake_routes import client_for
 TZ = ZoneInfo("Asia/Pontianak")
 CFG = IntakeConfig(region_code="SKD", tz=TZ, reporter_ref_key="k", hop_cap=3)
 ADMIN = Actor("admin_koordinator", name="diskominfo")
-OPD, PORTAL = Actor("opd", opd_code="dinkes"), Actor("portal")
+OPD, PORTAL = Actor("opd", opd_code="dinkes"), Actor("portal", source="portal-sekadau")
 NOW = T0 + timedelta(days=1)
 AT = T0 + timedelta(hours=3)
 VERSIONS = {"calendar_version": "holidays-0.109+ovr-0", "policy_version": 1}
