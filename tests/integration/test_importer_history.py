@@ -30,7 +30,7 @@ async def keys(settings: Settings,
                intake: tuple[FastAPI, httpx.AsyncClient]) -> AsyncIterator[dict[str, str]]:
     tag = uuid.uuid4().hex[:6]
     async with service_connection(settings, "intake") as conn:
-        _, lapor = await create_api_key(conn, f"lapor-history-{tag}", "portal", "lapor")
+        _, lapor = await create_api_key(conn, f"lapor-history-{tag}", "importer", "lapor")
         _, portal = await create_api_key(conn, f"portal-history-{tag}", "portal", "portal-history")
     yield {"lapor": lapor, "portal": portal}
 

@@ -14,10 +14,10 @@ from services.intake import lifecycle
 from services.intake.apikeys import SCOPES, ApiKey, check_key_spec, create_api_key
 from services.intake.auth import KeyCache, UsageRecorder
 from services.intake.domain.complaint import Actor, OutOfScope
+from services.intake.errors import field_errors
 from services.intake.lifecycle import ACTIONS, role_may
 from services.intake.schemas import RateIn, RespondIn, ReturnIn, VerifyIn
 from services.intake.usecases import check_may_act
-from services.intake.errors import field_errors
 
 
 class FakeConn:
@@ -84,7 +84,8 @@ def test_action_scopes_follow_the_lifecycle_table():
     for role, scopes in SCOPES.items():
         actions = {s.removeprefix("complaints:") for s in scopes} & set(ACTIONS)
         assert actions == {a for a in ACTIONS if role_may(role, a)}, role
-    assert "complaints:backdate" in SCOPES["importer"] and "complaints:backdate" in SCOPES["admin_koordinator"]
+    assert "complaints:backdate" in SCOPES["importer"]
+    assert "complaints:backdate" in SCOPES["admin_koordinator"]
     assert not any("complaints:backdate" in SCOPES[r] for r in ("portal", "opd"))
     assert [r for r, s in SCOPES.items() if "audit:read" in s] == ["admin_koordinator"]
     assert [r for r, s in SCOPES.items() if "identity:nik" in s] == ["admin_koordinator"]

@@ -9,10 +9,10 @@ import pytest
 
 from services.intake import lifecycle
 from services.intake.audit import AuditEntry, Origin
-from services.intake.scopes import SCOPES
 from services.intake.domain.complaint import Actor, ComplaintNotFound, InvalidField, OutOfScope
 from services.intake.lifecycle import State
 from services.intake.schemas import ACTION_BODIES, ComplaintIn, DisposeIn, RespondIn
+from services.intake.scopes import SCOPES
 from services.intake.usecases import (
     IntakeConfig,
     SubmissionConflict,
@@ -31,7 +31,8 @@ from tests.unit.intake_fakes import T0, FakeIntakeRepository, FakeIntakeUnitOfWo
 
 TZ = ZoneInfo("Asia/Pontianak")
 CFG = IntakeConfig(region_code="SKD", tz=TZ, reporter_ref_key="k", hop_cap=3)
-ADMIN, OPD, PORTAL = Actor("admin_koordinator"), Actor("opd", opd_code="dinkes"), Actor("portal", source="portal-sekadau")
+ADMIN, OPD = Actor("admin_koordinator"), Actor("opd", opd_code="dinkes")
+PORTAL = Actor("portal", source="portal-sekadau")
 NOW = T0 + timedelta(days=1)
 
 
