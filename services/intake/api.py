@@ -94,7 +94,8 @@ async def submit(sub: ComplaintIn, key: Key, ctx: Context, request: Request,
     try:
         accepted = await submit_complaint(
             ctx.uow, sub, ctx.cfg, datetime.now(UTC),
-            history_allowed=key.may(scopes.HISTORY))
+            history_allowed=key.may(scopes.HISTORY), actor=actor_of(key),
+            origin=origin_of(request))
     except HistoryNotAllowed as exc:
         ctx.metrics.rejected.labels("forbidden_history").inc()
         raise ApiError(403, "forbidden", str(exc), field="history") from exc
@@ -172,7 +173,8 @@ async def complaint_status(key: str, api: Key, ctx: Context, request: Request) -
 async def audit_trail(
     api: Key,
     ctx: Context,
-    complaint: Annotated[str | None, Query(max_length=64, description="complaint id or tracking id")] = None,
+    complaint: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9-]+$",
+                                           description="complaint id or tracking id")] = None,
     key_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
     after: Annotated[int, Query(ge=0, le=2**62, description="the previous page's next_after")] = 0,

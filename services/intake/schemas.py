@@ -309,8 +309,10 @@ class ComplaintStatus(ComplaintCore):
 class ActionIn(_Strict):
     occurred_at: AwareDatetime | None = Field(
         default=None,
-        description=("when the action really happened (importers, backfills); default now. "
-                     "Not in the future, not before the complaint's latest transition."))
+        description=("when the action really happened (backfills); default now. Not in the "
+                     "future, not before the complaint's latest transition. Only keys with the "
+                     "scope complaints:backdate (importer, admin koordinator) may send it; any "
+                     "other key gets 403 naming occurred_at."))
 
     @field_validator("occurred_at")
     @classmethod
@@ -527,8 +529,9 @@ class AuditEntryOut(BaseModel):
     key_id: int | None = Field(description="the acting API key's number; null: the system")
     key_name: str | None
     role: str
-    action: str = Field(description="a lifecycle action, or 'read_identity' (the reporter's "
-                                    "identity was in an answer)")
+    action: str = Field(description="a lifecycle action, 'read_identity' (the reporter's "
+                                    "identity was in an answer) or 'import_history' (an "
+                                    "importer's history replayed)")
     complaint_id: uuid.UUID | None
     request_id: str | None = Field(description="the request's X-Request-ID")
     client_addr: str | None

@@ -88,14 +88,21 @@ class SubmissionConflict(Exception):
         self.fields = fields
 
 
+# The audit trail's name for replaying an importer's history (the steps LAPOR! took).
+IMPORT_HISTORY = "import_history"
+
+
 async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeConfig,
-                           now: datetime, *, history_allowed: bool = False) -> Accepted:
+                           now: datetime, *, history_allowed: bool = False,
+                           actor: Actor | None = None, origin: Origin | None = None) -> Accepted:
     """Accept a complaint exactly once per (source, external_id).
 
     The complaint, its reporter and its ``complaint.submitted`` event are written together,
     in one statement (``single_statement``): no surrounding transaction is needed. With
     imported ``history`` (``history_allowed``: an importer's key) the submission and the
-    replayed steps share one transaction instead (``services.intake.history``).
+    replayed steps share one transaction instead (``services.intake.history``), and the
+    replay is recorded in the audit trail as ``import_history`` by ``actor`` (the importer's
+    key) from ``origin``.
     """
     if sub.history is not None and not history_allowed:
         raise HistoryNotAllowed("history is accepted only from an importer key (scope "
@@ -138,6 +145,8 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
                 if row is not None:
                     new = replace(new, status=(await replay_history(
                         tx, row, sub.history, cfg.catalog, cfg.hop_cap)).status)
+                    if actor is not None:
+                        await tx.repo.record_audit(AuditEntry.of(actor, IMPORT_HISTORY, complaint_id, origin))
         if created:
             return Accepted(complaint_id, tracking_id, new.status.value, created=True)
         async with uow(single_statement=True) as tx:
@@ -149,6 +158,8 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
                 # A later export of the same row: the steps taken since are replayed.
                 async with uow() as tx:
                     status = await advance_history(tx, existing.id, sub.history, cfg.catalog, cfg.hop_cap)
+                    if actor is not None:
+                        await tx.repo.record_audit(AuditEntry.of(actor, IMPORT_HISTORY, existing.id, origin))
                 return Accepted(existing.id, existing.tracking_id, status.value, created=False)
             if diffs:
                 raise SubmissionConflict(existing.id, existing.tracking_id, diffs)
