@@ -113,6 +113,7 @@ async def sign_in(request: Request, contexts: Contexts,
     if key.role not in ("admin_koordinator", "opd"):
         return _sign_in_page(request, web, "Kunci portal tidak dapat membuka halaman kinerja; "
                                            "gunakan kunci admin koordinator atau kunci OPD.", 403)
+    ctx.authenticator.usage.seen(key.id)  # last_used_at, with the next batched flush
     token = web.signer.session_token(key.id, key.role, key.opd_code, now, web.session_ttl_s)
     response = _redirect(PAGE)
     response.set_cookie(COOKIE, token, max_age=int(web.session_ttl_s), path="/kinerja", httponly=True,
