@@ -73,7 +73,7 @@ class UsageRecorder:
                 await asyncio.sleep(interval_s)
                 try:
                     await self.flush(pool())
-                except (OSError, asyncpg.PostgresError) as exc:
+                except Exception as exc:  # noqa: BLE001 - a hint; never stop the loop
                     log.warning("api key usage flush failed; retried at the next one: %s",
                                 type(exc).__name__)
         finally:
