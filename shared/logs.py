@@ -9,6 +9,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from shared.requestid import current_request_id
+
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
@@ -25,6 +27,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_request_id()  # set while a request is handled (shared.requestid)
+        if request_id is not None:
+            line["request_id"] = request_id
         line.update({k: v for k, v in vars(record).items() if k not in _STD_ATTRS})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)

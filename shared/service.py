@@ -26,6 +26,7 @@ from shared.broker import declare_topology, make_broker, publish_event, subscrib
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, CloudEvent
 from shared.outbox import OutboxRelay
+from shared.requestid import RequestIdApp
 from shared.settings import Settings
 from shared.topology import QueueSpec
 
@@ -51,7 +52,8 @@ class ServiceRuntime:
             "sp4n_outbox_published", "Events published from the outbox",
             ["service"], registry=self.registry,
         ).labels(name)
-        self.app = FastAPI(title=title, lifespan=self._lifespan)
+        # RequestIdApp: every response carries X-Request-ID, every log line its request's id.
+        self.app: FastAPI = RequestIdApp(title=title, lifespan=self._lifespan)
         self._add_ops_routes()
 
     @property

@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class IntakeSettings(BaseModel):
     # A revoked API key stops working within this many seconds on every replica.
     key_cache_ttl_s: float = 10.0
+    # api_keys.last_used_at is written in batches: the keys used since the last flush, in one
+    # UPDATE every this many seconds (and at shutdown), never a write per request.
+    key_usage_flush_s: float = 30.0
     # A native-API JSON body nested deeper than this is refused (400) before it is parsed.
     max_json_depth: int = 32
     # The kinerja report (issue 11): the regency's target on-time rate (percent) — the chart's

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.intake.api import install_api
-from services.intake.auth import Authenticator
+from services.intake.auth import Authenticator, UsageRecorder
 from services.intake.context import IntakeContext
 from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
@@ -33,10 +33,16 @@ def build_app(settings: Settings) -> FastAPI:
     cfg = IntakeConfig.from_settings(settings)
     metrics = IntakeMetrics(runtime.registry)
     # The pool exists only after start-up: the unit of work and the key lookup read it late.
+    usage = UsageRecorder()  # every way in (native API, Open311) reports the keys it used
     ctx = IntakeContext(cfg=cfg, metrics=metrics,
                         uow=PgUnitOfWork(lambda: runtime.pool, IntakeRepository),
-                        authenticator=Authenticator(settings.intake.key_cache_ttl_s),
+                        authenticator=Authenticator(settings.intake.key_cache_ttl_s, usage),
                         pool=lambda: runtime.pool)
+
+    async def key_usage(rt: ServiceRuntime) -> None:
+        await usage.run(lambda: rt.pool, settings.intake.key_usage_flush_s)
+
+    runtime.add_loop(key_usage)
     runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
     install_api(runtime.app, metrics)

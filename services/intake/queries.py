@@ -2,11 +2,13 @@
 the unit of work (``uow.read()``: no transaction) and returns a view model (``schemas``).
 
 Rules (the write side shares ``domain.complaint.check_scope``):
-- A portal key bound to a source does not learn that another source's complaint exists:
-  404, not 403. An OPD key sees what is currently disposed to its OPD (403 otherwise).
-- The reporter's identity goes only to the people who handle the complaint (admin
-  koordinator, OPD), never for anonim reports, never the NIK to an OPD; portals already
-  hold it.
+- A portal or importer key (bound to one source) does not learn that another source's
+  complaint exists: 404, not 403. An OPD key sees what is currently disposed to its OPD
+  (403 otherwise).
+- The reporter's identity goes only to keys with the scope ``identity:read`` (by default the
+  people who handle the complaint: admin koordinator, OPD), never for anonim reports, the
+  NIK only with ``identity:nik`` (the admin koordinator's); portals already hold it. Every
+  answer that carries identity is first recorded in the audit trail (``read_identity``).
 - Routing's suggestion and the duplicate candidates are the admin koordinator's.
 - Anonim and rahasia are read from the complaint's columns on every path (this module, the
   listing, Open311), so the admin koordinator's correction applies to the next read.
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from services.intake import scopes
+from services.intake.audit import READ_IDENTITY, AuditEntry, Origin
 from services.intake.domain.complaint import (
     Actor,
     ComplaintNotFound,
@@ -29,7 +33,7 @@ from services.intake.domain.complaint import (
     local_time,
 )
 from services.intake.domain.model import ClockRow, ComplaintRow, ReporterRow
-from services.intake.lifecycle import OPD_SCOPE_STATES, State
+from services.intake.lifecycle import OPD_SCOPE_STATES, SOURCE_BOUND_ROLES, State
 from services.intake.schemas import (
     ClockOut,
     ComplaintDetail,
@@ -47,12 +51,13 @@ from shared.events import CLOCK_LABELS
 
 
 def hidden_from(actor: Actor, c: ComplaintRow) -> bool:
-    """A portal key bound to a source is told another source's complaint does not exist."""
-    return actor.role == "portal" and bool(actor.source) and actor.source != c.source
+    """A source-bound key is told another source's complaint does not exist (a key without
+    a source, which the database refuses, sees none)."""
+    return actor.role in SOURCE_BOUND_ROLES and (actor.source is None or actor.source != c.source)
 
 
 def may_see_reporter(actor: Actor, c: ComplaintRow) -> bool:
-    return actor.role in ("admin_koordinator", "opd") and not c.anonymous
+    return actor.may(scopes.IDENTITY) and not c.anonymous
 
 
 def reporter_view(actor: Actor, r: ReporterRow | None) -> ReporterOut | None:
@@ -60,13 +65,16 @@ def reporter_view(actor: Actor, r: ReporterRow | None) -> ReporterOut | None:
     if r is None or not (r.name or r.phone or r.email):
         return None
     return ReporterOut(name=r.name, phone=r.phone, email=r.email,
-                       nik=r.nik if actor.role == "admin_koordinator" else None)
+                       nik=r.nik if actor.may(scopes.NIK) else None)
 
 
 async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop_cap: int,
-                           tz: ZoneInfo, now: datetime | None = None) -> ComplaintDetail:
+                           tz: ZoneInfo, now: datetime | None = None,
+                           origin: Origin | None = None) -> ComplaintDetail:
     """A complaint by id or tracking id, as ``actor`` may see it (clocks read at ``now``, in
-    ``tz``). Raises ``ComplaintNotFound`` (404) or ``OutOfScope`` (403)."""
+    ``tz``). Raises ``ComplaintNotFound`` (404) or ``OutOfScope`` (403). When the answer
+    carries the reporter's identity, a ``read_identity`` audit row (from ``origin``) is
+    written first."""
     async with uow.read() as repo:
         c = await repo.find(key)
         if c is None or hidden_from(actor, c):
@@ -78,6 +86,8 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop
         replies = await repo.replies_of(c.id)
         reporter = reporter_view(actor, await repo.reporter_of(c.id)) \
             if may_see_reporter(actor, c) else None
+        if reporter is not None:
+            await repo.record_audit(AuditEntry.of(actor, READ_IDENTITY, c.id, origin))
         admin = actor.role == "admin_koordinator"
         candidates = []
         if admin and c.duplicate_candidates:
@@ -95,7 +105,9 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop
         confidential=c.confidential, received_at=c.received_at,
         accepted_at=c.accepted_at, opd_code=c.opd_code, opd_name=c.opd_name, hop=c.hop,
         clocks=[clock_view(k, tz, now or datetime.now(UTC)) for k in clocks],
-        timeline=[TimelineEntry(event=t.event_type, at=t.occurred_at, summary=t.summary)
+        timeline=[TimelineEntry(event=t.event_type, at=t.occurred_at, summary=t.summary,
+                                by_role=t.actor_role,
+                                by_name=t.actor_name if actor.role not in SOURCE_BOUND_ROLES else None)
                   for t in timeline],
         original_title=c.original_title,
         allowed_actions=actions_for(actor, c, hop_cap),
@@ -133,7 +145,9 @@ def list_scope(actor: Actor, opd: str | None) -> ListScope:
         if opd is not None and opd != actor.opd_code:
             raise OutOfScope(f"kunci API ini hanya untuk OPD '{actor.opd_code}'", field="opd")
         return ListScope(opd_code=actor.opd_code, states=OPD_SCOPE_STATES)
-    if actor.role == "portal":
+    if actor.role in SOURCE_BOUND_ROLES:
+        if actor.source is None:  # the database refuses such a key; never "any source"
+            raise OutOfScope("kunci API ini tidak terikat pada sumber mana pun", field="source")
         return ListScope(opd_code=opd, source=actor.source)
     return ListScope(opd_code=opd)
 

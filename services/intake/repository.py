@@ -13,7 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from services.intake.domain.complaint import Outcome
+from services.intake import audit
+from services.intake.audit import AuditEntry, AuditRow
+from services.intake.domain.complaint import Actor, Outcome
 from services.intake.domain.effects import (
     AddDuplicateCandidates,
     ChangeDeadline,
@@ -130,7 +132,16 @@ class IntakeRepository:
         if outcome.changes:
             await self._update(outcome.before.id, outcome.changes)
         for r in outcome.recorded:
-            await self.add_timeline(outcome.before.id, r.event, r.summary)
+            await self.add_timeline(outcome.before.id, r.event, r.summary, outcome.actor)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """One audit-trail row, on this unit of work (an action's: in its transaction)."""
+        await audit.insert(self.conn, entry)
+
+    async def audit_rows(self, *, complaint_id: uuid.UUID | None, key_id: int | None,
+                         since: datetime | None, after: int, limit: int) -> list[AuditRow]:
+        return await audit.fetch(self.conn, complaint_id=complaint_id, key_id=key_id,
+                                 since=since, after=after, limit=limit)
 
     async def _update(self, complaint_id: uuid.UUID, fields: dict[str, Any]) -> None:
         """Set the given columns (names from code, never from input) and ``updated_at``."""
@@ -221,15 +232,18 @@ class IntakeRepository:
 
     async def timeline_of(self, complaint_id: uuid.UUID) -> list[TimelineRow]:
         rows = await self.conn.fetch(
-            "SELECT event_type, occurred_at, summary FROM timeline WHERE complaint_id = $1"
-            " ORDER BY occurred_at, id", complaint_id)
+            "SELECT event_type, occurred_at, summary, actor_role, actor_name FROM timeline"
+            " WHERE complaint_id = $1 ORDER BY occurred_at, id", complaint_id)
         return [TimelineRow(**dict(r)) for r in rows]
 
-    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str) -> None:
+    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str,
+                           actor: Actor | None = None) -> None:
         await self.conn.execute(
-            "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            complaint_id, event.id, event.event_name, event.time, summary, event.data)
+            "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data,"
+            " actor_role, actor_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (event_id) DO NOTHING",
+            complaint_id, event.id, event.event_name, event.time, summary, event.data,
+            actor.role if actor else None, actor.name if actor else None)
 
     async def apply_event(self, complaint_id: uuid.UUID, event: CloudEvent,
                           decision: EventDecision) -> EventApplied | None:

@@ -268,6 +268,11 @@ class TimelineEntry(BaseModel):
     event: str
     at: datetime
     summary: str
+    by_role: str | None = Field(default=None, description=(
+        "the acting key's role (admin_koordinator, opd, portal, system); absent for what "
+        "another service reported"))
+    by_name: str | None = Field(default=None, description=(
+        "the acting key's name; shown to the admin koordinator and OPDs, not to portals"))
 
 
 class ComplaintCore(BaseModel):
@@ -304,8 +309,10 @@ class ComplaintStatus(ComplaintCore):
 class ActionIn(_Strict):
     occurred_at: AwareDatetime | None = Field(
         default=None,
-        description=("when the action really happened (importers, backfills); default now. "
-                     "Not in the future, not before the complaint's latest transition."))
+        description=("when the action really happened (backfills); default now. Not in the "
+                     "future, not before the complaint's latest transition. Only keys with the "
+                     "scope complaints:backdate (importer, admin koordinator) may send it; any "
+                     "other key gets 403 naming occurred_at."))
 
     @field_validator("occurred_at")
     @classmethod
@@ -517,6 +524,27 @@ class ComplaintDetail(ComplaintStatus):
 class ComplaintSummary(ComplaintCore):
     updated_at: datetime
     suggested_opd_code: str | None = None  # admin koordinator only
+
+
+class AuditEntryOut(BaseModel):
+    """One row of the audit trail (``GET /v1/audit``)."""
+    id: int
+    at: datetime
+    key_id: int | None = Field(description="the acting API key's number; null: the system")
+    key_name: str | None
+    role: str
+    action: str = Field(description="a lifecycle action, 'read_identity' (the reporter's "
+                                    "identity was in an answer) or 'import_history' (an "
+                                    "importer's history replayed)")
+    complaint_id: uuid.UUID | None
+    request_id: str | None = Field(description="the request's X-Request-ID")
+    client_addr: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_after: int | None = Field(description=(
+        "pass as 'after' for the next page; null when this page is the last"))
 
 
 class ComplaintPage(BaseModel):

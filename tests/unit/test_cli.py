@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Every command the README documents (and scripts/run uses), with its arguments.
 COMMANDS = [
-    ["migrate"], ["run"], ["create-api-key"], ["list-api-keys"], ["revoke-api-key"], ["demo"],
+    ["migrate"], ["run"], ["create-api-key"], ["list-api-keys"], ["revoke-api-key"], ["audit"], ["demo"],
     ["import-lapor"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "replay"],
     ["subscription"], ["subscription", "add"], ["subscription", "list"], ["subscription", "pause"],
     ["subscription", "resume"], ["subscription", "remove"], ["webhook", "dead-letters"],

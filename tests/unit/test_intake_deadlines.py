@@ -44,7 +44,7 @@ from tests.unit.test_intake_routes import client_for
 TZ = ZoneInfo("Asia/Pontianak")
 CFG = IntakeConfig(region_code="SKD", tz=TZ, reporter_ref_key="k", hop_cap=3)
 ADMIN = Actor("admin_koordinator", name="diskominfo")
-OPD, PORTAL = Actor("opd", opd_code="dinkes"), Actor("portal")
+OPD, PORTAL = Actor("opd", opd_code="dinkes"), Actor("portal", source="portal-sekadau")
 NOW = T0 + timedelta(days=1)
 AT = T0 + timedelta(hours=3)
 VERSIONS = {"calendar_version": "holidays-0.109+ovr-0", "policy_version": 1}
@@ -122,7 +122,7 @@ async def test_reclassify_to_berkadar_pengawasan_emits_what_sla_needs():
     assert event.data | {"reclassified_at": None} == {
         "complaint_id": str(c.id), "reclassified_at": None, "classification": "pengaduan",
         "berkadar_pengawasan": True, "category": "kesehatan", "anonymous": False,
-        "confidential": False, "changed_fields": ["berkadar_pengawasan"],
+        "confidential": False, "location_public": False, "changed_fields": ["berkadar_pengawasan"],
         "reason": "Perlu pemeriksaan lapangan oleh inspektorat", "changed_by": "diskominfo"}
     EVENT_MODELS["complaint.reclassified"].model_validate(event.data)
     assert uow.repo.complaints[c.id].berkadar_pengawasan is True

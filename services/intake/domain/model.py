@@ -207,6 +207,8 @@ class TimelineRow:
     event_type: str
     occurred_at: datetime
     summary: str
+    actor_role: str | None = None  # the acting key's role (None: another service's event)
+    actor_name: str | None = None  # the acting key's name
 
 
 @dataclass(frozen=True)

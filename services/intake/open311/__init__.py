@@ -17,7 +17,8 @@ def install_open311(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeM
     s = runtime.settings
     install_routes(runtime.app, cfg, metrics, region_name=s.region_name,
                    key_cache_ttl_s=s.intake.key_cache_ttl_s,
-                   location_decimals=s.intake.public_location_decimals)
+                   location_decimals=s.intake.public_location_decimals,
+                   usage=runtime.app.state.intake.authenticator.usage)
 
 
 __all__ = ["install_open311"]

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from services.intake.apikeys import ApiKey
-from services.intake.auth import CACHE_TTL_S, KeyCache
+from services.intake.auth import CACHE_TTL_S, KeyCache, UsageRecorder
 from services.intake.catalog import Catalog, load_catalog
 from services.intake.errors import error_responses, field_errors, prune_unused_schemas
 from services.intake.metrics import IntakeMetrics
@@ -77,15 +77,15 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 class KeyVerifier:
     """GeoReport sends the key as the ``api_key`` parameter, not a header."""
 
-    def __init__(self, ttl_s: float = CACHE_TTL_S) -> None:
-        self._keys = KeyCache(ttl_s)
+    def __init__(self, ttl_s: float = CACHE_TTL_S, usage: UsageRecorder | None = None) -> None:
+        self._keys = KeyCache(ttl_s, usage)
 
     async def verify(self, pool: asyncpg.Pool, raw: str | None) -> ApiKey:
         if not raw:
             raise Open311Error(403, "api_key: required to create a service request")
         key = await self._keys.verify(pool, raw)
         if key is None:
-            raise Open311Error(403, "api_key: invalid or revoked")
+            raise Open311Error(403, "api_key: invalid, revoked or expired")
         return key
 
     async def optional(self, pool: asyncpg.Pool, request: Request) -> ApiKey | None:
@@ -300,10 +300,10 @@ async def _open311_error(request: Request, exc: Exception) -> Response:
 
 def install_routes(app: FastAPI, cfg: IntakeConfig, metrics: IntakeMetrics, *, region_name: str,
                    key_cache_ttl_s: float = CACHE_TTL_S, catalog: Catalog | None = None,
-                   location_decimals: int = 3) -> None:
+                   location_decimals: int = 3, usage: UsageRecorder | None = None) -> None:
     app.state.open311 = Open311Context(cfg=cfg, metrics=metrics, catalog=catalog or load_catalog(),
-                                       keys=KeyVerifier(key_cache_ttl_s), region_name=region_name,
-                                       location_decimals=location_decimals)
+                                       keys=KeyVerifier(key_cache_ttl_s, usage),
+                                       region_name=region_name, location_decimals=location_decimals)
     app.add_exception_handler(Open311Error, _open311_error)
     app.include_router(router)
     _document_spec_errors(app)
