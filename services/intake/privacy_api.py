@@ -1,0 +1,45 @@
+"""The admin koordinator's reporter-data route: erase a reporter (crypto-shredding)."""
+
+import uuid
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from services.intake import privacy
+from services.intake.api import Context, Key
+from services.intake.auth import require
+from services.intake.errors import ApiError
+
+
+class ErasedComplaint(BaseModel):
+    complaint_id: uuid.UUID
+    tracking_id: str
+
+
+class ReporterErased(BaseModel):
+    erased: list[ErasedComplaint]
+
+
+router = APIRouter(prefix="/v1", tags=["reporters"])
+
+
+@router.post("/reporters/{key}/erase", response_model=ReporterErased, name="erase_reporter",
+             responses={403: {"description": "not an admin koordinator key"},
+                        404: {"description": "no complaint for this reporter, id or tracking id"}})
+async def erase_reporter(key: str, api: Key, ctx: Context) -> ReporterErased:
+    """Erase a reporter's identity (UU PDP): ``key`` is a reporter reference (``rep_…``: all
+    of that reporter's complaints), a complaint id or a tracking id. The data key is destroyed,
+    so the stored identity no longer decrypts; the complaints, their timeline, deadlines and
+    events stay, and reads show the reporter as erased. Idempotent."""
+    require(api, "complaints:admin")
+    async with ctx.pool().acquire() as conn:
+        erased = await privacy.erase_reporter(conn, key)
+    if not erased:
+        raise ApiError(404, "not_found", f"tidak ada laporan untuk pelapor, id atau nomor '{key}'",
+                       field="key")
+    return ReporterErased(erased=[ErasedComplaint(complaint_id=e.complaint_id,
+                                                  tracking_id=e.tracking_id) for e in erased])
+
+
+def install_privacy_api(app: FastAPI) -> None:
+    app.include_router(router)
