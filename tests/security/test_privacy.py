@@ -282,7 +282,13 @@ async def test_a_failed_amqp_submission_leaves_no_identity_in_the_dlq_nor_the_lo
             headers={"x-portal-reporter-nik": who["nik"]})  # a portal's header: not copied either
         msg = await next_message(dlq, timeout=10)
         assert msg is not None
-        await msg.ack()
+        await msg.nack(requeue=True)  # left for the operator's view below
+        await asyncio.sleep(0.2)
+        code, shown = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "dlq", "show",
+                                              INTAKE_SUBMISSIONS.dlq_name(settings.namespace))
+        assert code == 0 and "failed_submission_id" in shown
+        assert not any(v in shown for v in needles(who))
+        await dlq.purge()
     finally:
         await amqp.close()
     everything = msg.body.decode() + json.dumps({k: str(v) for k, v in (msg.headers or {}).items()})
