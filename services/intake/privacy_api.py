@@ -1,8 +1,9 @@
 """The admin koordinator's reporter-data route: erase a reporter (crypto-shredding)."""
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Path
 from pydantic import BaseModel
 
 from services.intake import privacy
@@ -21,12 +22,15 @@ class ReporterErased(BaseModel):
 
 
 router = APIRouter(prefix="/v1", tags=["reporters"])
+# A tracking id, a complaint id (uuid) or a reporter reference (rep_…, anon_…).
+ReporterKey = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 @router.post("/reporters/{key}/erase", response_model=ReporterErased, name="erase_reporter",
              responses={403: {"description": "not an admin koordinator key"},
-                        404: {"description": "no complaint for this reporter, id or tracking id"}})
-async def erase_reporter(key: str, api: Key, ctx: Context) -> ReporterErased:
+                        404: {"description": "no complaint for this reporter, id or tracking id"},
+                        422: {"description": "not a tracking id, complaint id or reporter reference"}})
+async def erase_reporter(key: ReporterKey, api: Key, ctx: Context) -> ReporterErased:
     """Erase a reporter's identity (UU PDP): ``key`` is a reporter reference (``rep_…``: all
     of that reporter's complaints), a complaint id or a tracking id. The data key is destroyed,
     so the stored identity no longer decrypts; the complaints, their timeline, deadlines and

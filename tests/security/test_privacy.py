@@ -216,9 +216,13 @@ async def test_an_erased_reporter_no_longer_decrypts_and_the_history_stays(intak
         assert r.status_code == 403, r.text
     missing = await client.post("/v1/reporters/SKD-000000-NOPE00/erase", headers=keys["admin"])
     assert missing.status_code == 404 and missing.json()["field"] == "key"
-    r = await client.post(f"/v1/reporters/{cid}/erase", headers=keys["admin"])
+    for bad in ("a%00b", "x" * 81, "a%20b"):
+        r = await client.post(f"/v1/reporters/{bad}/erase", headers=keys["admin"])
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "key", r.text
+    tracking = await db.fetchval("SELECT tracking_id FROM complaints WHERE id = $1", cid)
+    r = await client.post(f"/v1/reporters/{tracking}/erase", headers=keys["admin"])
     assert r.status_code == 200, r.text
-    assert [e["complaint_id"] for e in r.json()["erased"]] == [str(cid)]
+    assert r.json() == {"erased": [{"complaint_id": str(cid), "tracking_id": tracking}]}
 
     # The ciphertext is still there, the data key is not: nothing opens it any more, not the
     # master key, not any data key that is left.
