@@ -35,7 +35,14 @@ CE_CONTENT_TYPE = "application/cloudevents+json"
 
 
 class PoisonMessage(Exception):
-    """A message that no retry can make valid; it goes to the DLQ with this reason."""
+    """A message that no retry can make valid; it goes to the DLQ with this reason.
+
+    ``dlq_body``: what the DLQ gets instead of the message (e.g. a reference to where the
+    service keeps it encrypted); then none of the original's headers is copied either."""
+
+    def __init__(self, reason: str, *, dlq_body: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.dlq_body = dlq_body
 
 
 def make_broker(settings: Settings, registry: CollectorRegistry, app_name: str) -> RabbitBroker:
@@ -129,7 +136,7 @@ def subscribe(
         try:
             await handle(parse(msg.body))
         except PoisonMessage as exc:
-            await dead_letter(broker, ns, spec, msg, str(exc))
+            await dead_letter(broker, ns, spec, msg, str(exc), body=exc.dlq_body)
 
     return _consume
 
@@ -140,18 +147,19 @@ async def _raw_message(msg: RabbitMessage) -> RabbitMessage:
 
 
 async def dead_letter(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage,
-                      reason: str) -> None:
-    """Copy the original message to the spec's DLQ with the reason; the caller then acks it."""
+                      reason: str, body: bytes | None = None) -> None:
+    """Copy the original message (or ``body`` in its stead, without the original's headers)
+    to the spec's DLQ with the reason; the caller then acks it."""
     log.warning("dead-lettered message on %s: %s", spec.name(ns), reason[:500])
-    headers = dict(msg.headers or {})
+    headers = dict(msg.headers or {}) if body is None else {}
     headers["x-sp4n-error"] = reason[:2000]
     headers["x-sp4n-original-queue"] = spec.name(ns)
     await broker.publish(
-        msg.body,
+        msg.body if body is None else body,
         exchange=dead_letter_exchange(ns),
         routing_key=spec.name(ns),
         persist=True,
         headers=headers,
         message_id=msg.message_id,
-        content_type=msg.content_type,
+        content_type=msg.content_type if body is None else "application/json",
     )

@@ -43,3 +43,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # aiormq's DEBUG dumps every AMQP frame, message bodies included (a submission's identity).
+    logging.getLogger("aiormq").setLevel(max(root.level, logging.INFO))

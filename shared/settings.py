@@ -35,6 +35,19 @@ class IntakeSettings(BaseModel):
     # to this many decimals (3 ≈ 110 m; 2 ≈ 1.1 km) and without its street address, unless the
     # admin koordinator made the location public (reclassify with location_public).
     public_location_decimals: int = Field(default=3, ge=0, le=6)
+    # Reporter data at rest (UU PDP, services/intake/crypto.py): the master key that wraps
+    # each reporter's data key (base64 of 32 random bytes; the default is for development
+    # only), the id it is stored under, and earlier master keys kept only for unwrapping
+    # until `sp4n rotate-master-key` has re-wrapped every data key (JSON {"id": "base64"}).
+    master_key: str = Field(default="c3A0bi1kZXYtb25seS1tYXN0ZXIta2V5LTMyYnl0ZXM=", repr=False)
+    master_key_id: str = Field(default="dev", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    old_master_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    # A failed inbound (AMQP) submission is kept, encrypted, this many days for repair.
+    failed_submission_retention_days: int = Field(default=30, ge=1)
+    # An OPD key sees the reporter's contact until this many days after SELESAI.
+    opd_contact_days_after_close: int = Field(default=30, ge=0)
+    # How often intake purges expired failed submissions (and encrypts legacy plaintext rows).
+    privacy_upkeep_interval_s: float = 3600.0
 
 
 class RoutingSettings(BaseModel):

@@ -155,14 +155,17 @@ async def complaint_status(key: str, api: Key, ctx: Context, request: Request) -
     require(api, scopes.READ)
     try:
         detail = await queries.complaint_detail(ctx.uow, key, actor_of(api), hop_cap=ctx.cfg.hop_cap,
-                                                tz=ctx.cfg.tz, origin=origin_of(request))
+                                                tz=ctx.cfg.tz, keyring=ctx.cfg.keyring,
+                                                opd_contact_days=ctx.cfg.opd_contact_days,
+                                                origin=origin_of(request))
     except ComplaintNotFound as exc:
         raise _not_found(key) from exc
     except OutOfScope as exc:
         raise ApiError(403, "forbidden", str(exc)) from exc
     out = detail.model_dump(mode="json")
-    if out["reporter"] is None:
-        del out["reporter"]
+    for absent in ("reporter", "reporter_withheld"):
+        if out[absent] is None:
+            del out[absent]
     return JSONResponse(out)
 
 

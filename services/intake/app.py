@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.intake import privacy
 from services.intake.api import install_api
 from services.intake.auth import Authenticator, UsageRecorder
 from services.intake.context import IntakeContext
@@ -14,6 +15,7 @@ from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
+from services.intake.privacy_api import install_privacy_api
 from services.intake.reports import install_reports
 from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
@@ -46,9 +48,17 @@ def build_app(settings: Settings) -> FastAPI:
     runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
     install_api(runtime.app, metrics)
+    install_privacy_api(runtime.app)
     install_open311(runtime, cfg, metrics)
     install_consumers(runtime, ctx)
     install_reports(runtime, settings)
     install_web(runtime, settings)
+
+    async def reporter_data_upkeep(rt: ServiceRuntime) -> None:
+        await privacy.upkeep(rt.pool, cfg.keyring,
+                             retention_days=settings.intake.failed_submission_retention_days,
+                             interval_s=settings.intake.privacy_upkeep_interval_s)
+
+    runtime.add_loop(reporter_data_upkeep)
     runtime.app.state.runtime = runtime
     return runtime.app

@@ -22,6 +22,8 @@ import asyncpg
 from services.intake.domain.complaint import Actor
 
 READ_IDENTITY = "read_identity"
+# A reporter's identity erased (crypto-shredding), through the admin API or ``sp4n erase-reporter``.
+ERASE_IDENTITY = "erase_identity"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from services.intake import privacy
 from services.intake.context import IntakeContext
 from services.intake.errors import describe
 from services.intake.history import HistoryNotAllowed
@@ -46,6 +47,29 @@ def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
             raise PoisonMessage(str(exc)) from exc
         metrics.count_accepted(accepted.created, sub.source, sub.classification)
 
+    async def rejection(body: bytes) -> str | None:
+        """Why ``body`` cannot be accepted (None: it was). The exception is dropped here: a
+        pydantic error carries the input values, i.e. the reporter's identity."""
+        if privacy.is_dlq_reference(body):
+            return "a DLQ reference to a failed submission, not a submission: repair it with " \
+                   "'sp4n failed-submissions show' and resubmit"
+        try:
+            await on_submission(parse_submission(body))
+        except PoisonMessage as exc:
+            return str(exc)
+        return None
+
+    async def on_submission_body(body: bytes) -> None:
+        """A submission that cannot be accepted is kept encrypted (``failed_submissions``);
+        the DLQ gets only its row id and the reason, never the body (the identity)."""
+        reason = await rejection(body)
+        if reason is None:
+            return
+        if privacy.is_dlq_reference(body):
+            raise PoisonMessage(reason, dlq_body=body)
+        failed_id = await privacy.store_failed_submission(ctx.pool(), cfg.keyring, body, reason)
+        raise PoisonMessage(reason, dlq_body=privacy.dlq_reference(failed_id, reason))
+
     async def on_event(event: CloudEvent) -> None:
         try:
             applied = await record_event(uow, event, cfg.tz)
@@ -54,5 +78,5 @@ def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
         if applied:
             metrics.timeline_events.labels(event.event_name).inc()
 
-    runtime.consume(INTAKE_SUBMISSIONS, on_submission, parse_submission)
+    runtime.consume(INTAKE_SUBMISSIONS, on_submission_body, bytes)
     runtime.consume(INTAKE_TIMELINE, on_event)

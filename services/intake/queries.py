@@ -7,8 +7,11 @@ Rules (the write side shares ``domain.complaint.check_scope``):
   (403 otherwise).
 - The reporter's identity goes only to keys with the scope ``identity:read`` (by default the
   people who handle the complaint: admin koordinator, OPD), never for anonim reports, the
-  NIK only with ``identity:nik`` (the admin koordinator's); portals already hold it. Every
-  answer that carries identity is first recorded in the audit trail (``read_identity``).
+  NIK only with ``identity:nik`` (the admin koordinator's); portals already hold it. An OPD
+  sees it only until ``opd_contact_days`` after SELESAI (a reopen shows it again). It is
+  stored sealed (``reporter_data``) and opened only for such an answer; an erased reporter's
+  data key is gone, and the answer says so (``reporter_withheld``). Every answer that
+  carries identity is first recorded in the audit trail (``read_identity``).
 - Routing's suggestion and the duplicate candidates are the admin koordinator's.
 - Anonim and rahasia are read from the complaint's columns on every path (this module, the
   listing, Open311), so the admin koordinator's correction applies to the next read.
@@ -18,12 +21,15 @@ Rules (the write side shares ``domain.complaint.check_scope``):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from services.intake import scopes
 from services.intake.audit import READ_IDENTITY, AuditEntry, Origin
+from services.intake.crypto import Keyring, Undecryptable
 from services.intake.domain.complaint import (
     Actor,
     ComplaintNotFound,
@@ -32,8 +38,9 @@ from services.intake.domain.complaint import (
     check_scope,
     local_time,
 )
-from services.intake.domain.model import ClockRow, ComplaintRow, ReporterRow
+from services.intake.domain.model import ClockRow, ComplaintRow, ReporterRow, SealedReporter
 from services.intake.lifecycle import OPD_SCOPE_STATES, SOURCE_BOUND_ROLES, State
+from services.intake.reporter_data import open_reporter
 from services.intake.schemas import (
     ClockOut,
     ComplaintDetail,
@@ -49,6 +56,8 @@ from services.intake.schemas import (
 from services.intake.usecases import IntakeUnitOfWork
 from shared.events import CLOCK_LABELS
 
+log = logging.getLogger(__name__)
+
 
 def hidden_from(actor: Actor, c: ComplaintRow) -> bool:
     """A source-bound key is told another source's complaint does not exist (a key without
@@ -60,6 +69,38 @@ def may_see_reporter(actor: Actor, c: ComplaintRow) -> bool:
     return actor.may(scopes.IDENTITY) and not c.anonymous
 
 
+def opd_contact_expired(c: ComplaintRow, days: int, now: datetime) -> bool:
+    """Whether an OPD's access to the reporter has ended: ``days`` after SELESAI."""
+    return (c.status == State.SELESAI and c.closed_at is not None
+            and now >= c.closed_at + timedelta(days=days))
+
+
+Withheld = Literal["erased", "access_expired", "undecryptable"]
+
+
+def reporter_answer(actor: Actor, c: ComplaintRow, stored: SealedReporter | ReporterRow | None,
+                    keyring: Keyring, *, opd_contact_days: int, now: datetime
+                    ) -> tuple[ReporterOut | None, Withheld | None]:
+    """The reporter as ``actor`` sees them on ``c``, or why they are withheld (None: nothing
+    to say — the actor may not see a reporter at all, or there is none)."""
+    if not may_see_reporter(actor, c) or stored is None:
+        return None, None
+    if actor.role == "opd" and opd_contact_expired(c, opd_contact_days, now):
+        return None, "access_expired"
+    if isinstance(stored, ReporterRow):  # from before encryption, not yet encrypted
+        return reporter_view(actor, stored), None
+    if stored.erased:
+        return None, "erased"
+    try:
+        plain = open_reporter(keyring, c.id, stored)
+    except Undecryptable as exc:
+        # Never the identity nor the key: which complaint and which master key id.
+        log.error("reporter of complaint %s does not decrypt (master key id %s): %s",
+                  c.id, stored.key_id, exc)
+        return None, "undecryptable"
+    return reporter_view(actor, plain), None
+
+
 def reporter_view(actor: Actor, r: ReporterRow | None) -> ReporterOut | None:
     """The reporter as ``actor`` (who ``may_see_reporter``) sees them; None: nothing to show."""
     if r is None or not (r.name or r.phone or r.email):
@@ -69,12 +110,14 @@ def reporter_view(actor: Actor, r: ReporterRow | None) -> ReporterOut | None:
 
 
 async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop_cap: int,
-                           tz: ZoneInfo, now: datetime | None = None,
+                           tz: ZoneInfo, keyring: Keyring, opd_contact_days: int,
+                           now: datetime | None = None,
                            origin: Origin | None = None) -> ComplaintDetail:
     """A complaint by id or tracking id, as ``actor`` may see it (clocks read at ``now``, in
-    ``tz``). Raises ``ComplaintNotFound`` (404) or ``OutOfScope`` (403). When the answer
-    carries the reporter's identity, a ``read_identity`` audit row (from ``origin``) is
-    written first."""
+    ``tz``; the reporter opened with ``keyring``). Raises ``ComplaintNotFound`` (404) or
+    ``OutOfScope`` (403). When the answer carries the reporter's identity, a
+    ``read_identity`` audit row (from ``origin``) is written first."""
+    now = now or datetime.now(UTC)
     async with uow.read() as repo:
         c = await repo.find(key)
         if c is None or hidden_from(actor, c):
@@ -84,8 +127,9 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop
         timeline = await repo.timeline_of(c.id)
         responses = await repo.responses_of(c.id)
         replies = await repo.replies_of(c.id)
-        reporter = reporter_view(actor, await repo.reporter_of(c.id)) \
-            if may_see_reporter(actor, c) else None
+        reporter, withheld = reporter_answer(
+            actor, c, await repo.reporter_of(c.id) if may_see_reporter(actor, c) else None,
+            keyring, opd_contact_days=opd_contact_days, now=now)
         if reporter is not None:
             await repo.record_audit(AuditEntry.of(actor, READ_IDENTITY, c.id, origin))
         admin = actor.role == "admin_koordinator"
@@ -104,7 +148,7 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop
         kecamatan=c.kecamatan, desa=c.desa, anonymous=c.anonymous,
         confidential=c.confidential, received_at=c.received_at,
         accepted_at=c.accepted_at, opd_code=c.opd_code, opd_name=c.opd_name, hop=c.hop,
-        clocks=[clock_view(k, tz, now or datetime.now(UTC)) for k in clocks],
+        clocks=[clock_view(k, tz, now) for k in clocks],
         timeline=[TimelineEntry(event=t.event_type, at=t.occurred_at, summary=t.summary,
                                 by_role=t.actor_role,
                                 by_name=t.actor_name if actor.role not in SOURCE_BOUND_ROLES else None)
@@ -125,7 +169,7 @@ async def complaint_detail(uow: IntakeUnitOfWork, key: str, actor: Actor, *, hop
         rating=c.rating, archive_reason=c.archive_reason, archived_by=c.archived_by,
         duplicate_of=c.duplicate_of, forwarded_to=c.forwarded_to,
         return_reason=c.return_reason, closed_by=c.closed_by,
-        closed_at=c.closed_at, reporter=reporter,
+        closed_at=c.closed_at, reporter=reporter, reporter_withheld=withheld,
     )
 
 

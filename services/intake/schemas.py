@@ -519,6 +519,12 @@ class ComplaintDetail(ComplaintStatus):
     closed_at: datetime | None = None
     reporter: ReporterOut | None = Field(
         default=None, description="admin koordinator and OPD only; never for anonim complaints")
+    reporter_withheld: Literal["erased", "access_expired", "undecryptable"] | None = Field(
+        default=None, description=(
+            "why a reporter the caller could otherwise see is not shown: 'erased' (the "
+            "reporter's identity was erased), 'access_expired' (an OPD key, more than "
+            "settings.intake.opd_contact_days_after_close days after SELESAI), "
+            "'undecryptable' (the master key that wrapped it is not configured)"))
 
 
 class ComplaintSummary(ComplaintCore):

@@ -21,6 +21,8 @@ IDENTITY = "identity:read"
 NIK = "identity:nik"
 # Read the audit trail (``GET /v1/audit``).
 AUDIT = "audit:read"
+# Erase a reporter's identity (crypto-shredding, ``POST /v1/reporters/{key}/erase``).
+ERASE = "identity:erase"
 
 
 def action_scope(action: str) -> str:
@@ -40,7 +42,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
     # and may date what it sends; takes no lifecycle action itself.
     "importer": (SUBMIT, READ, HISTORY, BACKDATE),
     "admin_koordinator": (SUBMIT, READ, *_actions_of("admin_koordinator"), BACKDATE, IDENTITY,
-                          NIK, AUDIT),
+                          NIK, AUDIT, ERASE),
     # pejabat penghubung of one OPD: reads and acts on complaints currently disposed to it.
     "opd": (READ, *_actions_of("opd"), IDENTITY),
 }

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from services.intake import lifecycle, scopes
 from services.intake.audit import AuditEntry, Origin
 from services.intake.catalog import Catalog, load_catalog
+from services.intake.crypto import Keyring, keyring_from
 from services.intake.domain.complaint import (
     SOURCE,
     Actor,
@@ -32,6 +33,7 @@ from services.intake.domain.model import NewComplaint, ReporterRow
 from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed, advance_history, replay_history
 from services.intake.idempotency import conflicting_fields
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
+from services.intake.reporter_data import seal_reporter
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
     ActionIn,
@@ -43,7 +45,7 @@ from services.intake.schemas import (
     RespondIn,
 )
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
-from shared.settings import Settings
+from shared.settings import IntakeSettings, Settings
 from shared.uow import Tx
 
 
@@ -63,11 +65,16 @@ class IntakeConfig:
     reporter_ref_key: str
     hop_cap: int  # ``settings.hop_cap``
     catalog: Catalog = field(default_factory=load_catalog)
+    # Seals reporters' identities (``settings.intake.master_key``; the default: the dev key).
+    keyring: Keyring = field(default_factory=lambda: keyring_from(IntakeSettings()), repr=False)
+    opd_contact_days: int = IntakeSettings().opd_contact_days_after_close
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeConfig:
         return cls(region_code=settings.region_code, tz=settings.tz,
-                   reporter_ref_key=settings.reporter_ref_key, hop_cap=settings.hop_cap)
+                   reporter_ref_key=settings.reporter_ref_key, hop_cap=settings.hop_cap,
+                   keyring=keyring_from(settings.intake),
+                   opd_contact_days=settings.intake.opd_contact_days_after_close)
 
 
 # --- submission -------------------------------------------------------------------------
@@ -114,6 +121,7 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
     complaint_id = uuid.uuid4()
     ref = reporter_ref(cfg.reporter_ref_key, sub.anonymous,
                        reporter.nik, reporter.phone, reporter.email, reporter.name)
+    sealed = seal_reporter(cfg.keyring, complaint_id, reporter)  # only ciphertexts are stored
     for _ in range(3):
         tracking_id = new_tracking_id(cfg.region_code, now, cfg.tz)
         event = make_event(SOURCE, ComplaintSubmitted(
@@ -131,7 +139,7 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
             title=sub.title, kecamatan=sub.location.kecamatan, desa=sub.location.desa,
             anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
             received_at=sub.received_at, accepted_at=now, status=lifecycle.INITIAL_STATE,
-            reporter=reporter, reporter_fp=reporter_fp,
+            reporter=sealed, reporter_fp=reporter_fp,
             berkadar_pengawasan=sub.berkadar_pengawasan)
         if sub.history is None:
             async with uow(single_statement=True) as tx:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from services.intake.apikeys import create_api_key
+from services.intake.reporter_data import open_reporter
 from shared.broker import publish_event
 from shared.events import ComplaintRouted, SlaClockStarted, make_event
 
@@ -140,8 +141,11 @@ async def test_post_creates_a_complaint_through_the_same_use_case(intake, keys, 
     assert row["source"] == "portal-sekadau" and row["category"] == "infrastruktur_jalan"
     assert row["kecamatan"] == "Belitang Hilir" and row["desa"] == "Sungai Ayak"
     assert row["title"].startswith("Jalan desa berlubang")
-    reporter = await db.fetchrow("SELECT * FROM reporters WHERE complaint_id = $1", row["id"])
-    assert reporter["name"] == "Budi Santoso" and reporter["email"] == "budi@example.org"
+    ctx = intake[0].state.intake
+    async with ctx.uow.read() as repo:
+        stored = await repo.reporter_of(row["id"])
+    reporter = open_reporter(ctx.cfg.keyring, row["id"], stored)  # stored sealed
+    assert reporter.name == "Budi Santoso" and reporter.email == "budi@example.org"
     n = await db.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'complaint.submitted'"
                           " AND payload->>'subject' = $1", str(row["id"]))
     assert n == 1

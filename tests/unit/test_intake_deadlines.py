@@ -26,6 +26,7 @@ from services.intake.domain.effects import ChangeDeadline, EscalateClock, FlagCl
 from services.intake.domain.model import ClockRow, ReporterRow
 from services.intake.lifecycle import State
 from services.intake.queries import clock_view, complaint_detail
+from services.intake.reporter_data import seal_reporter
 from services.intake.schemas import ACTION_BODIES, ReclassifyIn, RespondIn, VerifyIn
 from services.intake.usecases import IntakeConfig, perform_action, record_event
 from shared.events import (
@@ -220,13 +221,17 @@ async def test_verify_whose_corrections_change_nothing_only_verifies():
 async def test_anonim_set_by_the_admin_hides_the_reporter_from_the_opd_at_once():
     c = disposed()
     uow = uow_with(c)
-    uow.repo.reporters[c.id] = (ReporterRow(name="Budi", phone="+62812"), "fp")
-    before = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ)
+    uow.repo.reporters[c.id] = (seal_reporter(CFG.keyring, c.id, ReporterRow(name="Budi", phone="+62812")),
+                                 "fp")
+    before = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ, keyring=CFG.keyring,
+                                  opd_contact_days=30)
     assert before.reporter is not None and before.reporter.name == "Budi"
     await act(uow, c, "reclassify", ADMIN, anonymous=True, reason="Pelapor minta anonim")
-    after = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ)
+    after = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ, keyring=CFG.keyring,
+                                  opd_contact_days=30)
     assert after.reporter is None and after.anonymous is True
-    admin = await complaint_detail(uow, str(c.id), ADMIN, hop_cap=3, tz=TZ)
+    admin = await complaint_detail(uow, str(c.id), ADMIN, hop_cap=3, tz=TZ, keyring=CFG.keyring,
+                                  opd_contact_days=30)
     assert admin.reporter is None  # anonim: nobody reads the identity on this API
 
 

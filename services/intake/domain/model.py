@@ -123,7 +123,7 @@ class NewComplaint:
     received_at: datetime
     accepted_at: datetime
     status: State
-    reporter: ReporterRow
+    reporter: SealedReporter
     reporter_fp: str
     berkadar_pengawasan: bool = False
 
@@ -141,10 +141,31 @@ class StoredSubmission:
 
 @dataclass(frozen=True)
 class ReporterRow:
+    """A reporter's identity in plain text: only in memory, between decryption and the
+    answer (or, for a row from before encryption, until intake has encrypted it)."""
+
     name: str | None = None
     phone: str | None = None
     email: str | None = None
     nik: str | None = None
+
+
+REPORTER_FIELDS = ("name", "phone", "email", "nik")
+
+
+@dataclass(frozen=True)
+class SealedReporter:
+    """A reporter's identity as stored: each field sealed under the reporter's data key
+    (``services.intake.crypto``), which is stored wrapped by the master key. No wrapped key:
+    nothing was given, or the reporter was erased (``erased``)."""
+
+    name: bytes | None = None
+    phone: bytes | None = None
+    email: bytes | None = None
+    nik: bytes | None = None
+    key_id: str | None = None
+    wrapped_key: bytes | None = None
+    erased: bool = False
 
 
 @dataclass(frozen=True)
