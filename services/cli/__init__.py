@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import click
 
-from services.cli import demo, dlq, intake, notify, report, run, sla
+from services.cli import bootstrap, demo, dlq, intake, notify, report, run, sla
 from services.cli.common import SERVICES, migrations_of
 from services.cli.run import migrate_all, run_all
 from shared.settings import Settings
@@ -33,7 +33,7 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = Settings()
 
 
-for module in (run, intake, sla, notify, dlq, demo, report):
+for module in (run, bootstrap, intake, sla, notify, dlq, demo, report):
     for command in module.COMMANDS:
         cli.add_command(command)
 
