@@ -20,7 +20,13 @@ import aio_pika
 import asyncpg
 import click
 
-from services.cli.broker_users import Management, delete_users, ensure_user, users_with_prefix
+from services.cli.broker_users import (
+    Management,
+    delete_users,
+    ensure_user,
+    users_with_prefix,
+    wait_until_up,
+)
 from services.cli.common import pass_settings, run_async
 from services.cli.pg_roles import drop_roles, ensure_role, grant_all
 from shared.broker import declare_topology
@@ -54,6 +60,7 @@ class Plan:
     passwords: dict[str, str] = field(default_factory=dict)  # name → password (given/reused)
     database: bool = True
     broker: bool = True
+    wait_s: float = 60.0  # for the management API to answer
 
 
 @dataclass
@@ -101,6 +108,7 @@ async def bootstrap(plan: Plan) -> Bootstrapped:
             await conn.close()
     if plan.broker:
         api = Management.from_urls(plan.amqp_url, plan.management_url)
+        wait_until_up(api, plan.wait_s)
         grants = {name: service_grant(prefix, plan.namespace, name) for name in SERVICES}
         grants[MIGRATE] = migrate_grant(prefix, plan.namespace)
         for source in plan.portals:
@@ -154,7 +162,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 def reuse_passwords(env_dir: Path) -> dict[str, str]:
     """``{name}.db`` / ``{name}.amqp`` passwords of the env files already in ``env_dir``."""
     found: dict[str, str] = {}
-    for path in env_dir.glob("*.env") if env_dir.is_dir() else ():
+    paths = [*env_dir.glob("*.env"), *env_dir.glob("*/*.env")] if env_dir.is_dir() else []
+    for path in paths:
         env = read_env_file(path)
         for var, kind in (("SP4N_DATABASE_URL", "db"), ("SP4N_AMQP_URL", "amqp")):
             if env.get(var) and (pw := urlsplit(env[var]).password):
@@ -162,13 +171,18 @@ def reuse_passwords(env_dir: Path) -> dict[str, str]:
     return found
 
 
-def write_env_files(env_dir: Path, env: dict[str, dict[str, str]]) -> list[Path]:
+def write_env_files(env_dir: Path, env: dict[str, dict[str, str]], *,
+                    dir_per_name: bool = False) -> list[Path]:
+    """``env_dir/<name>.env`` each (or ``env_dir/<name>/<name>.env``: one directory, i.e. one
+    volume, per service, so no container sees another's credentials)."""
     env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     written = []
     for name, values in env.items():
         if not values:
             continue
-        path = env_dir / f"{name}.env"
+        folder = env_dir / name if dir_per_name else env_dir
+        folder.mkdir(exist_ok=True, mode=0o700)
+        path = folder / f"{name}.env"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"# sp4n {name}: written by `sp4n bootstrap`; secret, keep mode 0600\n")
@@ -179,13 +193,15 @@ def write_env_files(env_dir: Path, env: dict[str, dict[str, str]]) -> list[Path]
 
 
 @click.command("bootstrap", short_help="Create least-privilege database roles and broker users.")
-@click.option("--prefix", default="sp4n", show_default=True,
+@click.option("--prefix", default="sp4n", show_default=True, envvar="SP4N_BOOTSTRAP_PREFIX",
               help="Name prefix: roles {prefix}_owner, {prefix}_intake…; users {prefix}-intake…")
 @click.option("--portal", "portals", multiple=True, metavar="SOURCE",
               help="A broker user {prefix}-portal-SOURCE that may publish submissions as SOURCE.")
 @click.option("--env-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write one env file per service, migrate and portal (mode 0600); passwords "
                    "of files already there are kept.")
+@click.option("--dir-per-service", is_flag=True,
+              help="With --env-dir: write DIR/<name>/<name>.env (one volume per container).")
 @click.option("--print-env", is_flag=True, help="Print every env file's variables (secrets!).")
 @click.option("--password", "passwords", multiple=True, metavar="NAME=VALUE",
               help="Password to set instead of a generated one (NAME: intake, routing, sla, "
@@ -197,7 +213,8 @@ def write_env_files(env_dir: Path, env: dict[str, dict[str, str]]) -> list[Path]
 @click.option("--drop", is_flag=True, help="Remove the roles and users of --prefix instead.")
 @pass_settings
 def bootstrap_command(settings: Settings, prefix: str, portals: tuple[str, ...],
-                      env_dir: Path | None, print_env: bool, passwords: tuple[str, ...],
+                      env_dir: Path | None, dir_per_service: bool, print_env: bool,
+                      passwords: tuple[str, ...],
                       management_url: str | None, skip_database: bool, skip_broker: bool,
                       drop: bool) -> int:
     """Create (or update) the owner role and one PostgreSQL role and one RabbitMQ user per
@@ -226,7 +243,7 @@ def bootstrap_command(settings: Settings, prefix: str, portals: tuple[str, ...],
         for line in done.lines:
             click.echo(line)
         if env_dir:
-            for path in write_env_files(env_dir, done.env):
+            for path in write_env_files(env_dir, done.env, dir_per_name=dir_per_service):
                 click.echo(f"wrote {path} (0600)")
         if print_env:
             for name, values in done.env.items():

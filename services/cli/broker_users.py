@@ -7,6 +7,7 @@ The administrator credentials come from the management URL, or else from the AMQ
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -43,6 +44,27 @@ class Management:
     @property
     def v(self) -> str:
         return quote(self.vhost, safe="")
+
+
+def wait_until_up(api: Management, timeout_s: float = 60.0) -> None:
+    """Wait for the management API (it starts a little after the broker answers AMQP)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with api.client() as http:
+                r = http.get("/overview")
+            if r.status_code == 200:
+                return
+            if r.status_code in (401, 403):
+                _check(r, f"log in as {api.user}")
+        except httpx.TransportError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RabbitMQ management API at {api.base} does not answer "
+                                   f"({exc}); enable it: rabbitmq-plugins enable "
+                                   "rabbitmq_management") from exc
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"RabbitMQ management API at {api.base}: HTTP {r.status_code}")
+        time.sleep(1)
 
 
 def _check(r: httpx.Response, what: str) -> None:

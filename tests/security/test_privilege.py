@@ -26,7 +26,7 @@ from services.cli.bootstrap import Bootstrapped, Plan, bootstrap, unbootstrap
 from services.intake.apikeys import create_api_key
 from shared.privileges import broker_user, portal_user, portal_user_prefix
 from shared.settings import IntakeSettings, Settings
-from shared.topology import INTAKE_SUBMISSIONS, SUBMISSION_ROUTING_KEY, SLA_COMPLAINTS
+from shared.topology import INTAKE_SUBMISSIONS, SLA_COMPLAINTS, SUBMISSION_ROUTING_KEY
 from tests.e2e import system as sp4n
 from tests.e2e.system import ROOT, settings_env
 from tests.infra import (
