@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 
 from services.cli import migrate_all
 from services.cli.bootstrap import Bootstrapped, Plan, bootstrap, unbootstrap
+from services.cli.broker_users import Management, wait_until_up
 from services.intake.apikeys import create_api_key
 from shared.privileges import broker_user, portal_user, portal_user_prefix
 from shared.settings import IntakeSettings, Settings
@@ -63,10 +65,16 @@ class World:
 async def world(infra):
     w = World(infra)
     try:
+        wait_until_up(Management.from_urls(infra.amqp_url), timeout_s=10)
+    except RuntimeError as exc:  # testcontainers' broker: no management port mapped
+        if os.environ.get("SP4N_REQUIRE_INFRA") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
         await create_database(infra.postgres_admin_url, w.database)
         w.creds = await bootstrap(Plan(
             prefix=w.prefix, database_url=w.admin_db, amqp_url=infra.amqp_url,
-            namespace=w.namespace, delivery_limit=5, portals=("wa-bot", "lapor")))
+            namespace=w.namespace, delivery_limit=5, portals=("wa-bot", "lapor"), wait_s=10))
         # The owner role migrates (as `sp4n migrate` does with migrate.env), not a superuser.
         owner = Settings(database_url=w.db_url("migrate"), amqp_url=w.amqp_url("migrate"),
                          namespace=w.namespace)
