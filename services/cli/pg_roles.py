@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.db import LEDGER_DDL
 from shared.privileges import SERVICES, owner_role, service_role
 
 DML = "SELECT, INSERT, UPDATE, DELETE"
@@ -62,9 +63,13 @@ async def grant_all(conn: asyncpg.Connection, prefix: str, database: str) -> lis
                   owner, svc, role)
         await run("ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I "
                   "GRANT USAGE, SELECT ON SEQUENCES TO %I", owner, svc, role)
-        # The migration ledger is the owner's: a service may read it, never rewrite it.
-        if await conn.fetchval("SELECT to_regclass(format('%I.schema_migrations', $1::text))", svc):
-            await run("REVOKE INSERT, UPDATE, DELETE ON %I.schema_migrations FROM %I", svc, role)
+        # The migration ledger is the owner's: a service may read it, never rewrite it (made
+        # here, as the owner, so that holds before the first migration too).
+        async with conn.transaction():
+            await run("SET LOCAL ROLE %I", owner)
+            await run("SET LOCAL search_path TO %I", svc)
+            await conn.execute(LEDGER_DDL)
+        await run("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I.schema_migrations FROM %I", svc, role)
         done.append(f"schema {svc}: owned by {owner}{f' ({moved} objects handed over)' if moved else ''}; "
                     f"{role}: USAGE + {DML} on its tables, USAGE on its sequences (now and later)")
     return done
