@@ -107,6 +107,27 @@ async def test_bootstrap_is_idempotent_and_names_every_role_and_user(world):
     await conn.close()
 
 
+def test_bootstrap_command_keeps_the_passwords_of_its_env_files(world, tmp_path, monkeypatch, capsys):
+    from services.cli import main
+    from services.cli.bootstrap import write_env_files
+
+    write_env_files(tmp_path, world.creds.env)
+    before = {p.name: p.read_text() for p in tmp_path.glob("*.env")}
+    monkeypatch.setenv("SP4N_DATABASE_URL", world.admin_db)
+    monkeypatch.setenv("SP4N_AMQP_URL", world.infra.amqp_url)
+    monkeypatch.setenv("SP4N_NAMESPACE", world.namespace)
+    code = main(["bootstrap", "--prefix", world.prefix, "--portal", "wa-bot", "--portal", "lapor",
+                 "--env-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"postgres role {world.prefix}_owner: updated" in out
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.env")} == before
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.glob("*.env")} == {"0o600"}
+    for pw in (_password(v) for env in world.creds.env.values() for v in env.values()
+               if v.startswith(("postgresql:", "amqp:"))):
+        assert pw not in out  # what it did, never a password
+
+
 def _password(url: str) -> str:
     from urllib.parse import unquote, urlsplit
 
