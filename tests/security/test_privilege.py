@@ -391,3 +391,25 @@ def test_production_start_with_a_default_secret_is_refused_naming_it(world, serv
     assert "refusing to start with SP4N_ENV=production" in proc.stderr
     if service != "intake":  # intake's secrets are intake's only
         assert "SP4N_INTAKE__" not in proc.stderr
+
+
+async def test_production_refuses_a_superuser_role_whatever_its_name(world):
+    """The name check cannot know every superuser; the start-up query can."""
+    role, password = f"{world.prefix}_su", secrets.token_urlsafe(24)
+    admin = await asyncpg.connect(world.infra.postgres_admin_url)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN SUPERUSER PASSWORD \'{password}\'')
+        from urllib.parse import urlsplit
+        host = urlsplit(world.admin_db)
+        url = f"postgresql://{role}:{password}@{host.hostname}:{host.port or 5432}/{world.database}"
+        env = settings_env(production_settings(world)) | {
+            "SP4N_DATABASE_URL": url, "SP4N_AMQP_URL": world.amqp_url("routing")}
+        proc = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "services.routing"], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0
+        logs = proc.stdout + proc.stderr  # the lifespan's failure is logged (JSON, stdout)
+        assert "SP4N_DATABASE_URL names a superuser" in logs, logs[-2000:]
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
