@@ -8,6 +8,7 @@ named for this run and removed in ``finally``, even when a test fails.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from services.cli.bootstrap import Bootstrapped, Plan, bootstrap, unbootstrap
 from services.cli.broker_users import Management, wait_until_up
 from services.intake.apikeys import create_api_key
 from shared.privileges import broker_user, portal_user, portal_user_prefix
-from shared.settings import IntakeSettings, Settings
+from shared.settings import IntakeSettings, NotifySettings, Settings
 from shared.topology import INTAKE_SUBMISSIONS, SLA_COMPLAINTS, SUBMISSION_ROUTING_KEY
 from tests.e2e import system as sp4n
 from tests.e2e.system import ROOT, settings_env
@@ -266,12 +267,15 @@ def complaint(source: str | None, **over):
 
 
 def production_settings(world) -> Settings:
+    """Production settings with every secret set (each service's section secrets: any field
+    declared ``repr=False``; a field another branch has not added yet is ignored)."""
     return Settings(
         env="production", database_url=world.admin_db, amqp_url=world.infra.amqp_url,
         namespace=world.namespace, db_pool_min=1, db_pool_max=3, outbox_poll_interval_s=0.2,
         intake=IntakeSettings(reporter_ref_key=secrets.token_urlsafe(32),
                               web_session_secret=secrets.token_urlsafe(32),
-                              portal_user_prefix=portal_user_prefix(world.prefix)))
+                              portal_user_prefix=portal_user_prefix(world.prefix)),
+        notify=NotifySettings(secrets_key=base64.b64encode(os.urandom(32)).decode()))
 
 
 @pytest.fixture(scope="module")

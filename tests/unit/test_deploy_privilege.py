@@ -48,6 +48,8 @@ def test_each_workload_reads_only_its_own_secret_and_runs_in_production_mode():
         assert {"SP4N_DATABASE_URL", "SP4N_AMQP_URL"} <= set(examples[f"sp4n-{svc}"])
         has_intake_secrets = any(k.startswith("SP4N_INTAKE__") for k in examples[f"sp4n-{svc}"])
         assert has_intake_secrets == (svc == "intake"), svc
+        has_notify_secrets = any(k.startswith("SP4N_NOTIFY__") for k in examples[f"sp4n-{svc}"])
+        assert has_notify_secrets == (svc == "notify"), svc
     assert "sp4n-secrets" not in examples
 
 
@@ -79,6 +81,7 @@ def test_compose_gives_each_service_its_own_credentials_volume_and_intake_its_ke
         assert "SP4N_DATABASE_URL" not in env and "SP4N_AMQP_URL" not in env
         assert "SP4N_REPORTER_REF_KEY" not in env
         assert ("SP4N_INTAKE__REPORTER_REF_KEY" in env) == (svc == "intake")
+        assert ("SP4N_NOTIFY__SECRETS_KEY" in env) == (svc == "notify")
         assert env["SP4N_AUTO_MIGRATE"] == "false"
         assert s["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert compose["migrate"]["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
