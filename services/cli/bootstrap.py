@@ -11,6 +11,7 @@ own file. Passwords come from ``--password NAME=VALUE``, else from an existing e
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from services.cli.common import pass_settings, run_async
 from services.cli.pg_roles import drop_roles, ensure_role, grant_all
 from shared.broker import declare_topology
 from shared.connect import ensure_database
+from shared.events import CODE_PATTERN
 from shared.privileges import (
     SERVICES,
     check_prefix,
@@ -86,6 +88,9 @@ def _password(plan: Plan, name: str, kind: str) -> str:
 async def bootstrap(plan: Plan) -> Bootstrapped:
     """Apply ``plan``; returns what it did and every credential it set."""
     prefix = check_prefix(plan.prefix)
+    for source in plan.portals:
+        if not re.fullmatch(CODE_PATTERN, source):
+            raise ValueError(f"--portal {source!r}: not a valid source code ({CODE_PATTERN})")
     out = Bootstrapped()
     names = [*SERVICES, MIGRATE]
     for name in names:

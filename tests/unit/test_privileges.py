@@ -58,3 +58,14 @@ def test_the_old_reporter_ref_key_variable_still_sets_intakes_key(monkeypatch):
     s = Settings()
     assert s.intake.reporter_ref_key == "old-style"
     assert "reporter_ref_key" not in s.model_dump()  # not passed on to other services
+
+
+def test_bootstrap_refuses_a_bad_prefix_or_portal_before_touching_anything(monkeypatch, capsys):
+    from services.cli import main
+
+    monkeypatch.setenv("SP4N_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("SP4N_AMQP_URL", "amqp://nobody:x@127.0.0.1:1/")
+    assert main(["bootstrap", "--portal", "Bad Name"]) == 2
+    assert "--portal 'Bad Name'" in capsys.readouterr().err
+    assert main(["bootstrap", "--prefix", "Robert'); DROP"]) == 2
+    assert "prefix" in capsys.readouterr().err
