@@ -115,6 +115,10 @@ def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
 @overload
 def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
               handle: Callable[[T], Awaitable[None]], parse: Callable[[bytes], T]) -> Any: ...
+@overload
+def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
+              handle: Callable[[T], Awaitable[None]], *,
+              parse_sent: Callable[[bytes, str | None], T]) -> Any: ...
 
 
 def subscribe(
@@ -123,18 +127,29 @@ def subscribe(
     spec: QueueSpec,
     handle: Callable[[Any], Awaitable[None]],
     parse: Callable[[bytes], Any] = parse_cloud_event,
+    *,
+    parse_sent: Callable[[bytes, str | None], Any] | None = None,
 ) -> Any:
     """Attach ``handle`` to the spec's queue; ``parse`` turns the body into its argument
-    (a ``CloudEvent`` unless another parser is given)."""
+    (a ``CloudEvent`` unless another parser is given). ``parse_sent``, when given, gets the
+    body and the message's ``user_id`` instead: RabbitMQ refuses a ``user_id`` that is not
+    the publishing connection's user, so it names the sender reliably."""
     ns = settings.namespace
-    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0])
+    # Without auto-migration the queue, its bindings and exchanges exist already (declared
+    # by ``sp4n migrate``); the subscriber then only checks its queue passively, which
+    # needs no configure permission on anything.
+    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0],
+                       declare=settings.migrates_at_startup)
 
     @broker.subscriber(queue, spec.exchange(ns), ack_policy=AckPolicy.NACK_ON_ERROR,
                        decoder=_raw_message, title=spec.name(ns),
                        description=f"{spec.service} consumes {', '.join(spec.routing_keys)}")
     async def _consume(msg: RabbitMessage) -> None:
         try:
-            await handle(parse(msg.body))
+            if parse_sent is not None:
+                await handle(parse_sent(msg.body, msg.raw_message.user_id))
+            else:
+                await handle(parse(msg.body))
         except PoisonMessage as exc:
             await dead_letter(broker, ns, spec, msg, str(exc), body=exc.dlq_body)
 

@@ -22,6 +22,10 @@ from shared.outbox import connection_released
 log = logging.getLogger(__name__)
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x5F4E_0001
+# The migration ledger of one schema (on the search_path); ``sp4n bootstrap`` creates it
+# too, as the owner role, so it can make it read-only for the service role.
+LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations ("
+              " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -65,10 +69,7 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             await conn.execute(f'SET search_path TO "{schema}", public')
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
+            await conn.execute(LEDGER_DDL)
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             plan = [(f"shared/{p.stem}", p) for p in _files(SHARED_MIGRATIONS)]
             plan += [(p.stem, p) for p in _files(directory)]

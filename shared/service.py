@@ -26,6 +26,7 @@ from shared.broker import declare_topology, make_broker, publish_event, subscrib
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, CloudEvent
 from shared.outbox import OutboxRelay
+from shared.production import PRIVILEGED_ROLE_SQL, InsecureSettings, refuse_insecure
 from shared.requestid import RequestIdApp
 from shared.settings import Settings
 from shared.topology import QueueSpec
@@ -78,6 +79,13 @@ class ServiceRuntime:
         else:
             subscribe(self.broker, self.settings, spec, handle, parse)
 
+    def consume_sent(self, spec: QueueSpec, handle: Callable[[T], Awaitable[None]],
+                     parse: Callable[[bytes, str | None], T]) -> None:
+        """Like ``consume``, but ``parse`` also gets the sender: the message's ``user_id``,
+        validated by RabbitMQ against the publishing connection's user (None: not set)."""
+        self.consumed.append(spec)
+        subscribe(self.broker, self.settings, spec, handle, parse_sent=parse)
+
     def add_loop(self, loop: Loop) -> None:
         """A background coroutine started after the broker, cancelled at shutdown."""
         self._loops.append(loop)
@@ -88,12 +96,23 @@ class ServiceRuntime:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         s = self.settings
-        await migrate(s.database_url, self.name, self.migrations)
+        refuse_insecure(s, self.name)
+        # In production the schema and topology exist already (``sp4n migrate`` as the owner
+        # role); the service's own role may not run DDL, and its subscribers only check
+        # their queues passively (``shared.broker.subscribe``).
+        if s.migrates_at_startup:
+            await migrate(s.database_url, self.name, self.migrations)
         self._pool = await create_pool(s.database_url, schema=self.name,
                                        min_size=s.db_pool_min, max_size=s.db_pool_max)
+        if s.production and await self._pool.fetchval(PRIVILEGED_ROLE_SQL):
+            await self._pool.close()
+            raise InsecureSettings(self.name, [
+                "SP4N_DATABASE_URL names a superuser or a role that may create roles or "
+                "databases; use the service's own role from `sp4n bootstrap`"])
         self._admin = await aio_pika.connect_robust(s.amqp_url)
-        async with self._admin.channel() as channel:
-            await declare_topology(channel, s.namespace, s.delivery_limit)
+        if s.migrates_at_startup:
+            async with self._admin.channel() as channel:
+                await declare_topology(channel, s.namespace, s.delivery_limit)
         await self.broker.start()
         relay = OutboxRelay(self.pool, self.publish,
                             batch_size=s.outbox_batch_size, poll_interval_s=s.outbox_poll_interval_s,
@@ -200,5 +219,10 @@ def serve(app: FastAPI, settings: Settings, service: str) -> None:
     from shared.logs import configure_logging
 
     configure_logging(service, settings.log_level)
+    try:
+        refuse_insecure(settings, service)
+    except InsecureSettings as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"error: {exc}") from None
     uvicorn.run(app, host=settings.host, port=settings.port_of(service),
                 log_config=None, timeout_graceful_shutdown=int(settings.graceful_timeout_s))

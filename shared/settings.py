@@ -9,8 +9,11 @@ from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Public, so never a secret: production refuses it (shared/production.py).
+DEV_REPORTER_REF_KEY = "dev-only-reporter-ref-key"
 
 
 class IntakeSettings(BaseModel):
@@ -29,7 +32,7 @@ class IntakeSettings(BaseModel):
     kinerja_window_days: int = 30
     # The /kinerja page's session cookie: the secret that signs it (empty: a random one per
     # process — sessions end at restart and do not cross replicas) and how long it lasts.
-    web_session_secret: str = ""
+    web_session_secret: str = Field(default="", repr=False)
     web_session_ttl_s: float = 8 * 3600.0
     # Public reads (Open311): an anonim complaint's location is shown only as lat/long rounded
     # to this many decimals (3 ≈ 110 m; 2 ≈ 1.1 km) and without its street address, unless the
@@ -48,6 +51,17 @@ class IntakeSettings(BaseModel):
     opd_contact_days_after_close: int = Field(default=30, ge=0)
     # How often intake purges expired failed submissions (and encrypts legacy plaintext rows).
     privacy_upkeep_interval_s: float = 3600.0
+    # Keyed hash for pseudonymous reporter references (only intake computes them; the other
+    # services neither need nor get it). Must be set in production and never changed.
+    # ``SP4N_INTAKE__REPORTER_REF_KEY``; the older ``SP4N_REPORTER_REF_KEY`` still works.
+    reporter_ref_key: str = Field(default=DEV_REPORTER_REF_KEY, repr=False)
+    # AMQP submissions: the source is the portal's validated broker user (the ``user_id``
+    # property RabbitMQ checks against the connection's user) minus this prefix, so broker
+    # user ``sp4n-portal-wa-bot`` submits as source ``wa-bot`` (``sp4n bootstrap --portal``).
+    portal_user_prefix: str = "sp4n-portal-"
+    # A submission without ``user_id`` takes the ``source`` of its body only when this is
+    # true (default: true in development, false in production, where true is refused).
+    inbound_body_source: bool | None = None
 
 
 class RoutingSettings(BaseModel):
@@ -106,6 +120,14 @@ class NotifySettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SP4N_", extra="ignore", env_nested_delimiter="__")
 
+    # Least privilege (issue 8): ``production`` refuses default secrets and passwords at
+    # start-up, naming the setting (shared/production.py), and turns off auto-migration.
+    env: Literal["development", "production"] = "development"
+    # Services apply their migrations and declare the whole broker topology at start-up
+    # (default: true in development, false in production, where ``sp4n migrate`` does it
+    # with the owner role and each service gets DML rights only; see ``sp4n bootstrap``).
+    auto_migrate: bool | None = None
+
     database_url: str = "postgresql://postgres@127.0.0.1:5432/sp4n"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     # Prefix of every exchange and queue name; tests set a unique one per run.
@@ -130,8 +152,9 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 200
 
-    # Keyed hash for pseudonymous reporter references. Must be set in production.
-    reporter_ref_key: str = Field(default="dev-only-reporter-ref-key", repr=False)
+    # Deprecated spelling of ``intake.reporter_ref_key`` (``SP4N_REPORTER_REF_KEY``): moved
+    # into the intake section when that is not set; never dumped (not passed on).
+    reporter_ref_key: str | None = Field(default=None, repr=False, exclude=True)
 
     # Lifecycle: after this many dispositions a returned complaint stays with the admin koordinator.
     hop_cap: int = 3
@@ -155,6 +178,27 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     sla: SlaSettings = SlaSettings()
     notify: NotifySettings = NotifySettings()
+
+    @model_validator(mode="after")
+    def _legacy_reporter_ref_key(self) -> "Settings":
+        if self.reporter_ref_key and "reporter_ref_key" not in self.intake.model_fields_set:
+            self.intake = self.intake.model_copy(update={"reporter_ref_key": self.reporter_ref_key})
+        return self
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def migrates_at_startup(self) -> bool:
+        """Whether a service migrates its schema and declares the topology when it starts."""
+        return (not self.production) if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def trusts_body_source(self) -> bool:
+        """Whether an AMQP submission without ``user_id`` may take its body's ``source``."""
+        flag = self.intake.inbound_body_source
+        return (not self.production) if flag is None else flag
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -49,9 +49,11 @@ class QueueSpec:
     def exchange(self, ns: str) -> RabbitExchange:
         return inbound_exchange(ns) if self.inbound else events_exchange(ns)
 
-    def queue(self, ns: str, delivery_limit: int, routing_key: str) -> RabbitQueue:
+    def queue(self, ns: str, delivery_limit: int, routing_key: str, *,
+              declare: bool = True) -> RabbitQueue:
         return RabbitQueue(
             self.name(ns),
+            declare=declare,
             queue_type=QueueType.QUORUM,
             durable=True,
             routing_key=routing_key,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -32,6 +34,42 @@ def parse_submission(body: bytes) -> ComplaintIn:
         raise PoisonMessage(f"invalid submission: {exc}") from exc
 
 
+def submission_parser(portal_user_prefix: str, trust_body_source: bool
+                      ) -> Callable[[bytes, str | None], ComplaintIn]:
+    """The inbound submissions' parser. Invariant: the source is the sender's — the broker
+    user in ``user_id`` (which RabbitMQ validated) minus ``portal_user_prefix`` — never the
+    body's; a body naming another source, a sender that is no portal user, or (unless
+    ``trust_body_source``, development only) no ``user_id`` at all is dead-lettered at once."""
+
+    def parse(body: bytes, user_id: str | None) -> ComplaintIn:
+        if user_id is None:
+            if not trust_body_source:
+                raise PoisonMessage("submission without user_id: publish as the portal's own "
+                                    "broker user with the user_id property set")
+            return parse_submission(body)
+        source = user_id.removeprefix(portal_user_prefix) if user_id.startswith(
+            portal_user_prefix) else ""
+        if not source:
+            raise PoisonMessage(f"sender {user_id!r} is not a portal broker user "
+                                f"({portal_user_prefix}<source>)")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return parse_submission(body)  # raises with pydantic's reason
+        if not isinstance(doc, dict):
+            return parse_submission(body)
+        claimed = doc.setdefault("source", source)
+        if claimed != source:
+            raise PoisonMessage(f"source {str(claimed)[:64]!r} in the body differs from the "
+                                f"sender's source {source!r}")
+        try:
+            return ComplaintIn.model_validate(doc)
+        except ValidationError as exc:
+            raise PoisonMessage(f"invalid submission: {describe(exc)}") from exc
+
+    return parse
+
+
 def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
     cfg, metrics, uow = ctx.cfg, ctx.metrics, ctx.uow
 
@@ -47,22 +85,27 @@ def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
             raise PoisonMessage(str(exc)) from exc
         metrics.count_accepted(accepted.created, sub.source, sub.classification)
 
-    async def rejection(body: bytes) -> str | None:
+    settings = runtime.settings
+    parse = submission_parser(settings.intake.portal_user_prefix, settings.trusts_body_source)
+
+    async def rejection(body: bytes, user_id: str | None) -> str | None:
         """Why ``body`` cannot be accepted (None: it was). The exception is dropped here: a
         pydantic error carries the input values, i.e. the reporter's identity."""
         if privacy.is_dlq_reference(body):
             return "a DLQ reference to a failed submission, not a submission: repair it with " \
                    "'sp4n failed-submissions show' and resubmit"
         try:
-            await on_submission(parse_submission(body))
+            await on_submission(parse(body, user_id))
         except PoisonMessage as exc:
             return str(exc)
         return None
 
-    async def on_submission_body(body: bytes) -> None:
-        """A submission that cannot be accepted is kept encrypted (``failed_submissions``);
-        the DLQ gets only its row id and the reason, never the body (the identity)."""
-        reason = await rejection(body)
+    async def on_submission_body(sent: tuple[bytes, str | None]) -> None:
+        """A submission (body, the sender's validated ``user_id``) that cannot be accepted is
+        kept encrypted (``failed_submissions``); the DLQ gets only its row id and the reason,
+        never the body (the identity)."""
+        body, user_id = sent
+        reason = await rejection(body, user_id)
         if reason is None:
             return
         if privacy.is_dlq_reference(body):
@@ -78,5 +121,5 @@ def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
         if applied:
             metrics.timeline_events.labels(event.event_name).inc()
 
-    runtime.consume(INTAKE_SUBMISSIONS, on_submission_body, bytes)
+    runtime.consume_sent(INTAKE_SUBMISSIONS, on_submission_body, lambda body, user_id: (body, user_id))
     runtime.consume(INTAKE_TIMELINE, on_event)

@@ -72,7 +72,7 @@ class IntakeConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeConfig:
         return cls(region_code=settings.region_code, tz=settings.tz,
-                   reporter_ref_key=settings.reporter_ref_key, hop_cap=settings.hop_cap,
+                   reporter_ref_key=settings.intake.reporter_ref_key, hop_cap=settings.hop_cap,
                    keyring=keyring_from(settings.intake),
                    opd_contact_days=settings.intake.opd_contact_days_after_close)
 
