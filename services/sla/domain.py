@@ -44,9 +44,6 @@ from services.sla.policy import Policy
 from shared.events import (
     ClockKind,
     CloudEvent,
-    ComplaintResponded,
-    ComplaintRouted,
-    ComplaintSubmitted,
     EventData,
     SlaBreached,
     SlaClockStarted,
@@ -349,13 +346,15 @@ class ComplaintClocks:
                 t.cancelled_at, t.changed = at, True
 
     # -- decisions ---------------------------------------------------------------------------
-    def apply(self, data: EventData, fact: Fact | None, calendar: WorkingCalendar,
+    def apply(self, fact: Fact | None, calendar: WorkingCalendar,
               policies: dict[str, Policy], now: datetime,
               met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
               office_hours: OfficeHours | None = None) -> None:
-        """Apply one lifecycle event (its fact already recorded): stop or cancel the running
-        clocks it ends, pause or resume, then start the clocks it starts, and the follow-up
-        clocks the facts now call for (reopens, reporter replies), whatever order they came."""
+        """Apply one lifecycle fact (already recorded; None for an event that is no fact, a
+        progress update): stop or cancel the running clocks it ends, pause or resume, then
+        start the clocks it starts (``clocks.starts_of``: from the fact alone), and the
+        follow-up clocks the facts now call for (reopens, reporter replies), whatever order
+        they came."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
         self.effects.calendar = calendar
@@ -377,9 +376,9 @@ class ComplaintClocks:
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
                 self._resume(fact.deferred_at, fact.at, calendar, now)
-        for start in clocks.starts_on(data):
-            if isinstance(data, ComplaintRouted) and not took:
-                log.info("routing %s of %s never took: no clock", data.hop, self.complaint_id)
+        for start in clocks.starts_of(fact) if fact is not None else []:
+            if not took:
+                log.info("routing %s of %s never took: no clock", start.hop, self.complaint_id)
                 continue
             if start.clock == "deferral":
                 instance = self._instance_for("deferral", 0, start.started_at)
@@ -905,34 +904,25 @@ class ComplaintClocks:
 
 
 # -- from scratch ------------------------------------------------------------------------------
-def event_time(data: EventData) -> datetime:
-    """When a lifecycle event happened (its own time field, never its arrival)."""
-    fact = clocks.fact_of(data)
-    if fact is not None:
-        return fact.at
-    if isinstance(data, ComplaintSubmitted):
-        return data.received_at
-    if isinstance(data, ComplaintResponded):  # a progress update
-        return data.responded_at
-    raise ValueError(f"no event time for {type(data).__name__}")
+def facts_of(timeline: list[EventData]) -> list[Fact]:
+    """The facts a timeline of lifecycle events records (progress updates record none)."""
+    return [f for f in map(clocks.fact_of, timeline) if f is not None]
 
 
-def derive(complaint_id: uuid.UUID, timeline: list[EventData], calendar: WorkingCalendar,
+def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar,
            policies: dict[str, Policy], now: datetime,
            met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
            office_hours: OfficeHours | None = None) -> ComplaintClocks:
-    """Every clock of a complaint computed from scratch from its whole timeline, as of
-    ``now``: its events applied in the order they happened (the submission first on a tie),
-    from no stored state. Pure. The clocks sla maintains message by message, whatever order
-    the messages are processed in, must equal these (the property in
-    ``tests/unit/test_sla_order.py``)."""
+    """Every clock of a complaint computed from scratch from its facts alone (as stored:
+    ``facts`` rows, whose ``detail`` carries what starting a clock needs), as of ``now``:
+    applied in the order they happened (the submission first on a tie), from no stored
+    state. Pure. The clocks sla maintains message by message, whatever order (and however
+    often) the messages are processed in, must equal these (the properties in
+    ``tests/unit/test_sla_order.py`` and ``tests/integration/test_sla_derive.py``)."""
     state = ComplaintClocks(complaint_id, [], [], [], set())
-    for data in sorted(timeline, key=lambda d: (event_time(d),
-                                                not isinstance(d, ComplaintSubmitted))):
-        fact = clocks.fact_of(data)
-        if fact is not None:
-            state.record_fact(fact)
-        state.apply(data, fact, calendar, policies, now, met_by, ladders=ladders,
+    for fact in sorted(facts, key=lambda f: (f.at, f.kind != "submitted")):
+        state.record_fact(fact)
+        state.apply(fact, calendar, policies, now, met_by, ladders=ladders,
                     office_hours=office_hours)
     return state
 

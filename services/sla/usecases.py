@@ -92,7 +92,7 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
             complaint_id, fact, event.id,
             with_pauses=fact is not None and fact.kind in ("deferred", "resumed"))
         calendar, policies = await calendars.resolve(tx.repo, stamp)
-        state.apply(data, fact, calendar, policies, now, completion_met_by,
+        state.apply(fact, calendar, policies, now, completion_met_by,
                     ladders=calendars.ladders(stamp.ladder_rows), office_hours=office_hours)
         tx.stage(*state.events)
         await tx.repo.save(state)

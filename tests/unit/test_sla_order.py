@@ -92,7 +92,7 @@ def _key(c: domain.ClockRow) -> tuple[object, ...]:
 
 
 def derived_clocks(timeline: list[EventData]) -> set[tuple[object, ...]]:
-    state = domain.derive(CID, timeline, CALENDAR, default_policies(), T0)
+    state = domain.derive(CID, domain.facts_of(timeline), CALENDAR, default_policies(), T0)
     return {_key(c) for c in state.all_clocks()}
 
 
