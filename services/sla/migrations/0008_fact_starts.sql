@@ -25,4 +25,7 @@ UPDATE facts f SET detail = json_build_object('policy_key', c.policy_key, 'categ
                                               'reason', NULL, 'changed_by', NULL)::text
 FROM clocks c
 WHERE f.detail IS NULL AND f.kind = 'submitted' AND c.complaint_id = f.complaint_id
-  AND c.clock = 'completion' AND c.hop = 0 AND c.instance = 0;
+  AND c.clock = 'completion' AND c.hop = 0 AND c.instance = 0
+  -- a correction may have changed the clock's policy since: the submission's is not known
+  AND NOT EXISTS (SELECT 1 FROM facts r WHERE r.complaint_id = f.complaint_id
+                  AND r.kind = 'reclassified');
