@@ -135,10 +135,12 @@ class ClockChanges:
     timer_updates: list[Timer]  # existing timers fired or cancelled
     timer_inserts: list[Timer]
     new_pauses: list[PauseRow]
+    # Stored clocks the facts no longer call for (ids), deleted with their timers and pauses.
+    deleted_clocks: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.new_clocks or self.changed_clocks or self.timer_updates
-                    or self.timer_inserts or self.new_pauses)
+                    or self.timer_inserts or self.new_pauses or self.deleted_clocks)
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,7 @@ class ComplaintClocks:
         self._timers = timers
         self._pauses = set(pauses)
         self._new_pauses: list[PauseRow] = []
+        self._deleted: list[int] = []
         self.effects = Effects()
         self.met_by: CompletionMetBy = "final_response"
         self._policies: dict[str, Policy] = {}
@@ -278,7 +281,7 @@ class ComplaintClocks:
             changed_clocks=[c for i, c in self._clocks.items() if i > 0 and c != self._loaded[i]],
             timer_updates=[t for t in self._timers if t.id is not None and t.changed],
             timer_inserts=[t for t in self._timers if t.id is None],
-            new_pauses=list(self._new_pauses))
+            new_pauses=list(self._new_pauses), deleted_clocks=list(self._deleted))
 
     # -- row changes -------------------------------------------------------------------------
     def insert_clock(self, start: ClockStart, deadline: Deadline) -> int | None:
@@ -298,6 +301,15 @@ class ComplaintClocks:
     def category(self) -> str | None:
         """The complaint's category as its clocks know it (from the submission)."""
         return next((c.category for c in self._clocks.values() if c.category), None)
+
+    def delete_clock(self, clock_id: int) -> None:
+        """Drop a clock the facts no longer call for, with its timers and pauses (a stored one
+        is deleted by the mapper)."""
+        del self._clocks[clock_id]
+        self._timers = [t for t in self._timers if t.clock_id != clock_id]
+        self._new_pauses = [p for p in self._new_pauses if p.clock_id != clock_id]
+        if clock_id > 0:
+            self._deleted.append(clock_id)
 
     def set_paused(self, clock_id: int, at: datetime | None) -> None:
         self._clocks[clock_id] = replace(self._clocks[clock_id], paused_at=at)
@@ -371,7 +383,7 @@ class ComplaintClocks:
                     self._restop(row, stop, calendar)
             self._record_outcome(fact)
             if fact.kind == "closed":
-                self._cancel_routed_after(fact, calendar, now)
+                self._cancel_routed_after(fact)
             if fact.kind == "deferred":
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
@@ -392,17 +404,20 @@ class ComplaintClocks:
         self._start_reply_instances(policies, calendar, now)
         self._reclassify(policies, calendar, now)
 
-    def _cancel_routed_after(self, close: Fact, calendar: WorkingCalendar,
-                             now: datetime) -> None:
+    def _cancel_routed_after(self, close: Fact) -> None:
         """A routing after the close never took (intake ignored it), but processed before the
-        close it started an OPD clock: that clock is cancelled at its start, never breached.
-        (Recomputed from scratch it would not exist; the aggregate deletes no rows.)"""
+        close it started an OPD clock: recomputed from scratch that clock does not exist, so
+        it is deleted (never breached), and ``sla.clock_stopped`` (cancelled at its start)
+        tells whoever saw it start."""
         reopens = [f.at for f in self.facts if f.kind == "reopened"]
         for row in self.open_clocks():
             if row.clock == "opd_response" and row.instance == 0 and row.started_at >= close.at \
                     and not any(close.at <= r <= row.started_at for r in reopens):
-                self._stop_clock(row, ClockStop("opd_response", row.hop, row.started_at,
-                                                "cancelled"), calendar, now)
+                self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                     ClockStop("opd_response", row.hop, row.started_at,
+                                               "cancelled"), row.deadline,
+                                     instance=row.instance)
+                self.delete_clock(row.id)
 
     def effective_facts(self) -> list[Fact]:
         return clocks.effective_facts(self.facts)
