@@ -22,8 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.sla import domain, usecases
-from services.sla.clocks import Fact
-from services.sla.policy import default_policies
+from services.sla.calendar import WorkingCalendar
+from services.sla.clocks import Fact, Ladder
+from services.sla.policy import Policy, default_policies
 from shared.events import (
     CloudEvent,
     ComplaintArchived,
@@ -202,9 +203,11 @@ def live_timers(clocks: dict[int, domain.ClockRow],
             for t in timers if t.cancelled_at is None and clocks[t.clock_id].stopped_at is None}
 
 
-def derived_rows(facts: list[Fact]) -> tuple[dict[tuple[object, ...], domain.ClockRow],
-                                              set[tuple[object, ...]]]:
-    state = domain.derive(CID, facts, CALENDAR, default_policies(), T0)
+def derived_rows(facts: list[Fact], calendar: WorkingCalendar = CALENDAR,
+                 policies: dict[str, Policy] | None = None, ladders: tuple[Ladder, ...] = (),
+                 ) -> tuple[dict[tuple[object, ...], domain.ClockRow], set[tuple[object, ...]]]:
+    state = domain.derive(CID, facts, calendar, policies or default_policies(), T0,
+                          ladders=ladders)
     by_id = {c.id: c for c in state.all_clocks()}
     return clock_rows(state.all_clocks()), live_timers(by_id, state.changes().timer_inserts)
 
