@@ -16,7 +16,6 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
-from hypothesis import strategies as st
 
 from services.sla import domain, usecases
 from services.sla.app import MIGRATIONS
