@@ -246,9 +246,10 @@ async def run(row: Row) -> tuple[Sla, list[CloudEvent]]:
             sla.repo.now = now
             await usecases.fire_due_timers(100, uow=sla.uow)
             continue
-        await usecases.on_complaint_event(make_event("test", data), uow=sla.uow,
-                                          calendars=sla.calendars, now=now,
-                                          completion_met_by=row.met_by)
+        out = await usecases.on_complaint_event(make_event("test", data), uow=sla.uow,
+                                                calendars=sla.calendars, now=now,
+                                                completion_met_by=row.met_by)
+        assert out.drift == [], f"{type(data).__name__} left clocks unlike derive's"
     if row.scan_at is not None:
         sla.repo.now = row.scan_at
         await usecases.fire_due_timers(100, uow=sla.uow)
