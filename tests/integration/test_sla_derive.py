@@ -73,7 +73,9 @@ def test_the_stored_rows_equal_derive_from_the_stored_facts(settings, order):
                 "Asia/Pontianak")
             for event in order:  # a redelivery keeps its id: the same copy
                 copy = seen.setdefault(event.id, _as(cid, event))
-                await usecases.on_complaint_event(copy, uow=uow, calendars=calendars, now=T0)
+                out = await usecases.on_complaint_event(copy, uow=uow, calendars=calendars,
+                                                        now=T0)
+                assert out.drift == []
             async with pool.acquire() as conn:
                 clocks, timers, facts = await _stored(conn, cid)
             async with uow() as tx:  # the calendar, policies and ladders the messages read

@@ -21,10 +21,12 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from services.sla import domain, usecases
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import Fact, Ladder
+from services.sla.metrics import SlaMetrics
 from services.sla.policy import Policy, default_policies
 from shared.events import (
     CloudEvent,
@@ -278,3 +280,25 @@ def test_a_routing_voided_by_a_later_deferral_does_not_meet_verification() -> No
         ComplaintResumed(complaint_id=CID, deferred_at=d, resumed_at=day(5)),
         ComplaintArchived(complaint_id=CID, archived_at=day(6), reason="lainnya")]
     assert delivered_clocks(timeline) == derived_clocks(timeline)
+
+
+def test_drift_names_a_clock_patched_away_from_its_derivation() -> None:
+    """The per-message check can fail: a stored deadline that is not what the facts give, and
+    a clock the facts do not call for, are both named (and counted by the metric)."""
+    timeline: list[EventData] = [submitted(), routed(day(0, 11))]
+    state = domain.derive(CID, domain.facts_of(timeline), CALENDAR, default_policies(), T0)
+    derived = domain.derive(CID, domain.facts_of(timeline), CALENDAR, default_policies(), T0)
+    assert domain.drift(state, derived, CALENDAR) == []
+    opd = next(c for c in state.all_clocks() if c.clock == "opd_response")
+    state.set_recomputed_deadline(opd.id, replace(opd.deadline_record(),
+                                                  deadline=opd.deadline + timedelta(days=1)),
+                                  0, None)
+    assert domain.drift(state, derived, CALENDAR) == ["opd_response"]
+    assert domain.drift(derived, domain.derive(CID, domain.facts_of(timeline[:1]), CALENDAR,
+                                               default_policies(), T0), CALENDAR) \
+        == ["opd_response"]
+    registry = CollectorRegistry()
+    metrics = SlaMetrics(registry)
+    metrics.record(usecases.Outcome(drift=["opd_response"]))
+    assert registry.get_sample_value("sp4n_sla_derive_drift_total",
+                                     {"clock": "opd_response"}) == 1
