@@ -70,23 +70,27 @@ def classify(exc: BaseException) -> Failure:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         found = _classify_one(current)
+        if found == "permanent":
+            break
         if found is not None:
             return Failure(True, reason, found if found != "transient" else None)
         current = current.__cause__
     return Failure(False, reason)
 
 
-def _classify_one(exc: BaseException) -> Dependency | Literal["transient"] | None:
+def _classify_one(exc: BaseException) -> Dependency | Literal["transient", "permanent"] | None:
+    """Transient (the dependency, or "transient"), "permanent" whatever its cause, or None:
+    permanent unless its cause is transient."""
     # Imported here: shared.broker imports this module.
     from shared.broker import PoisonMessage
 
     if isinstance(exc, PoisonMessage):
-        return None
+        return "permanent"
     if isinstance(exc, BaseExceptionGroup):
         parts = [_classify_one(e) for e in exc.exceptions]
-        if parts and all(p is not None for p in parts):
+        if parts and all(p is not None and p != "permanent" for p in parts):
             return next((p for p in parts if p != "transient"), "transient")
-        return None
+        return "permanent"
     if isinstance(exc, _PG_TRANSIENT):  # before: QueryCanceledError is in class 57 too
         return "transient"
     if isinstance(exc, _PG_UNAVAILABLE):
@@ -112,6 +116,10 @@ _LOCAL_OS_ERRORS: tuple[type[OSError], ...] = (
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, bounded."""
-    text = str(exc)
+    """``Type: message`` of an exception, bounded. Of a PostgreSQL error only its primary
+    message: ``str()`` appends its DETAIL, which quotes row values."""
+    if isinstance(exc, asyncpg.PostgresError):
+        text = str(getattr(exc, "message", None) or (exc.args[0] if exc.args else ""))
+    else:
+        text = str(exc)
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:_MAX_REASON]

@@ -152,8 +152,8 @@ class Dispatcher:
                                   max_answer_bytes=self.settings.notify.max_answer_bytes)
                 while True:
                     self._wake.clear()
-                    await self._listen.ensure()
                     try:
+                        await self._listen.ensure()
                         claimed = await self.dispatch_once(post)
                         await self.refresh_pending_gauge()
                     except asyncio.CancelledError:
@@ -197,7 +197,12 @@ class _Listener:
 
     @property
     def active(self) -> bool:
-        return self.conn is not None and not self.conn.is_closed()
+        if self.conn is None:
+            return False
+        try:
+            return not self.conn.is_closed()
+        except asyncpg.InterfaceError:  # a lost connection is released to the pool by asyncpg
+            return False
 
     async def ensure(self) -> None:
         """LISTEN unless already listening; a failure is logged and tried again next round."""
@@ -230,8 +235,7 @@ class _Listener:
         if conn is None:
             return
         with contextlib.suppress(Exception):
-            if not conn.is_closed():
-                await conn.remove_listener(self.channel, self.callback)
+            await conn.remove_listener(self.channel, self.callback)
         with contextlib.suppress(Exception):
             await self.pool.release(conn)
 
