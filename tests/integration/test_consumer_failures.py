@@ -46,6 +46,8 @@ EMPTY_DIR = Path(__file__).parent / "no-migrations"
 # Short retry steps and probes, so outages of a second or two are waited out quickly.
 FAST = RetrySettings(delays_s=(0.2, 0.5), probe_initial_s=0.1, probe_max_s=0.5)
 WAIT_S = 30.0
+# More submissions than a consumer's prefetch (settings.prefetch_count, 32).
+COUNT = 50
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT_S) -> None:
@@ -235,6 +237,11 @@ class Probe:
             event = json.loads(msg.body)
             self.seen.setdefault(event["subject"], []).append(event["type"])
 
+    def decisions(self, complaint_id: str) -> list[str]:
+        """routing's decisions about a complaint (routed or triage required)."""
+        return [t for t in self.seen.get(complaint_id, [])
+                if ".routed." in t or ".triage_required." in t]
+
 
 @pytest.fixture(scope="module")
 async def routing(fast, amqp):
@@ -276,22 +283,24 @@ async def test_a_deterministic_failure_goes_to_the_dlq_at_once_with_its_reason(f
 
 
 async def test_consumers_pause_while_the_database_is_unreachable_and_resume(fast, amqp, routing):
-    """With routing's database link cut: the submission fails once, waits in routing's queue
-    (no consumer attached), /readyz names the database and the pause, an HTTP request gets 503
-    with Retry-After; when the link returns the consumers resume by themselves and the
-    complaint is routed once, with nothing dead-lettered."""
+    """With routing's database link cut: more submissions than the prefetch fail once each
+    (or not at all) and all wait in routing's queue (no consumer attached, none held
+    unacknowledged), /readyz names the database and the pause, an HTTP request gets 503 with
+    Retry-After; when the link returns the consumers resume by themselves and every complaint
+    is routed once, with nothing dead-lettered."""
     runtime, client, db_proxy, probe = routing
     ns = fast.namespace
     queue = ROUTING_SUBMITTED.name(ns)
     await until(lambda: _consumers(amqp, queue, 1), "routing consuming")
     await db_proxy.cut()
     try:
-        event = submission()
-        await publish_event(runtime.broker, ns, event)
+        events = [submission() for _ in range(COUNT)]
+        for event in events:
+            await publish_event(runtime.broker, ns, event)
         await until(lambda: _true(runtime.pause.paused), "consumers paused")
         await until(lambda: _consumers(amqp, queue, 0), "routing's consumer cancelled")
-        # The message came back from its retry step and waits in the queue, undelivered.
-        await until(lambda: _ready(amqp, queue, 1), "the submission waiting in routing's queue")
+        # Those that failed came back from their retry step; all wait in the queue, none held.
+        await until(lambda: _ready(amqp, queue, COUNT), "every submission waiting in routing's queue")
 
         ready = await client.get("/readyz")
         assert ready.status_code == 503
@@ -311,14 +320,16 @@ async def test_consumers_pause_while_the_database_is_unreachable_and_resume(fast
         assert 'sp4n_consumers_paused{service="routing"} 1.0' in metrics
     finally:
         await db_proxy.restore()
-    await until(lambda: _true(bool(probe.seen.get(event.subject))), "the complaint routed after the outage")
+    await until(lambda: _true(all(probe.decisions(e.subject) for e in events)),
+                "every complaint routed after the outage")
     await until(lambda: _true(not runtime.pause.paused), "consumers resumed")
     await until(lambda: _consumers(amqp, queue, 1), "routing consuming again")
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.json()
     assert (await client.get("/v1/rules")).status_code == 200
-    decided = [t for t in probe.seen[event.subject] if ".routed." in t or ".triage_required." in t]
-    assert len(decided) == 1
+    for event in events:
+        assert len(probe.decisions(event.subject)) == 1, event.subject
+    assert await _ready(amqp, queue, 0)
     assert (await queue_counts(amqp, ROUTING_SUBMITTED.dlq_name(ns)))[0] == 0
     metrics = (await client.get("/metrics")).text
     assert 'sp4n_consumers_paused{service="routing"} 0.0' in metrics
