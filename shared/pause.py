@@ -91,7 +91,9 @@ class ConsumerPause:
                 self.on_change(False)
 
     async def _stop(self, subscriber: RabbitSubscriber) -> None:
+        log.info("stopping consumer of %s", subscriber.queue.name)
         await subscriber.stop()
+        log.info("stopped consumer of %s", subscriber.queue.name)
         try:
             channel = await self.broker.config.channel_manager.get_channel(subscriber.channel)
             underlay = await channel.get_underlay_channel()

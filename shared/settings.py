@@ -97,7 +97,7 @@ class DatabaseSettings(BaseModel):
     idle_in_transaction_timeout_s: float = 60.0
     # Client-side: waiting for a free pool connection, opening a connection, and a statement's
     # answer (statement_timeout_s plus this margin, so a dead link cannot hang a query).
-    acquire_timeout_s: float = 5.0
+    acquire_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
     command_timeout_margin_s: float = 5.0
     # TCP keepalives on the server's side of each connection (idle seconds before the first

@@ -5,7 +5,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from shared.settings import Settings
+from shared.settings import DatabaseSettings, Settings
 from tests.infra import (
     create_database,
     delete_namespace,
@@ -45,6 +45,10 @@ def settings(infra) -> Settings:
             outbox_poll_interval_s=0.2,
             notify_backoff_base_s=0.2,
             notify_poll_interval_s=0.1,
+            # The shared test machine runs many suites at once: a pool connection can take
+            # longer than production's acquire timeout to come free there, which would answer
+            # 503 to a test's request that is merely queued (outages are tested with a cut proxy).
+            db=DatabaseSettings(acquire_timeout_s=30.0),
         )
     finally:
         run(delete_namespace(infra.amqp_url, namespace))
