@@ -74,7 +74,7 @@ class ServiceRuntime:
         ).labels(name)
         self.consumer_failures = Counter(
             "sp4n_consumer_failures", "Consumed messages whose handler failed, by queue family, "
-            "kind (transient, permanent) and outcome (retried, dead_lettered)",
+            "kind (transient, permanent) and outcome (retried, dead_lettered, requeued)",
             ["service", "queue", "kind", "outcome"], registry=self.registry)
         paused = Gauge("sp4n_consumers_paused",
                        "1 while the consumers are paused because the database is unreachable",

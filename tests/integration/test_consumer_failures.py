@@ -245,8 +245,9 @@ class Probe:
 
 @pytest.fixture(scope="module")
 async def routing(fast, amqp):
-    async with TcpProxy.to(fast.database_url) as db_proxy:
-        settings = fast.model_copy(update={"database_url": db_proxy.url(fast.database_url)})
+    async with TcpProxy.to(fast.database_url) as db_proxy, TcpProxy.to(fast.amqp_url) as mq_proxy:
+        settings = fast.model_copy(update={"database_url": db_proxy.url(fast.database_url),
+                                           "amqp_url": mq_proxy.url(fast.amqp_url)})
         app = build_routing(settings)
         probe = Probe()
         async with app.router.lifespan_context(app), httpx.AsyncClient(
@@ -256,15 +257,16 @@ async def routing(fast, amqp):
             await q.bind(events_exchange(fast.namespace).name, routing_key="complaint.*")
             await q.consume(probe.on_message)
             try:
-                yield app.state.runtime, client, db_proxy, probe
+                yield app.state.runtime, client, db_proxy, probe, mq_proxy
             finally:
                 await db_proxy.restore()
+                await mq_proxy.restore()
                 await ch.close()
 
 
 async def test_a_deterministic_failure_goes_to_the_dlq_at_once_with_its_reason(fast, amqp, routing):
     """A year-1 received_at overflows routing's duplicate window: no retry can help."""
-    runtime, _client, _proxy, _probe = routing
+    runtime, _client, _proxy, _probe, _mq = routing
     ns = fast.namespace
     event = submission(received_at=datetime(1, 1, 1, tzinfo=UTC), desa="Sungai Ayak")
     dead_lettered = runtime.consumer_failures.labels("routing", "submitted", "permanent", "dead_lettered")
@@ -288,7 +290,7 @@ async def test_consumers_pause_while_the_database_is_unreachable_and_resume(fast
     unacknowledged), /readyz names the database and the pause, an HTTP request gets 503 with
     Retry-After; when the link returns the consumers resume by themselves and every complaint
     is routed once, with nothing dead-lettered."""
-    runtime, client, db_proxy, probe = routing
+    runtime, client, db_proxy, probe, _mq = routing
     ns = fast.namespace
     queue = ROUTING_SUBMITTED.name(ns)
     await until(lambda: _consumers(amqp, queue, 1), "routing consuming")
@@ -335,6 +337,35 @@ async def test_consumers_pause_while_the_database_is_unreachable_and_resume(fast
     assert 'sp4n_consumers_paused{service="routing"} 0.0' in metrics
     assert ('sp4n_consumer_failures_total{kind="transient",outcome="retried",queue="submitted",'
             'service="routing"}') in metrics
+
+
+async def test_routing_consumes_again_after_its_broker_link_returns(fast, amqp, routing):
+    """FastStream/aio-pika reconnect by themselves: with routing's broker link cut, /readyz
+    names the broker (routing needs it); a submission published meanwhile waits in the queue
+    and is routed once the link returns — consumed on the restored channel, its decision
+    published through the restored publisher — with no restart and nothing dead-lettered."""
+    runtime, client, _db, probe, mq_proxy = routing
+    ns = fast.namespace
+    queue = ROUTING_SUBMITTED.name(ns)
+    await until(lambda: _consumers(amqp, queue, 1), "routing consuming")
+    await mq_proxy.cut()
+    try:
+        event = submission()
+        async with amqp.channel() as ch:  # the test's own link, not routing's
+            exchange = await ch.get_exchange(events_exchange(ns).name)
+            await exchange.publish(aio_pika.Message(event.model_dump_json().encode(), message_id=event.id,
+                                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                   routing_key="complaint.submitted")
+        await until(lambda: _consumers(amqp, queue, 0), "the broker dropping routing's consumer")
+        await until(lambda: _ready(amqp, queue, 1), "the submission waiting in routing's queue")
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["broker"] == "error: no connection"
+    finally:
+        await mq_proxy.restore()
+    await until(lambda: _true(bool(probe.decisions(event.subject))), "the complaint routed after reconnect")
+    await until(lambda: _all_ok(client), "every readiness check ok again")
+    assert len(probe.decisions(event.subject)) == 1
+    assert (await queue_counts(amqp, ROUTING_SUBMITTED.dlq_name(ns)))[0] == 0
 
 
 async def _consumers(amqp, queue: str, n: int) -> bool:
