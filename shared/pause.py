@@ -10,7 +10,10 @@ Invariant: a paused subscriber holds no message. FastStream's ``stop()`` stops h
 before it cancels the consumer, so a message delivered in between is left unacknowledged
 on the channel; each subscriber has its own channel (``shared.broker.subscribe``) and the
 pause recovers it (``basic.recover`` with requeue) once the consumer is cancelled, which
-puts such messages back in the queue.
+puts such messages back in the queue. (Without it a quorum queue keeps the cancelled
+consumer, and those messages, until the connection closes: the consumer count never drops.)
+A recovered message counts as one delivery towards the queue's delivery limit; at most the
+prefetch of each subscriber per pause.
 """
 
 from __future__ import annotations
