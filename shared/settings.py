@@ -117,6 +117,45 @@ class NotifySettings(BaseModel):
     secrets_key: str = Field(default="ZGV2LW9ubHktbm90aWZ5LXNlY3JldHMta2V5LTMyYnk=", repr=False)
 
 
+class RetrySettings(BaseModel):
+    """A consumer's transient failures (database or broker unavailable, timeouts,
+    serialization failures; ``shared.failures``) are retried through delayed-retry queues."""
+
+    # The delay of each retry step, seconds: the n-th transient failure of a message waits
+    # delays_s[n-1], and every later one the last step. One retry queue per step and consumed
+    # queue (``{queue}.retry.{delay}``); changing a delay declares new queues.
+    delays_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    # A message failing transiently this many times goes to its DLQ with the reason;
+    # 0: never (an outage of any length is waited out).
+    max_attempts: int = 0
+    # While the database is unreachable the consumers are paused and it is probed, from
+    # probe_initial_s doubling up to probe_max_s between probes.
+    probe_initial_s: float = 0.5
+    probe_max_s: float = 10.0
+
+
+class DatabaseSettings(BaseModel):
+    """How long a service waits on PostgreSQL before it gives up (and answers 503)."""
+
+    # Server-side limits per session: a statement running longer is cancelled; a session idle
+    # inside a transaction longer is ended (its locks released). 0 disables either.
+    statement_timeout_s: float = 30.0
+    idle_in_transaction_timeout_s: float = 60.0
+    # Client-side: waiting for a free pool connection, opening a connection, and a statement's
+    # answer (statement_timeout_s plus this margin, so a dead link cannot hang a query).
+    acquire_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    command_timeout_margin_s: float = 5.0
+    # TCP keepalives on the server's side of each connection (idle seconds before the first
+    # probe, seconds between probes, probes lost before the connection is dropped), so a
+    # partitioned client's locks are released within about a minute instead of two hours.
+    keepalives_idle_s: int = 30
+    keepalives_interval_s: int = 10
+    keepalives_count: int = 3
+    # The Retry-After (seconds) of a 503 answered while the database is unavailable.
+    retry_after_s: int = 5
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SP4N_", extra="ignore", env_nested_delimiter="__")
 
@@ -178,6 +217,9 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     sla: SlaSettings = SlaSettings()
     notify: NotifySettings = NotifySettings()
+    # Consumer retries and pauses (issue 9), and PostgreSQL timeouts and keepalives.
+    retry: RetrySettings = RetrySettings()
+    db: DatabaseSettings = DatabaseSettings()
 
     @model_validator(mode="after")
     def _legacy_reporter_ref_key(self) -> "Settings":

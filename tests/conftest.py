@@ -5,7 +5,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from shared.settings import NotifySettings, Settings
+from shared.settings import DatabaseSettings, NotifySettings, Settings
 from tests.infra import (
     create_database,
     delete_namespace,
@@ -48,6 +48,10 @@ def settings(infra) -> Settings:
             # The tests' webhook receivers listen on loopback, which notify refuses unless
             # the allow-list names it (services/notify/targets.py).
             notify=NotifySettings(allowed_targets=["127.0.0.1/32", "::1/128"]),
+            # The shared test machine runs many suites at once: a pool connection can take
+            # longer than production's acquire timeout to come free there, which would answer
+            # 503 to a test's request that is merely queued (outages are tested with a cut proxy).
+            db=DatabaseSettings(acquire_timeout_s=30.0),
         )
     finally:
         run(delete_namespace(infra.amqp_url, namespace))

@@ -57,6 +57,7 @@ class Plan:
     amqp_url: str  # an administrator's
     namespace: str
     delivery_limit: int
+    retry_delays_s: tuple[float, ...] = ()
     management_url: str | None = None
     portals: tuple[str, ...] = ()
     passwords: dict[str, str] = field(default_factory=dict)  # name → password (given/reused)
@@ -129,7 +130,8 @@ async def bootstrap(plan: Plan) -> Bootstrapped:
         conn_amqp = await aio_pika.connect(plan.amqp_url)
         try:
             async with conn_amqp.channel() as channel:
-                await declare_topology(channel, plan.namespace, plan.delivery_limit)
+                await declare_topology(channel, plan.namespace, plan.delivery_limit,
+                                       plan.retry_delays_s)
         finally:
             await conn_amqp.close()
         out.lines.append(f"rabbitmq topology of namespace {plan.namespace}: declared")
@@ -242,6 +244,7 @@ def bootstrap_command(settings: Settings, prefix: str, portals: tuple[str, ...],
             given[name] = value
         plan = Plan(prefix=prefix, database_url=settings.database_url, amqp_url=settings.amqp_url,
                     namespace=settings.namespace, delivery_limit=settings.delivery_limit,
+                    retry_delays_s=settings.retry.delays_s,
                     management_url=management_url, portals=portals, passwords=given,
                     database=not skip_database, broker=not skip_broker)
         done = await bootstrap(plan)

@@ -31,7 +31,8 @@ async def declare_all(settings: Settings) -> None:
     conn = await aio_pika.connect(settings.amqp_url)
     try:
         async with conn.channel() as channel:
-            await declare_topology(channel, settings.namespace, settings.delivery_limit)
+            await declare_topology(channel, settings.namespace, settings.delivery_limit,
+                                   settings.retry.delays_s)
     finally:
         await conn.close()
 

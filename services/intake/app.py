@@ -31,6 +31,9 @@ def build_app(settings: Settings) -> FastAPI:
     runtime = ServiceRuntime(
         "intake", settings, MIGRATIONS,
         title="sp4n intake — complaints API",
+        # Accepting a complaint needs only the database (the outbox holds its events while
+        # the broker is away): a broker outage must not take intake out of its Service.
+        broker_required=False,
     )
     cfg = IntakeConfig.from_settings(settings)
     metrics = IntakeMetrics(runtime.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -21,8 +22,11 @@ from services.intake.usecases import (
 )
 from shared.broker import PoisonMessage
 from shared.events import CloudEvent
+from shared.failures import classify
 from shared.service import ServiceRuntime
 from shared.topology import INTAKE_SUBMISSIONS, INTAKE_TIMELINE
+
+log = logging.getLogger(__name__)
 
 
 def parse_submission(body: bytes) -> ComplaintIn:
@@ -105,7 +109,16 @@ def install_consumers(runtime: ServiceRuntime, ctx: IntakeContext) -> None:
         kept encrypted (``failed_submissions``); the DLQ gets only its row id and the reason,
         never the body (the identity)."""
         body, user_id = sent
-        reason = await rejection(body, user_id)
+        try:
+            reason = await rejection(body, user_id)
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.transient:
+                raise  # retried through the retry queues (shared.broker), body and all
+            # A bug or data no retry fixes: kept encrypted like an invalid one, so the DLQ
+            # never holds the identity. The reason names the error, never the values.
+            reason = f"permanent failure: {failure.reason}"
+            log.error("accepting an inbound submission failed: %s", reason)
         if reason is None:
             return
         if privacy.is_dlq_reference(body):

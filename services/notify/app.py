@@ -57,6 +57,7 @@ def build_app(settings: Settings) -> FastAPI:
     dispatcher = Dispatcher(settings, metrics, uow, file_subscriptions=file_subscriptions)
     runtime.consume(NOTIFY_ALERTS, make_alert_handler(uow, dispatcher))
     runtime.add_loop(dispatcher.deliver_webhooks)
+    runtime.add_check("listen", dispatcher.listen_state)
     runtime.add_loop(_keep_bindings)
     app = runtime.app
     app.state.runtime = runtime

@@ -231,14 +231,16 @@ async def test_poison_message_ends_in_dlq_with_reason(settings, topology, own_qu
         await broker.stop()
 
 
-async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology,
-                                                                                 own_queue):
+async def test_handler_failing_permanently_is_dead_lettered_at_once_with_the_reason(settings, topology,
+                                                                                    own_queue):
+    """A failure that is not transient (here a bug: RuntimeError) is not retried: one attempt,
+    then the DLQ with the reason (transient ones: tests/integration/test_consumer_failures.py)."""
     broker = make_broker(settings, CollectorRegistry(), "test")
     attempts = []
 
     async def handle(event):
         attempts.append(event.id)
-        raise RuntimeError("database unavailable")
+        raise RuntimeError("a bug that fails every time")
 
     subscribe(broker, settings, own_queue, handle)
     await broker.start()
@@ -254,11 +256,12 @@ async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(
         ch = await topology.channel()
         dlq = await ch.declare_queue(own_queue.dlq_name(settings.namespace), durable=True)
         msg = await next_message(dlq, timeout=10)
-        assert msg is not None, "message failing forever was never dead-lettered"
+        assert msg is not None, "message failing permanently was never dead-lettered"
         await msg.ack()
         assert json.loads(msg.body)["id"] == event.id
-        # delivery limit 5: the first delivery plus five redeliveries, then dead-lettered.
-        assert len(attempts) == settings.delivery_limit + 1
+        assert msg.headers["x-sp4n-error"] == "RuntimeError: a bug that fails every time"
+        assert msg.headers["x-sp4n-original-queue"] == own_queue.name(settings.namespace)
+        assert len(attempts) == 1
         await ch.close()
     finally:
         await broker.stop()
