@@ -25,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from shared.broker import declare_topology, make_broker, publish_event, subscribe
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, CloudEvent
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxGauges, OutboxRelay
+from shared.retention import Retention
 from shared.settings import Settings
 from shared.topology import QueueSpec
 
@@ -51,6 +52,14 @@ class ServiceRuntime:
             "sp4n_outbox_published", "Events published from the outbox",
             ["service"], registry=self.registry,
         ).labels(name)
+        self.events_set_aside = Counter(
+            "sp4n_outbox_set_aside_events", "Outbox rows set aside after repeated failures",
+            ["service"], registry=self.registry,
+        ).labels(name)
+        self.outbox_gauges = OutboxGauges(self.registry, name)
+        # Pruning of this service's own schema; services add their tables (``retention.add``).
+        self.retention = Retention(name, settings.retention, self.registry)
+        self.add_loop(self.retention.prune_retention)
         self.app = FastAPI(title=title, lifespan=self._lifespan)
         self._add_ops_routes()
 
@@ -93,9 +102,12 @@ class ServiceRuntime:
         async with self._admin.channel() as channel:
             await declare_topology(channel, s.namespace, s.delivery_limit)
         await self.broker.start()
-        relay = OutboxRelay(self.pool, self.publish,
-                            batch_size=s.outbox_batch_size, poll_interval_s=s.outbox_poll_interval_s,
-                            on_published=self.events_published.inc)
+        relay = OutboxRelay(
+            self.pool, self.publish, batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s, on_published=self.events_published.inc,
+            lease_s=s.outbox_lease_s, publish_timeout_s=s.outbox_publish_timeout_s,
+            max_attempts=s.outbox_max_attempts, backoff_s=s.outbox_retry_backoff_s,
+            backoff_max_s=s.outbox_retry_backoff_max_s, on_set_aside=self.events_set_aside.inc)
         self._tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-outbox")]
         self._tasks += [asyncio.create_task(loop(self), name=f"{self.name}-{loop.__name__}")
                         for loop in self._loops]
@@ -104,11 +116,19 @@ class ServiceRuntime:
             yield
         finally:
             log.info("%s stopping", self.name)
-            # Stop consuming first (graceful: in-flight handlers finish), then the loops.
-            await self.broker.stop()
-            for task in self._tasks:
+            # Stop consuming first (graceful: in-flight handlers finish), then the loops, then
+            # drain the outbox (the broker connection stays open for it), then disconnect.
+            await asyncio.gather(*(sub.stop() for sub in self.broker.subscribers),
+                                 return_exceptions=True)
+            relay_task, loops = self._tasks[0], self._tasks[1:]
+            for task in loops:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
+            relay.stop()
+            await asyncio.wait([relay_task], timeout=s.outbox_drain_timeout_s)
+            relay_task.cancel()
+            await asyncio.gather(relay_task, return_exceptions=True)
+            await self.broker.stop()
             await self._admin.close()
             await self._pool.close()
             self._pool = None
@@ -153,6 +173,8 @@ class ServiceRuntime:
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
+            if self._pool is not None:
+                await self.outbox_gauges.refresh(self._pool)
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         @app.get("/healthz", tags=["ops"])
