@@ -42,6 +42,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -307,3 +308,37 @@ def outbox_arrays(events: Sequence[CloudEvent]) -> tuple[list[str], list[str], l
     the pool's jsonb codec encodes it)."""
     rows = [outbox_row(e) for e in events]
     return [r[0] for r in rows], [r[1] for r in rows], [json.dumps(r[2]) for r in rows]
+
+
+# Operator functions (``sp4n outbox``), on a pool or connection of one service schema.
+
+@dataclass(frozen=True)
+class SetAsideRow:
+    id: int
+    event_id: str
+    routing_key: str
+    attempts: int
+    created_at: datetime
+    set_aside_at: datetime
+    last_error: str | None
+
+
+async def list_set_aside(db: asyncpg.Pool | asyncpg.Connection, *, limit: int = 100) -> list[SetAsideRow]:
+    """Rows set aside by the relay, oldest first (no payload: it may name people)."""
+    rows = await db.fetch(
+        "SELECT id, event_id, routing_key, attempts, created_at, set_aside_at, last_error"
+        " FROM outbox WHERE sent_at IS NULL AND set_aside_at IS NOT NULL ORDER BY id LIMIT $1",
+        limit)
+    return [SetAsideRow(**dict(r)) for r in rows]
+
+
+async def release_set_aside(db: asyncpg.Pool | asyncpg.Connection,
+                            ids: Sequence[int] | None = None) -> int:
+    """Give set-aside rows (``ids``, or all when None) back to the relay with fresh attempts;
+    returns how many. Running relays pick them up at their next poll."""
+    status = await db.execute(
+        "UPDATE outbox SET set_aside_at = NULL, attempts = 0, lease_until = NULL"
+        " WHERE sent_at IS NULL AND set_aside_at IS NOT NULL"
+        " AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))",
+        None if ids is None else list(ids))
+    return int(status.rsplit(" ", 1)[-1])
