@@ -125,8 +125,14 @@ async def test_publish_timeout_fails_that_row_and_the_others_are_sent(pool, othe
     assert failed["sent_at"] is None and failed["set_aside_at"] is None
     assert failed["last_error"] == "publish not confirmed within the publish timeout"
     assert failed["attempts"] == 1 and failed["leased"]  # retried after its backoff
-    # In backoff it is not claimed again.
+    # In backoff it is not claimed again; it counts as unsent.
     assert await relay.relay_once() == 0
+    await other.execute("UPDATE outbox SET created_at = now() - interval '1 hour'")
+    registry = CollectorRegistry()
+    await OutboxGauges(registry, "test").refresh(pool)
+    assert registry.get_sample_value("sp4n_outbox_unsent", {"service": "test"}) == 1
+    assert registry.get_sample_value("sp4n_outbox_oldest_unsent_age_seconds",
+                                     {"service": "test"}) >= 3600
 
 
 async def test_poison_row_is_set_aside_after_max_attempts_and_the_batch_is_sent(pool, other):
@@ -155,9 +161,10 @@ async def test_poison_row_is_set_aside_after_max_attempts_and_the_batch_is_sent(
     assert rows["poison"]["attempts"] == 3 and rows["poison"]["set_aside_at"] is not None
     assert rows["poison"]["sent_at"] is None
 
-    gauges = OutboxGauges(CollectorRegistry(), "test")
-    await gauges.refresh(pool)
-    assert (gauges.unsent._value.get(), gauges.set_aside._value.get()) == (0, 1)
+    registry = CollectorRegistry()
+    await OutboxGauges(registry, "test").refresh(pool)
+    assert [registry.get_sample_value(f"sp4n_outbox_{g}", {"service": "test"})
+            for g in ("unsent", "set_aside", "oldest_unsent_age_seconds")] == [0, 1, 0]
 
     [listed] = await list_set_aside(pool)
     assert (listed.event_id, listed.attempts) == ("poison", 3)
