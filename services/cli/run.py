@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 import click
 
 from services.cli.common import SERVICES, migrations_of, pass_settings, run_async
+from services.cli.supervise import Supervisor
 from shared.connect import ensure_database
 from shared.db import migrate
 from shared.settings import Settings
@@ -47,44 +47,31 @@ def migrate_command(settings: Settings) -> int:
 def run_command(settings: Settings, service: str) -> int:
     """Run one service, or all of them as separate processes.
 
-    `run all` migrates first; Ctrl-C or SIGTERM stops every service gracefully."""
+    `run all` migrates first, then supervises: a service that dies is restarted with
+    backoff while the others keep running; Ctrl-C or SIGTERM stops every service gracefully
+    (each one drains its outbox)."""
     if service != "all":
         os.execvp(sys.executable, [sys.executable, "-m", f"services.{service}"])
     _migrate(settings)
-    return run_all(SERVICES, settings.graceful_timeout_s)
+    # A service's graceful stop: in-flight handlers, then the outbox drain, then a margin.
+    return run_all(SERVICES, settings.graceful_timeout_s + settings.outbox_drain_timeout_s)
 
 
-def run_all(services: tuple[str, ...], graceful_timeout_s: float) -> int:
-    """Each service in its own process; Ctrl-C or SIGTERM stops them all gracefully."""
-    procs = {svc: subprocess.Popen([sys.executable, "-m", f"services.{svc}"]) for svc in services}
-    stopping = False
+def run_all(services: tuple[str, ...], graceful_timeout_s: float, *,
+            commands: Mapping[str, Sequence[str]] | None = None, backoff_s: float = 1.0,
+            backoff_max_s: float = 30.0) -> int:
+    """Each service in its own process, supervised (``supervise``); Ctrl-C or SIGTERM stops
+    them all gracefully. ``commands`` replaces the service processes (tests)."""
+    supervisor = Supervisor(
+        commands or {svc: [sys.executable, "-m", f"services.{svc}"] for svc in services},
+        stop_timeout_s=graceful_timeout_s + 5, backoff_s=backoff_s, backoff_max_s=backoff_max_s)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        supervisor.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(f"running {', '.join(f'{s} (pid {p.pid})' for s, p in procs.items())}; Ctrl-C stops all",
-          file=sys.stderr)
-    exit_code = 0
-    while not stopping:
-        for svc, proc in procs.items():
-            if proc.poll() is not None:
-                print(f"{svc} exited with {proc.returncode}; stopping the others", file=sys.stderr)
-                exit_code = proc.returncode or 1
-                stopping = True
-        time.sleep(0.2)
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + graceful_timeout_s + 5
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return exit_code
+    return supervisor.run()
 
 
 COMMANDS = (migrate_command, run_command)
