@@ -144,7 +144,7 @@ class OutboxRelay:
                  *, batch_size: int = 200, poll_interval_s: float = 1.0,
                  on_published: Callable[[int], None] | None = None,
                  lease_s: float = 60.0, publish_timeout_s: float = 10.0,
-                 max_attempts: int = 10, backoff_s: float = 1.0, backoff_max_s: float = 300.0,
+                 max_attempts: int = 10, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
                  on_set_aside: Callable[[int], None] | None = None) -> None:
         self._pool = pool
         self._publish = publish

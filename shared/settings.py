@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     # alerted on, released with ``sp4n outbox retry``). The relay backs off the same way
     # while the broker refuses everything (those attempts do not count against the rows).
     outbox_retry_backoff_s: float = 1.0
-    outbox_retry_backoff_max_s: float = 300.0
+    outbox_retry_backoff_max_s: float = 30.0
     outbox_max_attempts: int = 10
     # At shutdown, after the consumers stopped, the relay keeps publishing what is left for
     # at most this many seconds.
