@@ -143,7 +143,7 @@ class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, publish: Callable[[CloudEvent], Awaitable[None]],
                  *, batch_size: int = 200, poll_interval_s: float = 1.0,
                  on_published: Callable[[int], None] | None = None,
-                 lease_s: float = 60.0, publish_timeout_s: float = 10.0,
+                 lease_s: float = 30.0, publish_timeout_s: float = 10.0,
                  max_attempts: int = 10, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
                  on_set_aside: Callable[[int], None] | None = None) -> None:
         self._pool = pool
@@ -193,7 +193,8 @@ class OutboxRelay:
     async def _publish_row(self, row: _Claimed) -> BaseException | None:
         try:
             event = CloudEvent.model_validate(row.payload)
-            await asyncio.wait_for(self._publish(event), self._publish_timeout_s)
+            async with asyncio.timeout(self._publish_timeout_s):  # no extra task per publish
+                await self._publish(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded with the row

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     # The relay (shared/outbox.py) leases the rows it claims for this long: a relay that dies
     # mid-batch leaves them to be republished once the lease is over. Keep it well above
     # outbox_publish_timeout_s.
-    outbox_lease_s: float = 60.0
+    outbox_lease_s: float = 30.0
     # A publish not confirmed by the broker within this many seconds counts as failed.
     outbox_publish_timeout_s: float = 10.0
     # A row whose publishing failed is retried after backoff_s * 2**(attempts-1), at most
