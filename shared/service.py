@@ -33,10 +33,11 @@ from shared.broker import (
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, CloudEvent
 from shared.failures import Failure, describe
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxGauges, OutboxRelay
 from shared.pause import ConsumerPause
 from shared.production import PRIVILEGED_ROLE_SQL, InsecureSettings, refuse_insecure
 from shared.requestid import RequestIdApp
+from shared.retention import Retention
 from shared.settings import Settings
 from shared.topology import QueueSpec
 from shared.unavailable import UnavailableMiddleware
@@ -85,6 +86,14 @@ class ServiceRuntime:
                                    initial_s=settings.retry.probe_initial_s,
                                    max_s=settings.retry.probe_max_s,
                                    on_change=lambda p: paused.set(1 if p else 0))
+        self.events_set_aside = Counter(
+            "sp4n_outbox_set_aside_events", "Outbox rows set aside after repeated failures",
+            ["service"], registry=self.registry,
+        ).labels(name)
+        self.outbox_gauges = OutboxGauges(self.registry, name)
+        # Pruning of this service's own schema; services add their tables (``retention.add``).
+        self.retention = Retention(name, settings.retention, self.registry)
+        self.add_loop(self.retention.prune_retention)
         # RequestIdApp: every response carries X-Request-ID, every log line its request's id.
         self.app: FastAPI = RequestIdApp(title=title, lifespan=self._lifespan)
         self.app.add_middleware(UnavailableMiddleware, retry_after_s=settings.db.retry_after_s)
@@ -165,9 +174,12 @@ class ServiceRuntime:
                 for spec in self.consumed:
                     await declare_retry_queues(channel, s.namespace, spec, s.retry.delays_s)
         await self.broker.start()
-        relay = OutboxRelay(self.pool, self.publish,
-                            batch_size=s.outbox_batch_size, poll_interval_s=s.outbox_poll_interval_s,
-                            on_published=self.events_published.inc)
+        relay = OutboxRelay(
+            self.pool, self.publish, batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s, on_published=self.events_published.inc,
+            lease_s=s.outbox_lease_s, publish_timeout_s=s.outbox_publish_timeout_s,
+            max_attempts=s.outbox_max_attempts, backoff_s=s.outbox_retry_backoff_s,
+            backoff_max_s=s.outbox_retry_backoff_max_s, on_set_aside=self.events_set_aside.inc)
         self._tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-outbox")]
         self._tasks += [asyncio.create_task(loop(self), name=f"{self.name}-{loop.__name__}")
                         for loop in self._loops]
@@ -176,12 +188,20 @@ class ServiceRuntime:
             yield
         finally:
             log.info("%s stopping", self.name)
-            # Stop consuming first (graceful: in-flight handlers finish), then the loops.
+            # Stop consuming first (graceful: in-flight handlers finish), then the loops, then
+            # drain the outbox (the broker connection stays open for it), then disconnect.
             await self.pause.close()
-            await self.broker.stop()
-            for task in self._tasks:
+            await asyncio.gather(*(sub.stop() for sub in self.broker.subscribers),
+                                 return_exceptions=True)
+            relay_task, loops = self._tasks[0], self._tasks[1:]
+            for task in loops:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
+            relay.stop()
+            await asyncio.wait([relay_task], timeout=s.outbox_drain_timeout_s)
+            relay_task.cancel()
+            await asyncio.gather(relay_task, return_exceptions=True)
+            await self.broker.stop()
             await self._admin.close()
             await self._pool.close()
             self._pool = None
@@ -243,6 +263,8 @@ class ServiceRuntime:
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
+            if self._pool is not None:
+                await self.outbox_gauges.refresh(self._pool)
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         @app.get("/healthz", tags=["ops"])

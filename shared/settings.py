@@ -156,6 +156,28 @@ class DatabaseSettings(BaseModel):
     retry_after_s: int = 5
 
 
+class RetentionSettings(BaseModel):
+    # Every service prunes its own schema (shared/retention.py): every interval_s, in
+    # statements of at most batch_size rows, at most max_batches per table per round.
+    interval_s: float = 300.0
+    batch_size: int = 1000
+    max_batches: int = 100
+    # Sent outbox rows are kept this long (set-aside and unsent rows are never pruned).
+    outbox_sent_days: float = 7.0
+    # Ids of consumed events (the inbox) are kept this long: the redelivery horizon. An event
+    # delivered again later than this would take effect twice.
+    inbox_days: float = 30.0
+    # routing: a remembered submission is kept until both its received_at and the time routing
+    # recorded it are older than duplicate_window_days plus this margin (a complaint reaching
+    # routing later than that after it was received is compared only with what is still kept).
+    recent_submissions_margin_days: float = 30.0
+    # notify: delivered webhooks (with their attempts) are kept this long; the attempts of a
+    # dead-lettered delivery this long after it was given up (the delivery itself is kept for
+    # ``sp4n webhook replay``). Pending deliveries are never pruned.
+    notify_delivered_days: float = 30.0
+    notify_dead_lettered_attempts_days: float = 90.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SP4N_", extra="ignore", env_nested_delimiter="__")
 
@@ -190,6 +212,22 @@ class Settings(BaseSettings):
     graceful_timeout_s: float = 15.0
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 200
+    # The relay (shared/outbox.py) leases the rows it claims for this long: a relay that dies
+    # mid-batch leaves them to be republished once the lease is over. Keep it well above
+    # outbox_publish_timeout_s.
+    outbox_lease_s: float = 30.0
+    # A publish not confirmed by the broker within this many seconds counts as failed.
+    outbox_publish_timeout_s: float = 10.0
+    # A row whose publishing failed is retried after backoff_s * 2**(attempts-1), at most
+    # backoff_max_s; after max_attempts failed attempts of its own it is set aside (kept,
+    # alerted on, released with ``sp4n outbox retry``). The relay backs off the same way
+    # while the broker refuses everything (those attempts do not count against the rows).
+    outbox_retry_backoff_s: float = 1.0
+    outbox_retry_backoff_max_s: float = 30.0
+    outbox_max_attempts: int = 10
+    # At shutdown, after the consumers stopped, the relay keeps publishing what is left for
+    # at most this many seconds.
+    outbox_drain_timeout_s: float = 10.0
 
     # Deprecated spelling of ``intake.reporter_ref_key`` (``SP4N_REPORTER_REF_KEY``): moved
     # into the intake section when that is not set; never dumped (not passed on).
@@ -220,6 +258,7 @@ class Settings(BaseSettings):
     # Consumer retries and pauses (issue 9), and PostgreSQL timeouts and keepalives.
     retry: RetrySettings = RetrySettings()
     db: DatabaseSettings = DatabaseSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _legacy_reporter_ref_key(self) -> "Settings":

@@ -43,6 +43,8 @@ def settings(infra) -> Settings:
             db_pool_min=1,
             db_pool_max=5,
             outbox_poll_interval_s=0.2,
+            # A killed service's leased outbox rows are republished after this (e2e crashes).
+            outbox_lease_s=5.0,
             notify_backoff_base_s=0.2,
             notify_poll_interval_s=0.1,
             # The tests' webhook receivers listen on loopback, which notify refuses unless

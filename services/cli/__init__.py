@@ -3,8 +3,8 @@
 One module per service area, each calling that service's own admin functions on its own
 schema through ``shared.connect``: ``run`` (migrate, run), ``intake`` (API keys, the LAPOR!
 import), ``sla`` (calendar, policy), ``notify`` (subscription, webhook), ``dlq`` (every
-service's dead-letter queues) and ``demo``. Invariant: the CLI imports the services, never
-the reverse.
+service's dead-letter queues), ``outbox`` (rows the relays set aside) and ``demo``.
+Invariant: the CLI imports the services, never the reverse.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from services.cli import bootstrap, demo, dlq, intake, notify, privacy, report, run, sla
+from services.cli import bootstrap, demo, dlq, intake, notify, outbox, privacy, report, run, sla
 from services.cli.common import SERVICES, migrations_of
 from services.cli.run import migrate_all, run_all
 from shared.settings import Settings
@@ -32,7 +32,7 @@ __all__ = ["SERVICES", "cli", "main", "migrate_all", "migrations_of", "run_all"]
 @click.pass_context
 def cli(ctx: click.Context, env_files: tuple[Path, ...]) -> None:
     """The sp4n command: migrate, run services, manage API keys, webhooks, the working-day
-    calendar, deadline policies and dead-letter queues, and a demo.
+    calendar, deadline policies, dead-letter queues and set-aside outbox rows, and a demo.
 
     Settings come from SP4N_* environment variables (see the README). `sp4n COMMAND --help`
     describes each command."""
@@ -44,7 +44,7 @@ def cli(ctx: click.Context, env_files: tuple[Path, ...]) -> None:
     ctx.obj = Settings()
 
 
-for module in (run, bootstrap, intake, sla, notify, dlq, demo, report, privacy):
+for module in (run, bootstrap, intake, sla, notify, dlq, outbox, demo, report, privacy):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -14,6 +13,7 @@ import aio_pika
 import click
 
 from services.cli.common import SERVICES, migrations_of, pass_settings, run_async
+from services.cli.supervise import Supervisor
 from shared.broker import declare_topology
 from shared.connect import ensure_database
 from shared.db import migrate
@@ -71,8 +71,9 @@ def migrate_command(settings: Settings, no_topology: bool) -> int:
 def run_command(settings: Settings, service: str, env_dir: Path | None) -> int:
     """Run one service, or all of them as separate processes.
 
-    `run all` migrates first (so the services themselves do not); Ctrl-C or SIGTERM stops
-    every service gracefully."""
+    `run all` migrates first (so the services themselves do not), then supervises: a
+    service that dies is restarted with backoff while the others keep running; Ctrl-C or
+    SIGTERM stops every service gracefully (each one drains its outbox)."""
     if service != "all":
         os.execvp(sys.executable, [sys.executable, "-m", f"services.{service}"])
     envs = credentials_of(env_dir) if env_dir else {}
@@ -83,7 +84,9 @@ def run_command(settings: Settings, service: str, env_dir: Path | None) -> int:
     code = _migrate(migrate_settings)
     if code:
         return code
-    return run_all(SERVICES, settings.graceful_timeout_s, envs)
+    # A service's graceful stop: in-flight handlers, then the outbox drain, then a margin.
+    return run_all(SERVICES, settings.graceful_timeout_s + settings.outbox_drain_timeout_s,
+                   envs=envs)
 
 
 def credentials_of(env_dir: Path) -> dict[str, dict[str, str]]:
@@ -93,43 +96,27 @@ def credentials_of(env_dir: Path) -> dict[str, dict[str, str]]:
     return {p.stem: read_env_file(p) for p in sorted(env_dir.glob("*.env"))}
 
 
-def run_all(services: tuple[str, ...], graceful_timeout_s: float,
-            envs: dict[str, dict[str, str]] | None = None) -> int:
-    """Each service in its own process (with its env file's variables, if any, and without
-    auto-migration: the caller migrated); Ctrl-C or SIGTERM stops them all gracefully."""
+def run_all(services: tuple[str, ...], graceful_timeout_s: float, *,
+            envs: Mapping[str, Mapping[str, str]] | None = None,
+            commands: Mapping[str, Sequence[str]] | None = None, backoff_s: float = 1.0,
+            backoff_max_s: float = 30.0) -> int:
+    """Each service in its own process, supervised (``supervise``), with its env file's
+    variables (if any) and without auto-migration (the caller migrated); Ctrl-C or SIGTERM
+    stops them all gracefully. ``commands`` replaces the service processes (tests)."""
     def env_of(svc: str) -> dict[str, str]:
-        return os.environ | {"SP4N_AUTO_MIGRATE": "false"} | (envs or {}).get(svc, {})
+        return dict(os.environ) | {"SP4N_AUTO_MIGRATE": "false"} | dict((envs or {}).get(svc, {}))
 
-    procs = {svc: subprocess.Popen([sys.executable, "-m", f"services.{svc}"], env=env_of(svc))
-             for svc in services}
-    stopping = False
+    supervisor = Supervisor(
+        commands or {svc: [sys.executable, "-m", f"services.{svc}"] for svc in services},
+        stop_timeout_s=graceful_timeout_s + 5, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
+        envs={svc: env_of(svc) for svc in services} if commands is None else None)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        supervisor.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(f"running {', '.join(f'{s} (pid {p.pid})' for s, p in procs.items())}; Ctrl-C stops all",
-          file=sys.stderr)
-    exit_code = 0
-    while not stopping:
-        for svc, proc in procs.items():
-            if proc.poll() is not None:
-                print(f"{svc} exited with {proc.returncode}; stopping the others", file=sys.stderr)
-                exit_code = proc.returncode or 1
-                stopping = True
-        time.sleep(0.2)
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + graceful_timeout_s + 5
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return exit_code
+    return supervisor.run()
 
 
 COMMANDS = (migrate_command, run_command)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -24,6 +24,7 @@ from services.notify.model import (
 )
 from services.notify.secretbox import SecretBox
 from services.notify.subscriptions import Subscription
+from shared.retention import deleted
 from shared.uow import PgTx
 
 __all__ = [
@@ -294,3 +295,28 @@ class NotifyRepository:
             " RETURNING id, event_id, event_type, complaint_id, subscription, attempts",
             subscription, error)
         return [DroppedDelivery(**dict(r)) for r in rows]
+
+
+# --- retention (``shared.retention``): one bounded statement per call -------------------
+# Pending deliveries are never pruned; dead-lettered ones are kept (``sp4n webhook replay``
+# needs them), only their attempt log goes.
+
+async def prune_delivery_attempts(pool: asyncpg.Pool, *, delivered_older_than: timedelta,
+                                  dead_lettered_older_than: timedelta, limit: int) -> int:
+    """At most ``limit`` attempt rows of deliveries delivered, or given up, long enough ago."""
+    return deleted(await pool.execute(
+        "DELETE FROM delivery_attempts WHERE id IN (SELECT a.id FROM deliveries d"
+        " JOIN delivery_attempts a ON a.delivery_id = d.id"
+        " WHERE (d.status = 'delivered' AND d.delivered_at < now() - $1::interval)"
+        " OR (d.status = 'dead_lettered' AND d.dead_lettered_at < now() - $2::interval)"
+        " LIMIT $3 FOR UPDATE OF a SKIP LOCKED)",
+        delivered_older_than, dead_lettered_older_than, limit))
+
+
+async def prune_delivered(pool: asyncpg.Pool, *, older_than: timedelta, limit: int) -> int:
+    """At most ``limit`` deliveries delivered longer than ``older_than`` ago (their attempts
+    go with them)."""
+    return deleted(await pool.execute(
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+        " WHERE status = 'delivered' AND delivered_at < now() - $1::interval"
+        " ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED)", older_than, limit))

@@ -24,7 +24,7 @@ from shared.broker import (
 )
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, ComplaintSubmitted, ComplaintTriageRequired, Location, make_event
-from shared.outbox import OutboxRelay, add_to_outbox
+from shared.outbox import OutboxRelay, PublishFailed, add_to_outbox
 from shared.topology import NOTIFY_ALERTS, NOTIFY_ON_DEMAND, QueueSpec, events_exchange
 from shared.uow import PgUnitOfWork
 from tests.infra import next_message
@@ -105,10 +105,14 @@ async def test_relay_leaves_rows_unsent_when_publish_fails(pool):
     event = _event()
     async with pool.acquire() as conn, conn.transaction():
         await add_to_outbox(conn, event)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishFailed):
         await OutboxRelay(pool, broken).relay_once()
-    sent_at = await pool.fetchval("SELECT sent_at FROM outbox WHERE event_id = $1", event.id)
-    assert sent_at is None
+    row = await pool.fetchrow("SELECT sent_at, lease_until, attempts, last_error, set_aside_at"
+                              " FROM outbox WHERE event_id = $1", event.id)
+    # The broker refused everything: the attempt is not held against the row, which stays
+    # claimable at once with the error kept.
+    assert row["sent_at"] is None and row["lease_until"] is None and row["set_aside_at"] is None
+    assert row["attempts"] == 0 and row["last_error"] == "ConnectionError: broker down"
 
 
 async def test_relay_publishes_to_real_broker(settings, pool, topology):
