@@ -53,6 +53,11 @@ RUN groupadd --system --gid 10001 sp4n \
 # Owned by root and not writable by the service user.
 COPY --from=build /opt/venv /opt/venv
 
+# Mount points of the per-service credential volumes (docker-compose.yml): a new named
+# volume takes this ownership, so `sp4n bootstrap` (user 10001) can write its env files.
+RUN for d in migrate intake routing sla notify; do mkdir -p /var/lib/sp4n/credentials/$d; done \
+ && chown -R 10001:10001 /var/lib/sp4n && chmod -R 700 /var/lib/sp4n
+
 WORKDIR /app
 USER 10001:10001
 

@@ -1,41 +1,66 @@
 """Broker plumbing: the broker factory, topology declaration, event publishing and the
 consumer wrapper that turns a bad message into a DLQ entry with its reason.
 
-Acknowledgement policy: a handler that raises is nacked with requeue, so transient faults
-(database restart) are retried; the quorum queue's delivery limit then dead-letters a
-message that keeps failing. A message that can never succeed (malformed, invalid) raises
-``PoisonMessage`` and is copied to the DLQ at once with the reason in its headers.
+What happens to a message whose handler raises (``shared.failures.classify``):
+- **permanent** (``PoisonMessage``, invalid data, a bug): copied to the queue's DLQ at once
+  with the reason in its headers, then acked.
+- **transient** (database or broker unavailable, timeout, serialization failure, deadlock):
+  a copy is published persistently, with confirms, to the queue's next delayed-retry queue
+  (``QueueSpec.retry_queue``) with its attempt count in ``x-sp4n-attempt``, then the original
+  is acked; after the step's delay the copy is dead-lettered back into the queue. A crash
+  between the publish and the ack delivers the message twice, which the inbox deduplicates.
+  Retries therefore survive restarts and do not use up the quorum delivery limit, which is
+  left as the last resort for a message whose copy cannot be published (nacked, requeued).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import aio_pika
+import aiormq
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from faststream.rabbit.subscriber import RabbitSubscriber
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared.events import CloudEvent
+from shared.failures import Failure, classify
 from shared.settings import Settings
 from shared.topology import (
     ALL_QUEUES,
     QueueSpec,
     dead_letter_exchange,
     events_exchange,
+    retry_exchange,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CE_CONTENT_TYPE = "application/cloudevents+json"
+# How many transient failures a message has had (set on each retry copy).
+ATTEMPT_HEADER = "x-sp4n-attempt"
+# What became of a failed message: a retry copy or a DLQ copy was published, or neither could
+# be (the broker is away) and the message is nacked back into its queue.
+Outcome = Literal["retried", "dead_lettered", "requeued"]
+# Told about every failed message: the queue, the classified failure and what was done.
+FailureObserver = Callable[[QueueSpec, Failure, Outcome], None]
 
 
 class PoisonMessage(Exception):
-    """A message that no retry can make valid; it goes to the DLQ with this reason."""
+    """A message that no retry can make valid; it goes to the DLQ with this reason.
+
+    ``dlq_body``: what the DLQ gets instead of the message (e.g. a reference to where the
+    service keeps it encrypted); then none of the original's headers is copied either."""
+
+    def __init__(self, reason: str, *, dlq_body: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.dlq_body = dlq_body
 
 
 def make_broker(settings: Settings, registry: CollectorRegistry, app_name: str) -> RabbitBroker:
@@ -55,14 +80,19 @@ def make_broker(settings: Settings, registry: CollectorRegistry, app_name: str) 
     )
 
 
-async def declare_topology(channel: aio_pika.abc.AbstractChannel, ns: str, delivery_limit: int) -> None:
-    """Declare every exchange, queue, binding and DLQ of the product (idempotent).
+async def declare_topology(channel: aio_pika.abc.AbstractChannel, ns: str, delivery_limit: int,
+                           retry_delays_s: tuple[float, ...] = ()) -> None:
+    """Declare every exchange, queue, binding and DLQ of the product (idempotent), and with
+    ``retry_delays_s`` every queue's delayed-retry queues (``sp4n migrate`` does: in
+    production no service may configure them itself).
 
     Every process declares the whole topology, not only its own queues, so an event
     published before its consumer first started is still queued, never dropped.
     """
     for spec in ALL_QUEUES:
         await declare_queue(channel, ns, spec, delivery_limit)
+        if retry_delays_s:
+            await declare_retry_queues(channel, ns, spec, retry_delays_s)
 
 
 async def declare_queue(channel: aio_pika.abc.AbstractChannel, ns: str, spec: QueueSpec,
@@ -79,6 +109,18 @@ async def declare_queue(channel: aio_pika.abc.AbstractChannel, ns: str, spec: Qu
         await q.bind(exchange, routing_key=key)
     dlq = await channel.declare_queue(spec.dlq_name(ns), durable=True)
     await dlq.bind(ex_dlx, routing_key=spec.name(ns))
+
+
+async def declare_retry_queues(channel: aio_pika.abc.AbstractChannel, ns: str, spec: QueueSpec,
+                               delays_s: tuple[float, ...]) -> None:
+    """Declare the retry exchange and the spec's delayed-retry queues (idempotent). Only
+    the consuming service declares them: nothing else publishes there."""
+    ex = retry_exchange(ns)
+    exchange = await channel.declare_exchange(ex.name, aio_pika.ExchangeType.DIRECT, durable=True)
+    for delay in dict.fromkeys(delays_s):
+        rq = spec.retry_queue(ns, delay)
+        q = await channel.declare_queue(rq.name, durable=True, arguments=rq.arguments)
+        await q.bind(exchange, routing_key=rq.name)
 
 
 async def publish_event(broker: RabbitBroker, ns: str, event: CloudEvent) -> None:
@@ -104,10 +146,17 @@ def parse_cloud_event(body: bytes) -> CloudEvent:
 
 @overload
 def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
-              handle: Callable[[CloudEvent], Awaitable[None]]) -> Any: ...
+              handle: Callable[[CloudEvent], Awaitable[None]], *,
+              observe: FailureObserver | None = None) -> RabbitSubscriber: ...
 @overload
 def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
-              handle: Callable[[T], Awaitable[None]], parse: Callable[[bytes], T]) -> Any: ...
+              handle: Callable[[T], Awaitable[None]], parse: Callable[[bytes], T], *,
+              observe: FailureObserver | None = None) -> RabbitSubscriber: ...
+@overload
+def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
+              handle: Callable[[T], Awaitable[None]], *,
+              parse_sent: Callable[[bytes, str | None], T],
+              observe: FailureObserver | None = None) -> RabbitSubscriber: ...
 
 
 def subscribe(
@@ -116,22 +165,110 @@ def subscribe(
     spec: QueueSpec,
     handle: Callable[[Any], Awaitable[None]],
     parse: Callable[[bytes], Any] = parse_cloud_event,
-) -> Any:
+    *,
+    parse_sent: Callable[[bytes, str | None], Any] | None = None,
+    observe: FailureObserver | None = None,
+) -> RabbitSubscriber:
     """Attach ``handle`` to the spec's queue; ``parse`` turns the body into its argument
-    (a ``CloudEvent`` unless another parser is given)."""
+    (a ``CloudEvent`` unless another parser is given). ``parse_sent``, when given, gets the
+    body and the message's ``user_id`` instead: RabbitMQ refuses a ``user_id`` that is not
+    the publishing connection's user, so it names the sender reliably. A failure is
+    dead-lettered or retried (module docstring) and reported to ``observe``. The retry
+    queues must be declared (``declare_retry_queues``). Each subscriber has a channel of its
+    own, so it can be paused alone (``shared.pause``)."""
     ns = settings.namespace
-    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0])
+    # Without auto-migration the queue, its bindings and exchanges exist already (declared
+    # by ``sp4n migrate``); the subscriber then only checks its queue passively, which
+    # needs no configure permission on anything.
+    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0],
+                       declare=settings.migrates_at_startup)
+    subscriber = broker.subscriber(
+        queue, spec.exchange(ns), ack_policy=AckPolicy.NACK_ON_ERROR,
+        channel=Channel(prefetch_count=settings.prefetch_count), decoder=_raw_message,
+        title=spec.name(ns), description=f"{spec.service} consumes {', '.join(spec.routing_keys)}")
 
-    @broker.subscriber(queue, spec.exchange(ns), ack_policy=AckPolicy.NACK_ON_ERROR,
-                       decoder=_raw_message, title=spec.name(ns),
-                       description=f"{spec.service} consumes {', '.join(spec.routing_keys)}")
+    @subscriber
     async def _consume(msg: RabbitMessage) -> None:
         try:
-            await handle(parse(msg.body))
-        except PoisonMessage as exc:
-            await dead_letter(broker, ns, spec, msg, str(exc))
+            if parse_sent is not None:
+                await handle(parse_sent(msg.body, msg.raw_message.user_id))
+            else:
+                await handle(parse(msg.body))
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and handled
+            await handle_failure(broker, settings, spec, msg, exc, observe)
 
-    return _consume
+    return subscriber
+
+
+async def handle_failure(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
+                         msg: RabbitMessage, exc: Exception, observe: FailureObserver | None) -> None:
+    """Dead-letter a permanent failure, schedule a retry of a transient one (the caller
+    acks the message afterwards); raises when the copy could not be published."""
+    ns = settings.namespace
+    failure = classify(exc)
+    outcome: Outcome = "requeued"  # unless the copy below is published
+    try:
+        if not failure.transient:
+            reason = str(exc) if isinstance(exc, PoisonMessage) else failure.reason
+            if not isinstance(exc, PoisonMessage):
+                log.error("handler failed permanently on %s", spec.name(ns), exc_info=exc)
+            # A poison message may stand in a replacement body (no personal data) for its own.
+            body = exc.dlq_body if isinstance(exc, PoisonMessage) else None
+            await dead_letter(broker, ns, spec, msg, reason, body=body)
+            outcome = "dead_lettered"
+            return
+        attempt = _attempt(msg) + 1
+        limit = settings.retry.max_attempts
+        if limit and attempt >= limit:
+            await dead_letter(broker, ns, spec, msg,
+                              f"still failing after {attempt} transient failures: {failure.reason}")
+            outcome = "dead_lettered"
+        else:
+            await schedule_retry(broker, ns, spec, msg, attempt, settings.retry.delays_s,
+                                 failure.reason)
+            outcome = "retried"
+    finally:
+        if observe is not None:
+            observe(spec, failure, outcome)
+
+
+def _attempt(msg: RabbitMessage) -> int:
+    try:
+        return int((msg.headers or {}).get(ATTEMPT_HEADER, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def retry_delay(attempt: int, delays_s: tuple[float, ...]) -> float:
+    """The delay before the ``attempt``-th retry (1-based): its step, else the last one."""
+    return delays_s[min(attempt, len(delays_s)) - 1]
+
+
+async def schedule_retry(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage,
+                         attempt: int, delays_s: tuple[float, ...], reason: str) -> None:
+    """Publish the message's copy to its retry step (persistent, confirmed, mandatory); the
+    caller then acks the original. Raises when the broker did not take the copy."""
+    delay = retry_delay(attempt, delays_s)
+    log.warning("transient failure on %s (attempt %d); retrying in %gs: %s",
+                spec.name(ns), attempt, delay, reason[:500])
+    headers = dict(msg.headers or {})
+    headers[ATTEMPT_HEADER] = attempt
+    headers["x-sp4n-error"] = reason[:2000]
+    headers["x-sp4n-original-queue"] = spec.name(ns)
+    confirmation = await broker.publish(
+        msg.body,
+        exchange=retry_exchange(ns),
+        routing_key=spec.retry_name(ns, delay),
+        mandatory=True,
+        persist=True,
+        headers=headers,
+        # A returned (unroutable) message is matched to its confirmation by message id.
+        message_id=msg.message_id or uuid.uuid4().hex,
+        correlation_id=msg.correlation_id,
+        content_type=msg.content_type,
+    )
+    if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+        raise RuntimeError(f"retry queue {spec.retry_name(ns, delay)} did not take the message")
 
 
 async def _raw_message(msg: RabbitMessage) -> RabbitMessage:
@@ -140,18 +277,19 @@ async def _raw_message(msg: RabbitMessage) -> RabbitMessage:
 
 
 async def dead_letter(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage,
-                      reason: str) -> None:
-    """Copy the original message to the spec's DLQ with the reason; the caller then acks it."""
+                      reason: str, body: bytes | None = None) -> None:
+    """Copy the original message (or ``body`` in its stead, without the original's headers)
+    to the spec's DLQ with the reason; the caller then acks it."""
     log.warning("dead-lettered message on %s: %s", spec.name(ns), reason[:500])
-    headers = dict(msg.headers or {})
+    headers = dict(msg.headers or {}) if body is None else {}
     headers["x-sp4n-error"] = reason[:2000]
     headers["x-sp4n-original-queue"] = spec.name(ns)
     await broker.publish(
-        msg.body,
+        msg.body if body is None else body,
         exchange=dead_letter_exchange(ns),
         routing_key=spec.name(ns),
         persist=True,
         headers=headers,
         message_id=msg.message_id,
-        content_type=msg.content_type,
+        content_type=msg.content_type if body is None else "application/json",
     )

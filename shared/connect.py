@@ -48,7 +48,7 @@ async def service_pool(settings: Settings, schema: str, *, migrations: Path | No
         await ensure_database(settings.database_url)
         await migrate(settings.database_url, schema, migrations)
     pool = await create_pool(settings.database_url, schema=schema, min_size=min_size,
-                             max_size=max_size)
+                             max_size=max_size, db=settings.db)
     try:
         yield pool
     finally:

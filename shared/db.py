@@ -18,10 +18,15 @@ from typing import Any
 import asyncpg
 
 from shared.outbox import connection_released
+from shared.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x5F4E_0001
+# The migration ledger of one schema (on the search_path); ``sp4n bootstrap`` creates it
+# too, as the owner role, so it can make it read-only for the service role.
+LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations ("
+              " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -36,20 +41,60 @@ async def _on_release(conn: asyncpg.Connection) -> None:
     connection_released(conn)
 
 
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg is untyped
+    """An asyncpg pool whose ``acquire()`` gives up after ``acquire_timeout`` seconds unless
+    the caller passes its own timeout (asyncpg waits forever by default), raising
+    ``TimeoutError``: during an outage a request answers 503 instead of hanging."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float | None, **kwargs: Any) -> None:
+        self._acquire_timeout = acquire_timeout
+        super().__init__(*args, **kwargs)
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
+def session_settings(db: DatabaseSettings) -> dict[str, str]:
+    """The server-side limits of every pooled session (``DatabaseSettings``)."""
+    return {
+        "statement_timeout": str(int(db.statement_timeout_s * 1000)),
+        "idle_in_transaction_session_timeout": str(int(db.idle_in_transaction_timeout_s * 1000)),
+        "tcp_keepalives_idle": str(db.keepalives_idle_s),
+        "tcp_keepalives_interval": str(db.keepalives_interval_s),
+        "tcp_keepalives_count": str(db.keepalives_count),
+    }
+
+
 async def create_pool(dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10,
-                      query_logger: Callable[[Any], None] | None = None) -> asyncpg.Pool:
-    """A pool on one service schema; ``query_logger`` (asyncpg's, called per query) is for
-    tooling that counts or traces statements."""
+                      query_logger: Callable[[Any], None] | None = None,
+                      db: DatabaseSettings | None = None) -> asyncpg.Pool:
+    """A pool on one service schema, with the timeouts and keepalives of ``db`` (the
+    defaults of ``DatabaseSettings`` when not given); ``query_logger`` (asyncpg's, called per
+    query) is for tooling that counts or traces statements."""
+    db = db or DatabaseSettings()
 
     async def init(conn: asyncpg.Connection) -> None:
         await _init_connection(conn)
         if query_logger is not None:
             conn.add_query_logger(query_logger)
 
-    return await asyncpg.create_pool(
+    command_timeout = (db.statement_timeout_s + db.command_timeout_margin_s
+                       if db.statement_timeout_s > 0 else None)
+    pool = BoundedPool(
         dsn, min_size=min_size, max_size=max_size, init=init, reset=_on_release,
-        server_settings={"search_path": f"{schema},public", "application_name": f"sp4n-{schema}"},
+        acquire_timeout=db.acquire_timeout_s or None, timeout=db.connect_timeout_s,
+        command_timeout=command_timeout,
+        server_settings={"search_path": f"{schema},public", "application_name": f"sp4n-{schema}",
+                         **session_settings(db)},
+        # create_pool's own defaults, which Pool() does not supply.
+        connection_class=asyncpg.Connection, record_class=asyncpg.Record, init_size=None,
+        max_queries=50000, max_inactive_connection_lifetime=300.0, connect=None, setup=None,
+        loop=None,
     )
+    await pool
+    return pool
 
 
 def _files(directory: Path) -> list[Path]:
@@ -65,10 +110,7 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             await conn.execute(f'SET search_path TO "{schema}", public')
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
+            await conn.execute(LEDGER_DDL)
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             plan = [(f"shared/{p.stem}", p) for p in _files(SHARED_MIGRATIONS)]
             plan += [(p.stem, p) for p in _files(directory)]

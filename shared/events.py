@@ -308,6 +308,7 @@ class ComplaintReclassified(EventData):
     category: str
     anonymous: bool
     confidential: bool
+    location_public: bool = False  # an anonim complaint's exact location may be public
     changed_fields: list[str]
     reason: str = Field(max_length=500)  # the admin's words, not the citizen's
     changed_by: str | None = None

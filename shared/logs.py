@@ -9,6 +9,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from shared.requestid import current_request_id
+
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
@@ -25,6 +27,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_request_id()  # set while a request is handled (shared.requestid)
+        if request_id is not None:
+            line["request_id"] = request_id
         line.update({k: v for k, v in vars(record).items() if k not in _STD_ATTRS})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
@@ -38,3 +43,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # aiormq's DEBUG dumps every AMQP frame, message bodies included (a submission's identity).
+    logging.getLogger("aiormq").setLevel(max(root.level, logging.INFO))

@@ -4,6 +4,9 @@
 - One durable direct exchange ``{ns}.inbound`` where portals may publish submissions.
 - One durable quorum queue per (consuming service, event family), with a delivery limit
   and dead-lettering into ``{ns}.dlx``; one classic durable DLQ per queue.
+- Per consumed queue, one delayed-retry quorum queue per retry step
+  (``{queue}.retry.{delay}``, e.g. ``sp4n.routing.submitted.v1.retry.5s``), bound to the
+  direct exchange ``{ns}.retry``; declared by the consuming service (``shared.broker``).
 
 Queue arguments are immutable in RabbitMQ: when they change, bump ``QUEUE_GENERATION``
 so the new queues get new names instead of failing with PRECONDITION_FAILED.
@@ -31,6 +34,18 @@ def dead_letter_exchange(ns: str) -> RabbitExchange:
     return RabbitExchange(f"{ns}.dlx", type=ExchangeType.DIRECT, durable=True)
 
 
+def retry_exchange(ns: str) -> RabbitExchange:
+    """Where a consumer publishes the copy of a message that failed transiently, routed by the
+    retry queue's name (``QueueSpec.retry_queue``)."""
+    return RabbitExchange(f"{ns}.retry", type=ExchangeType.DIRECT, durable=True)
+
+
+def delay_label(delay_s: float) -> str:
+    """A retry step's delay in a queue name: ``1s``, ``600s``, ``250ms``."""
+    ms = round(delay_s * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     """A consuming service's queue for one event family."""
@@ -49,9 +64,11 @@ class QueueSpec:
     def exchange(self, ns: str) -> RabbitExchange:
         return inbound_exchange(ns) if self.inbound else events_exchange(ns)
 
-    def queue(self, ns: str, delivery_limit: int, routing_key: str) -> RabbitQueue:
+    def queue(self, ns: str, delivery_limit: int, routing_key: str, *,
+              declare: bool = True) -> RabbitQueue:
         return RabbitQueue(
             self.name(ns),
+            declare=declare,
             queue_type=QueueType.QUORUM,
             durable=True,
             routing_key=routing_key,
@@ -67,6 +84,31 @@ class QueueSpec:
 
     def dlq(self, ns: str) -> RabbitQueue:
         return RabbitQueue(self.dlq_name(ns), durable=True, routing_key=self.name(ns))
+
+    def retry_name(self, ns: str, delay_s: float) -> str:
+        return f"{self.name(ns)}.retry.{delay_label(delay_s)}"
+
+    def retry_queue(self, ns: str, delay_s: float) -> RabbitQueue:
+        """A delayed-retry step: nothing consumes it; each message waits ``delay_s`` (the
+        queue's message TTL) and is then dead-lettered back into this spec's queue through
+        the default exchange. Quorum with at-least-once dead-lettering, like the queue it
+        feeds, so a retry survives a broker restart and is never dropped on the way back.
+        Bound to ``retry_exchange`` by its own name. The delay is in the name: queue
+        arguments are immutable, so another delay is another queue."""
+        name = self.retry_name(ns, delay_s)
+        return RabbitQueue(
+            name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=name,
+            arguments={
+                "x-message-ttl": round(delay_s * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.name(ns),
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
 
 
 # Every queue of the product, so tooling (readiness, DLQ replay, test clean-up) can enumerate them.

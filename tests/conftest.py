@@ -5,7 +5,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from shared.settings import Settings
+from shared.settings import DatabaseSettings, NotifySettings, Settings
 from tests.infra import (
     create_database,
     delete_namespace,
@@ -43,8 +43,17 @@ def settings(infra) -> Settings:
             db_pool_min=1,
             db_pool_max=5,
             outbox_poll_interval_s=0.2,
+            # A killed service's leased outbox rows are republished after this (e2e crashes).
+            outbox_lease_s=5.0,
             notify_backoff_base_s=0.2,
             notify_poll_interval_s=0.1,
+            # The tests' webhook receivers listen on loopback, which notify refuses unless
+            # the allow-list names it (services/notify/targets.py).
+            notify=NotifySettings(allowed_targets=["127.0.0.1/32", "::1/128"]),
+            # The shared test machine runs many suites at once: a pool connection can take
+            # longer than production's acquire timeout to come free there, which would answer
+            # 503 to a test's request that is merely queued (outages are tested with a cut proxy).
+            db=DatabaseSettings(acquire_timeout_s=30.0),
         )
     finally:
         run(delete_namespace(infra.amqp_url, namespace))

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import aio_pika
 import asyncpg
 
-from shared.topology import ALL_QUEUES, dead_letter_exchange, events_exchange, inbound_exchange
+from shared.settings import RetrySettings
+from shared.topology import (
+    ALL_QUEUES,
+    dead_letter_exchange,
+    events_exchange,
+    inbound_exchange,
+    retry_exchange,
+)
 
 
 @dataclass
@@ -83,15 +90,19 @@ async def drop_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-async def delete_namespace(amqp_url: str, ns: str) -> None:
-    """Remove every queue and exchange of a test namespace."""
+async def delete_namespace(amqp_url: str, ns: str, extra_retry_delays_s: tuple[float, ...] = ()) -> None:
+    """Remove every queue and exchange of a test namespace (the retry queues of the default
+    retry steps and of ``extra_retry_delays_s``)."""
     conn = await aio_pika.connect(amqp_url)
     try:
+        retry_steps = (*RetrySettings().delays_s, *extra_retry_delays_s)
         for spec in ALL_QUEUES:
-            for name in (spec.name(ns), spec.dlq_name(ns)):
+            names = [spec.name(ns), spec.dlq_name(ns), *(spec.retry_name(ns, d) for d in retry_steps)]
+            for name in names:
                 async with conn.channel() as ch:
                     await ch.queue_delete(name, if_unused=False, if_empty=False)
-        for ex in (events_exchange(ns), inbound_exchange(ns), dead_letter_exchange(ns)):
+        for ex in (events_exchange(ns), inbound_exchange(ns), dead_letter_exchange(ns),
+                   retry_exchange(ns)):
             async with conn.channel() as ch:
                 await ch.exchange_delete(ex.name)
     finally:

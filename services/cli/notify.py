@@ -7,6 +7,7 @@ import click
 
 from services.cli.common import csv, migrations_of, pass_settings, run_async
 from services.notify import admin
+from services.notify.targets import target_policy
 from shared.connect import service_pool
 from shared.settings import Settings
 
@@ -34,7 +35,8 @@ def subscription_add(settings: Settings, name: str, url: str, events: str | None
         async with service_pool(settings, "notify", migrations=migrations_of("notify")) as db:
             sub = await admin.add_subscription(
                 db, name=name, url=url, event_types=csv(events), opd_codes=csv(opd) or None,
-                secret=secret, replace=replace)
+                secret=secret, replace=replace, box=admin.box_of(settings),
+                policy=target_policy(settings))
         click.echo(f"subscription '{sub.name}' → {sub.url} for {', '.join(sub.event_types)}"
                    f"{' (OPD ' + ', '.join(sub.opd_codes) + ')' if sub.opd_codes else ''}", err=True)
         if not secret:
@@ -52,11 +54,43 @@ def subscription_list(settings: Settings) -> int:
 
     async def go() -> int:
         async with service_pool(settings, "notify", migrations=migrations_of("notify")) as db:
-            subs = await admin.list_subscriptions(db)
+            subs = await admin.list_subscriptions(db, box=admin.box_of(settings))
         for s in subs:
             click.echo(f"{s.name:<20} {'on ' if s.enabled else 'off'} {s.url:<45} "
                        f"{','.join(s.event_types):<40} opd={','.join(s.opd_codes or ('*',))} "
                        f"secret={s.secret[:10]}…")
+        return 0
+
+    return run_async(go())
+
+
+@subscription.command("rotate-secret", short_help="A new signing secret; the old one overlaps.")
+@click.argument("name")
+@click.option("--overlap-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="how long webhooks carry a signature with the old secret too")
+@click.option("--secret", help="whsec_… (default: generated and printed once)")
+@pass_settings
+def subscription_rotate(settings: Settings, name: str, overlap_hours: float,
+                        secret: str | None) -> int:
+    """Give subscription NAME a new signing secret, printed once (stdout).
+
+    For --overlap-hours every webhook carries two `v1,` signatures (new and old secret, as
+    Standard Webhooks allows), so the receiver can switch to the new secret without a gap."""
+
+    async def go() -> int:
+        async with service_pool(settings, "notify", migrations=migrations_of("notify")) as db:
+            try:
+                new = await admin.rotate_secret(db, name, overlap_s=overlap_hours * 3600,
+                                                secret=secret, box=admin.box_of(settings))
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--secret") from exc
+        if new is None:
+            click.echo(f"no subscription named '{name}'", err=True)
+            return 1
+        click.echo(f"subscription '{name}': new secret active; the old one also signs for"
+                   f" {overlap_hours:g} h", err=True)
+        if not secret:
+            click.echo(new)
         return 0
 
     return run_async(go())

@@ -19,8 +19,9 @@ import httpx
 
 Kind = Literal["imported", "present", "rejected", "failed", "valid"]  # valid: dry run only
 COMPLAINTS_PATH = "/v1/complaints"
-FATAL_STATUSES = {401: "API key tidak dikenal atau dicabut",
-                  403: "API key tidak boleh mengirim untuk source 'lapor'",
+FATAL_STATUSES = {401: "API key tidak dikenal, dicabut, atau kedaluwarsa",
+                  403: ("API key bukan kunci importer untuk source 'lapor' (buat dengan "
+                        "sp4n create-api-key --role importer --source lapor)"),
                   404: "alamat intake salah: POST /v1/complaints tidak ada",
                   405: "alamat intake salah: POST /v1/complaints tidak diterima"}
 

@@ -13,25 +13,29 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from services.intake import lifecycle, queries
+from services.intake import lifecycle, queries, scopes
 from services.intake.apikeys import ApiKey
+from services.intake.audit import Origin
 from services.intake.auth import require, security_schemes
 from services.intake.context import IntakeContext
 from services.intake.domain.complaint import Actor, ComplaintNotFound, InvalidField, OutOfScope
 from services.intake.errors import ApiError
-from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed
-from services.intake.lifecycle import State
+from services.intake.history import HistoryNotAllowed
+from services.intake.lifecycle import SOURCE_BOUND_ROLES, State
 from services.intake.metrics import IntakeMetrics
 from services.intake.schemas import (
     ACTION_BODIES,
     ActionDone,
     ActionIn,
+    AuditEntryOut,
+    AuditPage,
     ComplaintAccepted,
     ComplaintDetail,
     ComplaintIn,
     ComplaintPage,
 )
 from services.intake.usecases import SubmissionConflict, perform_action, submit_complaint
+from shared.requestid import current_request_id
 
 
 def intake_context(request: Request) -> IntakeContext:
@@ -51,11 +55,16 @@ Key = Annotated[ApiKey, Depends(api_key)]
 
 
 def actor_of(key: ApiKey) -> Actor:
-    if key.role == "opd":
-        return Actor("opd", opd_code=key.opd_code, name=key.name)
-    if key.role == "portal":
-        return Actor("portal", source=key.source, name=key.name)
-    return Actor(key.role, name=key.name)
+    """The key as the domain sees it: role, scopes, and the OPD or source it is bound to."""
+    return Actor(key.role, opd_code=key.opd_code if key.role == "opd" else None,
+                 source=key.source if key.role in SOURCE_BOUND_ROLES else None,
+                 name=key.name, key_id=key.id, scopes=key.scopes)
+
+
+def origin_of(request: Request) -> Origin:
+    """The request as the audit trail records it: its X-Request-ID and the client address."""
+    return Origin(request_id=current_request_id(),
+                  client_addr=request.client.host if request.client else None)
 
 
 def _not_found(key: str) -> ApiError:
@@ -76,8 +85,8 @@ router = APIRouter(prefix="/v1", tags=["complaints"])
 async def submit(sub: ComplaintIn, key: Key, ctx: Context, request: Request,
                  response: Response) -> ComplaintAccepted:
     """Submit a complaint. Idempotent on (source, external_id)."""
-    require(key, "complaints:submit")
-    if key.source and key.source != sub.source:
+    require(key, scopes.SUBMIT)
+    if (key.source is not None or key.role in SOURCE_BOUND_ROLES) and key.source != sub.source:
         ctx.metrics.rejected.labels("forbidden_source").inc()
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail={
             "error": "forbidden", "field": "source",
@@ -85,7 +94,8 @@ async def submit(sub: ComplaintIn, key: Key, ctx: Context, request: Request,
     try:
         accepted = await submit_complaint(
             ctx.uow, sub, ctx.cfg, datetime.now(UTC),
-            history_allowed=key.role == "portal" and key.source == IMPORT_SOURCE)
+            history_allowed=key.may(scopes.HISTORY), actor=actor_of(key),
+            origin=origin_of(request))
     except HistoryNotAllowed as exc:
         ctx.metrics.rejected.labels("forbidden_history").inc()
         raise ApiError(403, "forbidden", str(exc), field="history") from exc
@@ -125,7 +135,7 @@ async def list_complaints(
 ) -> JSONResponse:
     """Complaints the key may see: all (admin koordinator), those currently disposed to
     the key's OPD (opd), or the key's portal source (portal). Newest first."""
-    require(api, "complaints:read")
+    require(api, scopes.READ)
     try:
         page = await queries.complaint_page(ctx.uow, actor_of(api), status=status_,
                                             needs_triage=needs_triage, opd=opd, limit=limit,
@@ -138,32 +148,76 @@ async def list_complaints(
 @router.get("/complaints/{key}", response_model=ComplaintDetail, name="complaint_status",
             responses={403: {"description": "an OPD key on a complaint not disposed to it"},
                        404: {"description": "no such complaint (for this key)"}})
-async def complaint_status(key: str, api: Key, ctx: Context) -> JSONResponse:
+async def complaint_status(key: str, api: Key, ctx: Context, request: Request) -> JSONResponse:
     """Current status, deadlines, timeline, responses and the actions the caller may take
-    next, by complaint id or tracking id."""
-    require(api, "complaints:read")
+    next, by complaint id or tracking id. An answer that includes the reporter's identity
+    is recorded in the audit trail (``read_identity``)."""
+    require(api, scopes.READ)
     try:
         detail = await queries.complaint_detail(ctx.uow, key, actor_of(api), hop_cap=ctx.cfg.hop_cap,
-                                                tz=ctx.cfg.tz)
+                                                tz=ctx.cfg.tz, keyring=ctx.cfg.keyring,
+                                                opd_contact_days=ctx.cfg.opd_contact_days,
+                                                origin=origin_of(request))
     except ComplaintNotFound as exc:
         raise _not_found(key) from exc
     except OutOfScope as exc:
         raise ApiError(403, "forbidden", str(exc)) from exc
     out = detail.model_dump(mode="json")
-    if out["reporter"] is None:
-        del out["reporter"]
+    for absent in ("reporter", "reporter_withheld"):
+        if out[absent] is None:
+            del out[absent]
     return JSONResponse(out)
 
 
-async def act(ctx: IntakeContext, key: str, api: ApiKey, action: str, body: ActionIn) -> ActionDone:
+@router.get("/audit", response_model=AuditPage, name="audit_trail", tags=["audit"],
+            responses={403: {"description": "the key lacks the scope audit:read (admin only)"},
+                       404: {"description": "no such complaint"},
+                       422: {"description": "invalid filter"}})
+async def audit_trail(
+    api: Key,
+    ctx: Context,
+    complaint: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9-]+$",
+                                           description="complaint id or tracking id")] = None,
+    key_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
+    after: Annotated[int, Query(ge=0, le=2**62, description="the previous page's next_after")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditPage:
+    """The audit trail, oldest first: every lifecycle action and every answer that carried
+    a reporter's identity (``read_identity``), with the key, the request id and the client
+    address. Filters combine; pages follow ``next_after``."""
+    require(api, scopes.AUDIT)
+    if since is not None and since.tzinfo is None:
+        raise ApiError(422, "validation_failed", "Filter tidak valid; perbaiki kolom berikut.",
+                       errors=[{"field": "since", "reason": "must include a UTC offset",
+                                "type": "value_error"}])
+    async with ctx.uow.read() as repo:
+        complaint_id = None
+        if complaint is not None:
+            found = await repo.find(complaint)
+            if found is None:
+                raise _not_found(complaint)
+            complaint_id = found.id
+        rows = await repo.audit_rows(complaint_id=complaint_id, key_id=key_id, since=since,
+                                     after=after, limit=limit)
+    return AuditPage(items=[AuditEntryOut.model_validate(r, from_attributes=True) for r in rows],
+                     next_after=rows[-1].id if len(rows) == limit else None)
+
+
+async def act(ctx: IntakeContext, key: str, api: ApiKey, action: str, body: ActionIn,
+              origin: Origin) -> ActionDone:
     """One lifecycle action, its refusals as answers a portal can act on."""
     metrics = ctx.metrics
     try:
         done = await perform_action(ctx.uow, key, action, body, actor_of(api), ctx.cfg,
-                                    now=datetime.now(UTC))
+                                    now=datetime.now(UTC), origin=origin)
     except ComplaintNotFound as exc:
         raise _not_found(key) from exc
-    except (OutOfScope, lifecycle.RoleMayNot) as exc:
+    except OutOfScope as exc:
+        metrics.actions_refused.labels(action, "forbidden").inc()
+        extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
+        raise ApiError(403, "forbidden", str(exc), **extra) from exc
+    except lifecycle.RoleMayNot as exc:
         metrics.actions_refused.labels(action, "forbidden").inc()
         raise ApiError(403, "forbidden", str(exc)) from exc
     except lifecycle.InvalidTransition as exc:
@@ -213,14 +267,14 @@ ACTION_DOCS = {
 def _action_route(action: str, model: type[ActionIn]) -> Callable[..., Awaitable[ActionDone]]:
     """``POST /v1/complaints/{key}/{action}`` with ``model`` as its body."""
     if any(f.is_required() for f in model.model_fields.values()):
-        async def route(key: str, api: Key, ctx: Context,
+        async def route(key: str, api: Key, ctx: Context, request: Request,
                         body: Annotated[model, Body()]) -> ActionDone:  # type: ignore[valid-type]  # a body model chosen per action
-            return await act(ctx, key, api, action, body)
+            return await act(ctx, key, api, action, body, origin_of(request))
     else:  # every field optional: the body may be left out
-        async def route(key: str, api: Key, ctx: Context,  # type: ignore[misc]  # see above
+        async def route(key: str, api: Key, ctx: Context, request: Request,  # type: ignore[misc]  # see above
                         body: Annotated[model | None, Body()] = None  # type: ignore[valid-type]  # see above
                         ) -> ActionDone:
-            return await act(ctx, key, api, action, body or model())
+            return await act(ctx, key, api, action, body or model(), origin_of(request))
     route.__name__ = f"complaint_{action}"
     route.__doc__ = ACTION_DOCS[action]
     return route

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.intake import privacy
 from services.intake.api import install_api
-from services.intake.auth import Authenticator
+from services.intake.auth import Authenticator, UsageRecorder
 from services.intake.context import IntakeContext
 from services.intake.errors import install_error_handlers
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
+from services.intake.privacy_api import install_privacy_api
 from services.intake.reports import install_reports
 from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
@@ -29,20 +31,37 @@ def build_app(settings: Settings) -> FastAPI:
     runtime = ServiceRuntime(
         "intake", settings, MIGRATIONS,
         title="sp4n intake — complaints API",
+        # Accepting a complaint needs only the database (the outbox holds its events while
+        # the broker is away): a broker outage must not take intake out of its Service.
+        broker_required=False,
     )
     cfg = IntakeConfig.from_settings(settings)
     metrics = IntakeMetrics(runtime.registry)
     # The pool exists only after start-up: the unit of work and the key lookup read it late.
+    usage = UsageRecorder()  # every way in (native API, Open311) reports the keys it used
     ctx = IntakeContext(cfg=cfg, metrics=metrics,
                         uow=PgUnitOfWork(lambda: runtime.pool, IntakeRepository),
-                        authenticator=Authenticator(settings.intake.key_cache_ttl_s),
+                        authenticator=Authenticator(settings.intake.key_cache_ttl_s, usage),
                         pool=lambda: runtime.pool)
+
+    async def key_usage(rt: ServiceRuntime) -> None:
+        await usage.run(lambda: rt.pool, settings.intake.key_usage_flush_s)
+
+    runtime.add_loop(key_usage)
     runtime.app.state.intake = ctx
     install_error_handlers(runtime.app, metrics)
     install_api(runtime.app, metrics)
+    install_privacy_api(runtime.app)
     install_open311(runtime, cfg, metrics)
     install_consumers(runtime, ctx)
     install_reports(runtime, settings)
     install_web(runtime, settings)
+
+    async def reporter_data_upkeep(rt: ServiceRuntime) -> None:
+        await privacy.upkeep(rt.pool, cfg.keyring,
+                             retention_days=settings.intake.failed_submission_retention_days,
+                             interval_s=settings.intake.privacy_upkeep_interval_s)
+
+    runtime.add_loop(reporter_data_upkeep)
     runtime.app.state.runtime = runtime
     return runtime.app

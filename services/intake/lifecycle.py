@@ -52,8 +52,20 @@ class State(StrEnum):
     SELESAI = "SELESAI"
 
 
-Role = Literal["admin_koordinator", "opd", "portal", "system"]
-ROLES: tuple[Role, ...] = ("admin_koordinator", "opd", "portal", "system")
+# The states in which a complaint may be shown publicly (Open311 reads): verified, and not
+# archived (DITERIMA and DITUNDA are not verified yet; DIARSIPKAN was judged not to be a
+# complaint for the regency). Rahasia complaints are never public in any state.
+PUBLIC_STATES: frozenset[State] = frozenset({
+    State.TERVERIFIKASI, State.DILIMPAHKAN, State.TERDISPOSISI, State.DIKEMBALIKAN,
+    State.DITINDAKLANJUTI, State.DITANGGAPI_PELAPOR, State.SELESAI})
+
+# "importer" submits another system's complaints with their history (a backfill) and takes
+# no lifecycle action of its own; "system" acts inside intake and has no key.
+Role = Literal["admin_koordinator", "opd", "portal", "importer", "system"]
+ROLES: tuple[Role, ...] = ("admin_koordinator", "opd", "portal", "importer", "system")
+# Roles whose key speaks for exactly one portal source: it submits for that source and sees
+# only that source's complaints (no source never means "any").
+SOURCE_BOUND_ROLES: tuple[Role, ...] = ("portal", "importer")
 Action = Literal["verify", "defer", "resume", "archive", "dispose", "forward", "close", "reopen",
                  "respond", "return", "reply", "rate", "reclassify", "withdraw"]
 ACTIONS: tuple[Action, ...] = ("verify", "defer", "resume", "archive", "dispose", "forward",
@@ -223,7 +235,7 @@ def decide(state: State | str, role: str, action: str, *, hop: int = 0, hop_cap:
 
 __all__ = [
     "ACTIONS", "AUTO_ROUTING_FROM", "AUTO_ROUTING_TO", "INITIAL_STATE", "OPD_SCOPE_STATES",
-    "PROGRESS", "ROLES", "TERMINAL_STATES", "TRANSITIONS", "TRIAGE_STATES", "VARIANTS",
+    "PROGRESS", "ROLES", "SOURCE_BOUND_ROLES", "TERMINAL_STATES", "TRANSITIONS", "TRIAGE_STATES", "VARIANTS",
     "HopCapReached",
     "InvalidTransition", "LifecycleError", "RoleMayNot", "State", "Transition",
     "allowed_actions", "decide", "role_may",

@@ -13,7 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from services.intake.domain.complaint import Outcome
+from services.intake import audit
+from services.intake.audit import AuditEntry, AuditRow
+from services.intake.domain.complaint import Actor, Outcome
 from services.intake.domain.effects import (
     AddDuplicateCandidates,
     ChangeDeadline,
@@ -35,6 +37,7 @@ from services.intake.domain.model import (
     ReplyRow,
     ReporterRow,
     ResponseRow,
+    SealedReporter,
     StoredSubmission,
     TimelineRow,
 )
@@ -75,8 +78,11 @@ class IntakeRepository:
                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$27,$28)
                    ON CONFLICT DO NOTHING RETURNING id
                ), r AS (
-                   INSERT INTO reporters (complaint_id, name, phone, email, nik, fingerprint)
+                   INSERT INTO reporters (complaint_id, name_ct, phone_ct, email_ct, nik_ct, fingerprint)
                    SELECT id, $17, $18, $19, $20, $21 FROM c
+               ), k AS (
+                   INSERT INTO reporter_keys (complaint_id, key_id, wrapped_key)
+                   SELECT id, $29, $30 FROM c WHERE $30::bytea IS NOT NULL
                ), t AS (
                    INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)
                    SELECT id, $22, $23, $24, $25, $26 FROM c
@@ -89,7 +95,7 @@ class IntakeRepository:
             c.confidential, c.reporter_ref, c.received_at, c.accepted_at,
             r.name, r.phone, r.email, r.nik, c.reporter_fp,
             event_id, routing_key, event.time, summary, payload, c.status.value,
-            c.berkadar_pengawasan,
+            c.berkadar_pengawasan, r.key_id, r.wrapped_key,
         )
         return bool(created)
 
@@ -130,7 +136,16 @@ class IntakeRepository:
         if outcome.changes:
             await self._update(outcome.before.id, outcome.changes)
         for r in outcome.recorded:
-            await self.add_timeline(outcome.before.id, r.event, r.summary)
+            await self.add_timeline(outcome.before.id, r.event, r.summary, outcome.actor)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """One audit-trail row, on this unit of work (an action's: in its transaction)."""
+        await audit.insert(self.conn, entry)
+
+    async def audit_rows(self, *, complaint_id: uuid.UUID | None, key_id: int | None,
+                         since: datetime | None, after: int, limit: int) -> list[AuditRow]:
+        return await audit.fetch(self.conn, complaint_id=complaint_id, key_id=key_id,
+                                 since=since, after=after, limit=limit)
 
     async def _update(self, complaint_id: uuid.UUID, fields: dict[str, Any]) -> None:
         """Set the given columns (names from code, never from input) and ``updated_at``."""
@@ -175,10 +190,24 @@ class IntakeRepository:
             " WHERE complaint_id = $1 ORDER BY created_at, id", complaint_id)
         return [ReplyRow(**dict(r)) for r in rows]
 
-    async def reporter_of(self, complaint_id: uuid.UUID) -> ReporterRow | None:
+    async def reporter_of(self, complaint_id: uuid.UUID) -> SealedReporter | ReporterRow | None:
+        """The stored identity: sealed, or (a row from before encryption that intake has not
+        yet encrypted, migration 0007) plain."""
         r = await self.conn.fetchrow(
-            "SELECT name, phone, email, nik FROM reporters WHERE complaint_id = $1", complaint_id)
-        return None if r is None else ReporterRow(**dict(r))
+            """SELECT r.name_ct, r.phone_ct, r.email_ct, r.nik_ct, r.erased_at, k.key_id,
+                      k.wrapped_key, p.complaint_id IS NOT NULL AS legacy,
+                      p.name, p.phone, p.email, p.nik
+               FROM reporters r
+               LEFT JOIN reporter_keys k ON k.complaint_id = r.complaint_id
+               LEFT JOIN reporters_plaintext p ON p.complaint_id = r.complaint_id
+               WHERE r.complaint_id = $1""", complaint_id)
+        if r is None:
+            return None
+        if r["legacy"]:
+            return ReporterRow(name=r["name"], phone=r["phone"], email=r["email"], nik=r["nik"])
+        return SealedReporter(name=r["name_ct"], phone=r["phone_ct"], email=r["email_ct"],
+                              nik=r["nik_ct"], key_id=r["key_id"], wrapped_key=r["wrapped_key"],
+                              erased=r["erased_at"] is not None)
 
     async def briefs(self, ids: list[uuid.UUID]) -> list[ComplaintBrief]:
         rows = await self.conn.fetch(
@@ -221,15 +250,18 @@ class IntakeRepository:
 
     async def timeline_of(self, complaint_id: uuid.UUID) -> list[TimelineRow]:
         rows = await self.conn.fetch(
-            "SELECT event_type, occurred_at, summary FROM timeline WHERE complaint_id = $1"
-            " ORDER BY occurred_at, id", complaint_id)
+            "SELECT event_type, occurred_at, summary, actor_role, actor_name FROM timeline"
+            " WHERE complaint_id = $1 ORDER BY occurred_at, id", complaint_id)
         return [TimelineRow(**dict(r)) for r in rows]
 
-    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str) -> None:
+    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str,
+                           actor: Actor | None = None) -> None:
         await self.conn.execute(
-            "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            complaint_id, event.id, event.event_name, event.time, summary, event.data)
+            "INSERT INTO timeline (complaint_id, event_id, event_type, occurred_at, summary, data,"
+            " actor_role, actor_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (event_id) DO NOTHING",
+            complaint_id, event.id, event.event_name, event.time, summary, event.data,
+            actor.role if actor else None, actor.name if actor else None)
 
     async def apply_event(self, complaint_id: uuid.UUID, event: CloudEvent,
                           decision: EventDecision) -> EventApplied | None:
@@ -435,5 +467,5 @@ _UPDATABLE = frozenset({
     "archive_reason", "duplicate_of", "forwarded_to", "return_reason", "needs_triage",
     "opd_code", "opd_name", "hop", "rating", "rated_at", "last_responded_at", "last_reply_at",
     "closed_at", "closed_by", "closed_event_id", "classification", "berkadar_pengawasan",
-    "category", "anonymous", "confidential", "withdrawals", "archived_by",
+    "category", "anonymous", "confidential", "withdrawals", "archived_by", "location_public",
 })

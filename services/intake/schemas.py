@@ -268,6 +268,11 @@ class TimelineEntry(BaseModel):
     event: str
     at: datetime
     summary: str
+    by_role: str | None = Field(default=None, description=(
+        "the acting key's role (admin_koordinator, opd, portal, system); absent for what "
+        "another service reported"))
+    by_name: str | None = Field(default=None, description=(
+        "the acting key's name; shown to the admin koordinator and OPDs, not to portals"))
 
 
 class ComplaintCore(BaseModel):
@@ -304,8 +309,10 @@ class ComplaintStatus(ComplaintCore):
 class ActionIn(_Strict):
     occurred_at: AwareDatetime | None = Field(
         default=None,
-        description=("when the action really happened (importers, backfills); default now. "
-                     "Not in the future, not before the complaint's latest transition."))
+        description=("when the action really happened (backfills); default now. Not in the "
+                     "future, not before the complaint's latest transition. Only keys with the "
+                     "scope complaints:backdate (importer, admin koordinator) may send it; any "
+                     "other key gets 403 naming occurred_at."))
 
     @field_validator("occurred_at")
     @classmethod
@@ -316,7 +323,8 @@ class ActionIn(_Strict):
 
 
 # What the admin koordinator may correct of what the submitter sent (verify, reclassify).
-CORRECTABLE = ("classification", "berkadar_pengawasan", "category", "anonymous", "confidential")
+CORRECTABLE = ("classification", "berkadar_pengawasan", "category", "anonymous", "confidential",
+               "location_public")
 
 
 class CorrectionsIn(ActionIn):
@@ -329,6 +337,9 @@ class CorrectionsIn(ActionIn):
     category: str | None = Field(default=None, min_length=1, max_length=100)
     anonymous: bool | None = Field(default=None, description="anonim: identity hidden from the OPD")
     confidential: bool | None = Field(default=None, description="rahasia: hidden from the public")
+    location_public: bool | None = Field(
+        default=None, description="anonim only matters: show the exact location (lat/long, "
+                                  "street address) in public reads instead of a coarsened one")
 
     def corrections(self) -> dict[str, Any]:
         """The correctable fields given, by name."""
@@ -341,15 +352,15 @@ class VerifyIn(CorrectionsIn):
     # Declared after the corrections: its validator reads them.
     reason: str | None = Field(default=None, min_length=3, max_length=500, validate_default=True,
                                description="why: required when any of classification, "
-                                           "berkadar_pengawasan, category, anonymous or "
-                                           "confidential is given")
+                                           "berkadar_pengawasan, category, anonymous, "
+                                           "confidential or location_public is given")
 
     @field_validator("reason")
     @classmethod
     def _reason_with_corrections(cls, v: str | None, info: ValidationInfo) -> str | None:
         if not v and any(info.data.get(f) is not None for f in CORRECTABLE):
             raise ValueError("required when classification, berkadar_pengawasan, category, "
-                             "anonymous or confidential is given")
+                             "anonymous, confidential or location_public is given")
         return v
 
 
@@ -508,11 +519,38 @@ class ComplaintDetail(ComplaintStatus):
     closed_at: datetime | None = None
     reporter: ReporterOut | None = Field(
         default=None, description="admin koordinator and OPD only; never for anonim complaints")
+    reporter_withheld: Literal["erased", "access_expired", "undecryptable"] | None = Field(
+        default=None, description=(
+            "why a reporter the caller could otherwise see is not shown: 'erased' (the "
+            "reporter's identity was erased), 'access_expired' (an OPD key, more than "
+            "settings.intake.opd_contact_days_after_close days after SELESAI), "
+            "'undecryptable' (the master key that wrapped it is not configured)"))
 
 
 class ComplaintSummary(ComplaintCore):
     updated_at: datetime
     suggested_opd_code: str | None = None  # admin koordinator only
+
+
+class AuditEntryOut(BaseModel):
+    """One row of the audit trail (``GET /v1/audit``)."""
+    id: int
+    at: datetime
+    key_id: int | None = Field(description="the acting API key's number; null: the system")
+    key_name: str | None
+    role: str
+    action: str = Field(description="a lifecycle action, 'read_identity' (the reporter's "
+                                    "identity was in an answer) or 'import_history' (an "
+                                    "importer's history replayed)")
+    complaint_id: uuid.UUID | None
+    request_id: str | None = Field(description="the request's X-Request-ID")
+    client_addr: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_after: int | None = Field(description=(
+        "pass as 'after' for the next page; null when this page is the last"))
 
 
 class ComplaintPage(BaseModel):

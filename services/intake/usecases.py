@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from services.intake import lifecycle
+from services.intake import lifecycle, scopes
+from services.intake.audit import AuditEntry, Origin
 from services.intake.catalog import Catalog, load_catalog
+from services.intake.crypto import Keyring, keyring_from
 from services.intake.domain.complaint import (
     SOURCE,
     Actor,
@@ -21,6 +23,7 @@ from services.intake.domain.complaint import (
     ComplaintNotFound,
     Facts,
     Outcome,
+    OutOfScope,
     Step,
     actions_for,
     variant_of,
@@ -30,6 +33,7 @@ from services.intake.domain.model import NewComplaint, ReporterRow
 from services.intake.history import IMPORT_SOURCE, HistoryNotAllowed, advance_history, replay_history
 from services.intake.idempotency import conflicting_fields
 from services.intake.identity import fingerprint, new_tracking_id, reporter_ref
+from services.intake.reporter_data import seal_reporter
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
     ActionIn,
@@ -41,7 +45,7 @@ from services.intake.schemas import (
     RespondIn,
 )
 from shared.events import CloudEvent, ComplaintSubmitted, Location, make_event
-from shared.settings import Settings
+from shared.settings import IntakeSettings, Settings
 from shared.uow import Tx
 
 
@@ -61,11 +65,16 @@ class IntakeConfig:
     reporter_ref_key: str
     hop_cap: int  # ``settings.hop_cap``
     catalog: Catalog = field(default_factory=load_catalog)
+    # Seals reporters' identities (``settings.intake.master_key``; the default: the dev key).
+    keyring: Keyring = field(default_factory=lambda: keyring_from(IntakeSettings()), repr=False)
+    opd_contact_days: int = IntakeSettings().opd_contact_days_after_close
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeConfig:
         return cls(region_code=settings.region_code, tz=settings.tz,
-                   reporter_ref_key=settings.reporter_ref_key, hop_cap=settings.hop_cap)
+                   reporter_ref_key=settings.intake.reporter_ref_key, hop_cap=settings.hop_cap,
+                   keyring=keyring_from(settings.intake),
+                   opd_contact_days=settings.intake.opd_contact_days_after_close)
 
 
 # --- submission -------------------------------------------------------------------------
@@ -86,18 +95,25 @@ class SubmissionConflict(Exception):
         self.fields = fields
 
 
+# The audit trail's name for replaying an importer's history (the steps LAPOR! took).
+IMPORT_HISTORY = "import_history"
+
+
 async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeConfig,
-                           now: datetime, *, history_allowed: bool = False) -> Accepted:
+                           now: datetime, *, history_allowed: bool = False,
+                           actor: Actor | None = None, origin: Origin | None = None) -> Accepted:
     """Accept a complaint exactly once per (source, external_id).
 
     The complaint, its reporter and its ``complaint.submitted`` event are written together,
     in one statement (``single_statement``): no surrounding transaction is needed. With
     imported ``history`` (``history_allowed``: an importer's key) the submission and the
-    replayed steps share one transaction instead (``services.intake.history``).
+    replayed steps share one transaction instead (``services.intake.history``), and the
+    replay is recorded in the audit trail as ``import_history`` by ``actor`` (the importer's
+    key) from ``origin``.
     """
     if sub.history is not None and not history_allowed:
-        raise HistoryNotAllowed("history is accepted only from a key bound to source "
-                                f"'{IMPORT_SOURCE}'")
+        raise HistoryNotAllowed("history is accepted only from an importer key (scope "
+                                f"'{scopes.HISTORY}', e.g. bound to source '{IMPORT_SOURCE}')")
     canonical = sub.canonical()
     r = sub.reporter
     reporter = ReporterRow(**r.model_dump()) if r else ReporterRow()
@@ -105,6 +121,7 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
     complaint_id = uuid.uuid4()
     ref = reporter_ref(cfg.reporter_ref_key, sub.anonymous,
                        reporter.nik, reporter.phone, reporter.email, reporter.name)
+    sealed = seal_reporter(cfg.keyring, complaint_id, reporter)  # only ciphertexts are stored
     for _ in range(3):
         tracking_id = new_tracking_id(cfg.region_code, now, cfg.tz)
         event = make_event(SOURCE, ComplaintSubmitted(
@@ -122,7 +139,7 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
             title=sub.title, kecamatan=sub.location.kecamatan, desa=sub.location.desa,
             anonymous=sub.anonymous, confidential=sub.confidential, reporter_ref=ref,
             received_at=sub.received_at, accepted_at=now, status=lifecycle.INITIAL_STATE,
-            reporter=reporter, reporter_fp=reporter_fp,
+            reporter=sealed, reporter_fp=reporter_fp,
             berkadar_pengawasan=sub.berkadar_pengawasan)
         if sub.history is None:
             async with uow(single_statement=True) as tx:
@@ -136,6 +153,8 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
                 if row is not None:
                     new = replace(new, status=(await replay_history(
                         tx, row, sub.history, cfg.catalog, cfg.hop_cap)).status)
+                    if actor is not None:
+                        await tx.repo.record_audit(AuditEntry.of(actor, IMPORT_HISTORY, complaint_id, origin))
         if created:
             return Accepted(complaint_id, tracking_id, new.status.value, created=True)
         async with uow(single_statement=True) as tx:
@@ -147,6 +166,8 @@ async def submit_complaint(uow: IntakeUnitOfWork, sub: ComplaintIn, cfg: IntakeC
                 # A later export of the same row: the steps taken since are replayed.
                 async with uow() as tx:
                     status = await advance_history(tx, existing.id, sub.history, cfg.catalog, cfg.hop_cap)
+                    if actor is not None:
+                        await tx.repo.record_audit(AuditEntry.of(actor, IMPORT_HISTORY, existing.id, origin))
                 return Accepted(existing.id, existing.tracking_id, status.value, created=False)
             if diffs:
                 raise SubmissionConflict(existing.id, existing.tracking_id, diffs)
@@ -171,19 +192,34 @@ class ActionResult:
     allowed_actions: list[str]
 
 
+def check_may_act(actor: Actor, action: str, body: ActionIn) -> None:
+    """The key's own permission for ``action`` with ``body``, before any complaint is read:
+    its role (``lifecycle``), its scope for the action, and — when the body dates the action
+    (``occurred_at``) — the backfill scope, so nobody records a late response as on time."""
+    if not lifecycle.role_may(actor.role, action):
+        raise lifecycle.RoleMayNot(actor.role, action)
+    needed = scopes.action_scope(action)
+    if not actor.may(needed):
+        raise OutOfScope(f"kunci API ini tidak memiliki izin '{needed}'")
+    if body.occurred_at is not None and not actor.may(scopes.BACKDATE):
+        raise OutOfScope("kunci API ini tidak boleh menentukan waktu aksi (occurred_at); hanya "
+                         "kunci importer dan admin koordinator yang boleh", field="occurred_at")
+
+
 async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: ActionIn,
-                         actor: Actor, cfg: IntakeConfig, *, now: datetime) -> ActionResult:
+                         actor: Actor, cfg: IntakeConfig, *, now: datetime,
+                         origin: Origin | None = None) -> ActionResult:
     """Apply one lifecycle action, in one unit of work.
 
     The complaint row is locked first (``FOR UPDATE``): two concurrent actions on one
     complaint serialise on it, and the second sees the first's state. The state change, its
-    timeline entries and its events commit together.
+    timeline entries (with the acting key's name and role), its audit-trail row (``origin``:
+    the request) and its events commit together.
 
     Raises ``ComplaintNotFound`` (404), ``OutOfScope`` / ``lifecycle.RoleMayNot`` (403),
     ``lifecycle.InvalidTransition`` (409), ``InvalidField`` (422).
     """
-    if not lifecycle.role_may(actor.role, action):
-        raise lifecycle.RoleMayNot(actor.role, action)
+    check_may_act(actor, action, body)
     async with uow() as tx:
         state = await tx.repo.find_for_update(key)
         if state is None:
@@ -192,6 +228,7 @@ async def perform_action(uow: IntakeUnitOfWork, key: str, action: str, body: Act
                                       variant=variant_of(body))
         outcome = step.apply(body, await _facts(tx.repo, step, body, cfg.catalog))
         await tx.repo.save(outcome)
+        await tx.repo.record_audit(AuditEntry.of(actor, action, state.id, origin))
         tx.stage(*outcome.events)
     after = outcome.after
     return ActionResult(

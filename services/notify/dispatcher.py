@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 
 from services.notify import usecases
@@ -24,6 +26,7 @@ from services.notify.metrics import NotifyMetrics
 from services.notify.model import ClaimedDelivery
 from services.notify.repository import WAKE_CHANNEL_PREFIX
 from services.notify.subscriptions import Subscription
+from services.notify.targets import GuardedTransport, target_policy
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 
@@ -67,6 +70,7 @@ class Dispatcher:
         self.subscriptions_synced = asyncio.Event()
         self._wake = asyncio.Event()
         self._pending_refreshed = 0.0
+        self._listen: _Listener | None = None
 
     @property
     def lease_s(self) -> float:
@@ -93,7 +97,8 @@ class Dispatcher:
         s = self.settings
         result, outcome = await usecases.attempt(
             self.uow, delivery, post, max_attempts=s.notify_max_attempts,
-            backoff_base_s=s.notify_backoff_base_s, max_error_chars=s.notify.max_error_chars)
+            backoff_base_s=s.notify_backoff_base_s, max_error_chars=s.notify.max_error_chars,
+            excerpt_chars=s.notify.answer_excerpt_chars)
         latency = (datetime.now(UTC) - delivery.event_time).total_seconds()
         self.metrics.observe(delivery.subscription, outcome, latency)
         extra: dict[str, Any] = {
@@ -119,7 +124,9 @@ class Dispatcher:
         delay = self.settings.notify_poll_interval_s
         while True:
             try:
-                await usecases.sync_subscriptions(self.uow, self.file_subscriptions)
+                sealed = await usecases.sync_subscriptions(self.uow, self.file_subscriptions)
+                if sealed:
+                    log.info("webhook secrets encrypted at rest", extra={"sealed": sealed})
                 if self.file_subscriptions:
                     log.info("subscriptions file synced",
                              extra={"subscriptions": [s.name for s in self.file_subscriptions]})
@@ -134,21 +141,27 @@ class Dispatcher:
 
     async def deliver_webhooks(self, runtime: ServiceRuntime) -> None:
         """The background loop registered with ``ServiceRuntime.add_loop``. The LISTEN
-        connection is the loop's own, held from the pool for the loop's lifetime."""
+        connection is the loop's own, held from the pool; when it is lost (a PostgreSQL
+        restart, a terminated backend, a cut link) the loop keeps polling every
+        ``notify_poll_interval_s`` and LISTENs again on a fresh connection as soon as one can
+        be had (``listening`` says whether it currently does; readiness reports it)."""
         pool = runtime.pool
         await self._sync_subscriptions()
-        listener = await pool.acquire()
-        channel = f"{WAKE_CHANNEL_PREFIX}{runtime.name}"
-        await listener.add_listener(channel, self.wake)
+        self._listen = _Listener(pool, f"{WAKE_CHANNEL_PREFIX}{runtime.name}", self.wake)
         timeout = httpx.Timeout(self.settings.notify_timeout_s)
         try:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+            # Every connection goes through the target policy (SSRF protection; no proxies,
+            # no redirects: a redirect to 169.254.169.254 is never followed).
+            transport = GuardedTransport(target_policy(self.settings))
+            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                         transport=transport,
                                          headers={"user-agent": USER_AGENT}) as client:
                 post = httpx_post(client, self.settings.notify_timeout_s,
                                   max_answer_bytes=self.settings.notify.max_answer_bytes)
                 while True:
                     self._wake.clear()
                     try:
+                        await self._listen.ensure()
                         claimed = await self.dispatch_once(post)
                         await self.refresh_pending_gauge()
                     except asyncio.CancelledError:
@@ -161,7 +174,78 @@ class Dispatcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.settings.notify_poll_interval_s)
         finally:
-            try:
-                await listener.remove_listener(channel, self.wake)
-            finally:
-                await pool.release(listener)
+            await self._listen.close()
+
+    @property
+    def listening(self) -> bool:
+        return self._listen is not None and self._listen.active
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process of the LISTEN connection (for tools and tests)."""
+        return self._listen.pid if self._listen is not None else None
+
+    async def listen_state(self) -> str:
+        """The readiness check of the wake-up channel (deliveries go on by polling without it)."""
+        if self._listen is None:
+            return "error: not listening yet"
+        return "ok" if self.listening else "error: LISTEN lost; polling until it is re-established"
+
+
+class _Listener:
+    """One pooled connection that LISTENs on the wake-up channel, replaced when it is lost."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: str, callback: Callable[..., None]) -> None:
+        self.pool = pool
+        self.channel = channel
+        self.callback = callback
+        self.conn: asyncpg.Connection | None = None
+        self.pid: int | None = None
+        self.lost = 0
+
+    @property
+    def active(self) -> bool:
+        if self.conn is None:
+            return False
+        try:
+            return not self.conn.is_closed()
+        except asyncpg.InterfaceError:  # a lost connection is released to the pool by asyncpg
+            return False
+
+    async def ensure(self) -> None:
+        """LISTEN unless already listening; a failure is logged and tried again next round."""
+        if self.active:
+            return
+        if self.conn is not None:
+            self.lost += 1
+            log.warning("LISTEN connection lost; polling until it is re-established")
+            await self._drop()
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:  # noqa: BLE001 - the database is away: poll meanwhile
+            log.info("LISTEN not re-established yet: %s", type(exc).__name__)
+            return
+        try:
+            await conn.add_listener(self.channel, self.callback)
+            self.pid = conn.get_server_pid()
+        except Exception as exc:  # noqa: BLE001
+            log.info("LISTEN not re-established yet: %s", type(exc).__name__)
+            await self.pool.release(conn)
+            return
+        self.conn = conn
+        if self.lost:
+            log.info("LISTEN re-established")
+        # A NOTIFY sent while no one listened is lost: look for due deliveries now.
+        self.callback()
+
+    async def _drop(self) -> None:
+        conn, self.conn, self.pid = self.conn, None, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(self.channel, self.callback)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
+
+    async def close(self) -> None:
+        await self._drop()

@@ -42,7 +42,8 @@ class ClaimedDelivery:
     attempt: int  # number of this attempt within the round, from 1
     round: int
     url: str
-    secret: str
+    # Signing secrets, plaintext: the current one, then one being rotated out (if any).
+    secrets: tuple[str, ...]
     lease_token: uuid.UUID
 
 

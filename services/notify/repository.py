@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,7 +22,9 @@ from services.notify.model import (
     DroppedDelivery,
     NewDelivery,
 )
+from services.notify.secretbox import SecretBox
 from services.notify.subscriptions import Subscription
+from shared.retention import deleted
 from shared.uow import PgTx
 
 __all__ = [
@@ -41,18 +43,22 @@ _DELIVERY_VIEW = (
 )
 
 
-def _subscription(row: asyncpg.Record) -> Subscription:
+def _subscription(row: asyncpg.Record, box: SecretBox) -> Subscription:
     return Subscription(
-        name=row["name"], url=row["url"], secret=row["secret"],
+        name=row["name"], url=row["url"], secret=box.open(row["name"], "secret", row["secret"]),
         event_types=tuple(row["event_types"]),
         opd_codes=tuple(row["opd_codes"]) if row["opd_codes"] is not None else None,
         enabled=row["enabled"],
     )
 
 
-def _sub_args(s: Subscription) -> tuple[Any, ...]:
-    return (s.name, s.url, s.secret, list(s.event_types),
+def _sub_args(s: Subscription, box: SecretBox) -> tuple[Any, ...]:
+    return (s.name, s.url, box.seal(s.name, "secret", s.secret), list(s.event_types),
             list(s.opd_codes) if s.opd_codes is not None else None, s.enabled)
+
+
+def _same(a: Subscription, b: Subscription) -> bool:
+    return a.model_dump() == b.model_dump()
 
 
 def _delivery(row: asyncpg.Record) -> Delivery:
@@ -63,30 +69,60 @@ class NotifyRepository:
     """The notify schema on one connection: built by the unit of work from its ``PgTx``
     (or, for tooling, from a bare connection)."""
 
-    def __init__(self, tx: PgTx[Any] | asyncpg.Connection) -> None:
+    def __init__(self, tx: PgTx[Any] | asyncpg.Connection, box: SecretBox) -> None:
         self._conn: asyncpg.Connection = tx.conn if isinstance(tx, PgTx) else tx
+        # Seals signing secrets on the way in, opens them on the way out: the table holds
+        # ciphertext only (services/notify/secretbox.py).
+        self._box = box
 
     # --- subscriptions -----------------------------------------------------------------
 
     async def upsert_subscriptions(self, subs: Sequence[Subscription]) -> None:
+        """Insert or update by name; an unchanged subscription is not written (compared in
+        plaintext: each seal of the same secret is a different ciphertext). A changed secret
+        replaces the old one at once (no overlap: ``rotate_secret`` is the way to overlap)."""
+        existing = {s.name: s for s in await self.fetch_subscriptions()}
+        changed = [s for s in subs if s.name not in existing or not _same(existing[s.name], s)]
         await self._conn.executemany(
             f"INSERT INTO subscriptions ({_SUB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret,"
             " event_types = EXCLUDED.event_types, opd_codes = EXCLUDED.opd_codes,"
-            " enabled = EXCLUDED.enabled, updated_at = now()"
-            " WHERE (subscriptions.url, subscriptions.secret, subscriptions.event_types,"
-            "        subscriptions.opd_codes, subscriptions.enabled)"
-            "   IS DISTINCT FROM (EXCLUDED.url, EXCLUDED.secret, EXCLUDED.event_types,"
-            "        EXCLUDED.opd_codes, EXCLUDED.enabled)",
-            [_sub_args(s) for s in subs],
+            " enabled = EXCLUDED.enabled, updated_at = now()",
+            [_sub_args(s, self._box) for s in changed],
         )
+
+    async def rotate_secret(self, name: str, new_secret: str, *, overlap_s: float) -> bool:
+        """Make ``new_secret`` current; the current one keeps signing beside it for
+        ``overlap_s`` seconds. False if there is no such subscription."""
+        row = await self._conn.fetchrow(
+            "SELECT secret FROM subscriptions WHERE name = $1 FOR UPDATE", name)
+        if row is None:
+            return False
+        old = self._box.open(name, "secret", row["secret"])
+        await self._conn.execute(
+            "UPDATE subscriptions SET secret = $2, previous_secret = $3,"
+            " previous_secret_until = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) END,"
+            " updated_at = now() WHERE name = $1",
+            name, self._box.seal(name, "secret", new_secret),
+            self._box.seal(name, "previous_secret", old) if overlap_s > 0 else None,
+            float(overlap_s))
+        return True
+
+    async def seal_plaintext_secrets(self) -> int:
+        """Encrypt secrets stored before encryption at rest (migration 0002); returns how many."""
+        rows = await self._conn.fetch(
+            "SELECT name, secret FROM subscriptions WHERE secret NOT LIKE 'enc:v1:%' FOR UPDATE")
+        await self._conn.executemany(
+            "UPDATE subscriptions SET secret = $2 WHERE name = $1",
+            [(r["name"], self._box.seal(r["name"], "secret", r["secret"])) for r in rows])
+        return len(rows)
 
     async def insert_subscription(self, sub: Subscription) -> bool:
         """False if a subscription of that name exists."""
         row = await self._conn.fetchval(
             f"INSERT INTO subscriptions ({_SUB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (name) DO NOTHING RETURNING 1",
-            *_sub_args(sub),
+            *_sub_args(sub, self._box),
         )
         return row is not None
 
@@ -94,11 +130,11 @@ class NotifyRepository:
         rows = await self._conn.fetch(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions"
             + (" WHERE enabled" if enabled_only else "") + " ORDER BY name")
-        return [_subscription(r) for r in rows]
+        return [_subscription(r, self._box) for r in rows]
 
     async def fetch_subscription(self, name: str) -> Subscription | None:
         row = await self._conn.fetchrow(f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE name = $1", name)
-        return _subscription(row) if row else None
+        return _subscription(row, self._box) if row else None
 
     async def delete_subscription(self, name: str) -> bool:
         return await self._conn.fetchval(
@@ -159,15 +195,23 @@ class NotifyRepository:
             "   locked_until = now() + make_interval(secs => $2), updated_at = now()"
             " FROM due, subscriptions s WHERE d.id = due.id AND s.name = d.subscription"
             " RETURNING d.id, d.event_id, d.event_type, d.event_name, d.event_time, d.complaint_id,"
-            "   d.subscription, d.webhook_id, d.body, d.attempts, d.round, s.url, s.secret",
+            "   d.subscription, d.webhook_id, d.body, d.attempts, d.round, s.url, s.secret,"
+            "   CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous",
             limit, float(lease_s), lease_token,
         )
         return [ClaimedDelivery(
             id=r["id"], event_id=r["event_id"], event_type=r["event_type"], event_name=r["event_name"],
             event_time=r["event_time"], complaint_id=r["complaint_id"], subscription=r["subscription"],
             webhook_id=r["webhook_id"], body=r["body"], attempt=r["attempts"], round=r["round"],
-            url=r["url"], secret=r["secret"], lease_token=lease_token,
+            url=r["url"], secrets=self._secrets(r), lease_token=lease_token,
         ) for r in sorted(rows, key=lambda r: r["id"])]
+
+    def _secrets(self, row: asyncpg.Record) -> tuple[str, ...]:
+        name = row["subscription"]
+        current = self._box.open(name, "secret", row["secret"])
+        if row["previous"] is None:
+            return (current,)
+        return current, self._box.open(name, "previous_secret", row["previous"])
 
     async def insert_attempt(self, *, delivery_id: int, round: int, attempt: int,
                              started_at: datetime, duration_ms: int, status_code: int | None,
@@ -251,3 +295,28 @@ class NotifyRepository:
             " RETURNING id, event_id, event_type, complaint_id, subscription, attempts",
             subscription, error)
         return [DroppedDelivery(**dict(r)) for r in rows]
+
+
+# --- retention (``shared.retention``): one bounded statement per call -------------------
+# Pending deliveries are never pruned; dead-lettered ones are kept (``sp4n webhook replay``
+# needs them), only their attempt log goes.
+
+async def prune_delivery_attempts(pool: asyncpg.Pool, *, delivered_older_than: timedelta,
+                                  dead_lettered_older_than: timedelta, limit: int) -> int:
+    """At most ``limit`` attempt rows of deliveries delivered, or given up, long enough ago."""
+    return deleted(await pool.execute(
+        "DELETE FROM delivery_attempts WHERE id IN (SELECT a.id FROM deliveries d"
+        " JOIN delivery_attempts a ON a.delivery_id = d.id"
+        " WHERE (d.status = 'delivered' AND d.delivered_at < now() - $1::interval)"
+        " OR (d.status = 'dead_lettered' AND d.dead_lettered_at < now() - $2::interval)"
+        " LIMIT $3 FOR UPDATE OF a SKIP LOCKED)",
+        delivered_older_than, dead_lettered_older_than, limit))
+
+
+async def prune_delivered(pool: asyncpg.Pool, *, older_than: timedelta, limit: int) -> int:
+    """At most ``limit`` deliveries delivered longer than ``older_than`` ago (their attempts
+    go with them)."""
+    return deleted(await pool.execute(
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+        " WHERE status = 'delivered' AND delivered_at < now() - $1::interval"
+        " ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED)", older_than, limit))

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"
 MIN_KEY_BYTES = 24
@@ -55,11 +56,15 @@ def webhook_id(event_id: str, subscription: str) -> str:
     return "msg_" + uuid.uuid5(_WEBHOOK_ID_NAMESPACE, f"{event_id}\x00{subscription}").hex
 
 
-def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes,
+def signed_headers(secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes,
                    content_type: str = "application/cloudevents+json") -> dict[str, str]:
+    """The headers of one request. Several secrets (the current one first, then one being
+    rotated out) give several space-separated ``v1,`` signatures, as Standard Webhooks
+    allows: a receiver that knows either secret verifies the request."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(k, msg_id, timestamp, body) for k in keys),
         "content-type": content_type,
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,8 +30,15 @@ from shared.uow import Tx
 log = logging.getLogger(__name__)
 SOURCE = "sp4n/notify"
 CONTENT_TYPE = "application/cloudevents+json"
-# How much of a receiver's error answer goes into the error text (before max_error_chars).
-ANSWER_EXCERPT_CHARS = 300
+# How much of a receiver's error answer goes into the error text (before max_error_chars):
+# a short excerpt only, so a webhook cannot be used to read a target's pages back (SSRF
+# read-back); control characters and runs of whitespace are folded to one space.
+ANSWER_EXCERPT_CHARS = 120
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029\u200b-\u200f\ufeff]+")
+
+
+def answer_excerpt(text: str, limit: int = ANSWER_EXCERPT_CHARS) -> str:
+    return _UNPRINTABLE.sub(" ", text).strip()[:limit]
 
 
 class NotifyRepo(Protocol):
@@ -38,6 +46,8 @@ class NotifyRepo(Protocol):
     in-memory fake in the unit tests)."""
 
     async def upsert_subscriptions(self, subs: Sequence[Subscription]) -> None: ...
+
+    async def seal_plaintext_secrets(self) -> int: ...
     async def fetch_subscriptions(self, *, enabled_only: bool = False) -> list[Subscription]: ...
     async def insert_deliveries(self, deliveries: Sequence[NewDelivery]) -> list[str]: ...
     async def wake_dispatchers(self) -> None: ...
@@ -94,11 +104,14 @@ async def accept_event(uow: NotifyUnitOfWork, event: CloudEvent) -> list[str]:
     return created
 
 
-async def sync_subscriptions(uow: NotifyUnitOfWork, subs: Sequence[Subscription]) -> None:
-    if not subs:
-        return
+async def sync_subscriptions(uow: NotifyUnitOfWork, subs: Sequence[Subscription]) -> int:
+    """At start-up: seal secrets stored before encryption at rest, then upsert the
+    subscriptions file's entries. Returns how many secrets were sealed."""
     async with uow() as tx:
-        await tx.repo.upsert_subscriptions(subs)
+        sealed = await tx.repo.seal_plaintext_secrets()
+        if subs:
+            await tx.repo.upsert_subscriptions(subs)
+    return sealed
 
 
 # --- delivery --------------------------------------------------------------------------
@@ -140,11 +153,11 @@ async def count_pending(uow: NotifyUnitOfWork) -> int:
 
 
 async def send(delivery: ClaimedDelivery, post: Post, clock: Callable[[], datetime] = utc_now, *,
-               max_error_chars: int) -> AttemptResult:
+               max_error_chars: int, excerpt_chars: int = ANSWER_EXCERPT_CHARS) -> AttemptResult:
     """One signed HTTP attempt; never raises for receiver or network faults."""
     body = delivery.body.encode()
     started_at = clock()
-    headers = signed_headers(delivery.secret, delivery.webhook_id, int(started_at.timestamp()),
+    headers = signed_headers(delivery.secrets, delivery.webhook_id, int(started_at.timestamp()),
                              body, CONTENT_TYPE)
     t0 = time.perf_counter()
     status_code: int | None = None
@@ -154,8 +167,9 @@ async def send(delivery: ClaimedDelivery, post: Post, clock: Callable[[], dateti
         status_code = answer.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
-            if answer.text:
-                error += f": {answer.text.strip()[:ANSWER_EXCERPT_CHARS]}"
+            excerpt = answer_excerpt(answer.text, excerpt_chars)
+            if excerpt:
+                error += f": {excerpt}"
     except Exception as exc:  # noqa: BLE001 - every failure of the receiver is a failed attempt
         error = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     duration_ms = int((time.perf_counter() - t0) * 1000)
@@ -200,9 +214,11 @@ async def record(uow: NotifyUnitOfWork, delivery: ClaimedDelivery, result: Attem
 
 async def attempt(uow: NotifyUnitOfWork, delivery: ClaimedDelivery, post: Post, *,
                   max_attempts: int, backoff_base_s: float, max_error_chars: int,
+                  excerpt_chars: int = ANSWER_EXCERPT_CHARS,
                   clock: Callable[[], datetime] = utc_now) -> tuple[AttemptResult, Outcome | None]:
     """Send one claimed delivery (outside any transaction) and record what followed."""
-    result = await send(delivery, post, clock, max_error_chars=max_error_chars)
+    result = await send(delivery, post, clock, max_error_chars=max_error_chars,
+                        excerpt_chars=excerpt_chars)
     outcome = await record(uow, delivery, result, max_attempts=max_attempts,
                            backoff_base_s=backoff_base_s)
     return result, outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -31,6 +32,11 @@ def build_app(settings: Settings) -> FastAPI:
         rulebook=rulebook, metrics=metrics,
         duplicate_window_days=settings.duplicate_window_days,
         max_duplicate_candidates=settings.routing.max_duplicate_candidates))
+    # Remembered submissions outlive the duplicate window by a margin (late arrivals).
+    keep = timedelta(days=settings.duplicate_window_days
+                     + settings.retention.recent_submissions_margin_days)
+    runtime.retention.add("recent_submissions", lambda pool, limit: repository.prune_recent_submissions(
+        pool, older_than=keep, limit=limit))
     runtime.app.include_router(router)
     runtime.app.state.runtime = runtime
     runtime.app.state.rulebook = rulebook

@@ -22,6 +22,11 @@ Invariants:
   candidates, the nearest in received_at (ties: lower id as text), listed by received_at
   (then id, so the order is total). An unbounded list would grow without limit for a
   much-reported problem (one pothole, hundreds of reports).
+- Retention: a remembered submission is forgotten once both its received_at and the time
+  routing recorded it are older than the window plus a margin
+  (``settings.retention.recent_submissions_margin_days``, ``repository.prune_recent_submissions``):
+  a complaint reaching routing later than that margin after it was received is compared only
+  with what is still remembered.
 """
 
 from __future__ import annotations

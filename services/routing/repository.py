@@ -4,6 +4,7 @@ Callers get the typed models of ``model``, never asyncpg Records."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import asyncpg
 
@@ -20,6 +21,7 @@ from services.routing.model import (
 from services.routing.rules import Rule
 from shared.events import CloudEvent
 from shared.outbox import outbox_row, staged_on
+from shared.retention import deleted
 from shared.uow import INBOX_INSERT, PgTx
 
 _RULE_COLUMNS = "id, category, kecamatan, opd_code, priority, version, enabled, auto_dispose"
@@ -138,3 +140,18 @@ async def get_decisions(pool: asyncpg.Pool, complaint_id: uuid.UUID) -> list[Dec
         " kecamatan, source_event_id, event_id, decided_at"
         " FROM decisions WHERE complaint_id = $1 ORDER BY hop", complaint_id)
     return [DecisionRecord(**dict(r)) for r in rows]
+
+
+# Retention (``shared.retention``): one bounded statement per call.
+
+async def prune_recent_submissions(pool: asyncpg.Pool, *, older_than: timedelta,
+                                   limit: int) -> int:
+    """Forget at most ``limit`` remembered submissions that no new complaint can be compared
+    with any more: both received and recorded longer than ``older_than`` ago (the duplicate
+    window plus a margin for complaints that reach routing late; see ``duplicates``)."""
+    status = await pool.execute(
+        "DELETE FROM recent_submissions WHERE complaint_id IN (SELECT complaint_id"
+        " FROM recent_submissions WHERE recorded_at < now() - $1::interval"
+        " AND received_at < now() - $1::interval ORDER BY recorded_at LIMIT $2"
+        " FOR UPDATE SKIP LOCKED)", older_than, limit)
+    return deleted(status)

@@ -208,35 +208,52 @@ class Correction:
     def of(cls, fact: Fact) -> Correction | None:
         if fact.kind not in ("reclassified", "submitted") or not fact.detail:
             return None
-        return cls(**json.loads(fact.detail))
+        d = json.loads(fact.detail)
+        return cls(d["policy_key"], d.get("category"), d.get("reason"), d.get("changed_by"))
 
 
 def _detail(policy_key: str, category: str | None, reason: str | None,
-            changed_by: str | None) -> str:
+            changed_by: str | None, **extra: object) -> str:
     return json.dumps({"policy_key": policy_key, "category": category, "reason": reason,
-                       "changed_by": changed_by}, sort_keys=True)
+                       "changed_by": changed_by, **extra}, sort_keys=True)
+
+
+def _opd_detail(opd_code: str | None, **extra: object) -> str:
+    return json.dumps({"opd_code": opd_code, **extra}, sort_keys=True)
+
+
+def detail_of(fact: Fact) -> dict[str, object]:
+    """What a fact carries besides its kind, time and hop (empty for a row written before its
+    kind carried any: migration 0008 filled those in from the clocks they started)."""
+    return json.loads(fact.detail) if fact.detail else {}
 
 
 def fact_of(data: EventData) -> Fact | None:
     """The fact a lifecycle event records; None for events that start clocks only."""
     match data:
         case ComplaintRouted():
-            return Fact("routed", data.routed_at, data.hop)
+            return Fact("routed", data.routed_at, data.hop, detail=_opd_detail(data.opd_code))
         case ComplaintResponded():
             # A progress update (``final`` False) stops nothing: not a fact for the clocks.
-            return Fact("responded", data.responded_at, data.hop) if data.final else None
+            return Fact("responded", data.responded_at, data.hop, detail=_opd_detail(
+                data.opd_code, response_no=data.response_no)) if data.final else None
         case ComplaintWithdrawn():
-            return Fact("withdrawn", data.withdrawn_at, data.hop)
+            return Fact("withdrawn", data.withdrawn_at, data.hop,
+                        detail=_opd_detail(data.opd_code))
         case ComplaintReclassified():
             return Fact("reclassified", data.reclassified_at, detail=_detail(
                 completion_policy_key(data.classification, data.berkadar_pengawasan),
                 data.category, data.reason, data.changed_by))
         case ComplaintSubmitted():
+            # Everything the submission's clocks need (``starts_of``): the classification (and
+            # its completion policy), the category, and whether it is imported history.
             return Fact("submitted", data.received_at, detail=_detail(
                 completion_policy_key(data.classification, data.berkadar_pengawasan),
-                data.category, None, None))
+                data.category, None, None, classification=data.classification,
+                berkadar_pengawasan=data.berkadar_pengawasan, historical=data.historical))
         case ComplaintReturned():
-            return Fact("returned", data.returned_at, data.hop)
+            return Fact("returned", data.returned_at, data.hop,
+                        detail=_opd_detail(data.opd_code))
         case ComplaintArchived():
             return Fact("archived", data.archived_at)
         case ComplaintForwarded():
@@ -370,6 +387,37 @@ def starts_on(data: EventData) -> list[ClockStart]:
         case ComplaintDeferred():
             # The instance is numbered by the caller (one per DITUNDA).
             return [ClockStart("deferral", 0, DEFERRAL, data.deferred_at)]
+    return []
+
+
+def starts_of(fact: Fact) -> list[ClockStart]:
+    """The clocks a fact starts: ``starts_on`` of the event it records, from the fact alone
+    (its ``detail`` carries the OPD, the response number, the classification's policy and the
+    category), so the clocks are a function of the stored facts (``domain.derive``)."""
+    d = detail_of(fact)
+    opd = d.get("opd_code")
+    opd_code = opd if isinstance(opd, str) else None
+    match fact.kind:
+        case "submitted":
+            key = d.get("policy_key")
+            if d.get("historical") or not isinstance(key, str):
+                return []
+            category = d.get("category")
+            cat = category if isinstance(category, str) else None
+            return [ClockStart("verification", 0, VERIFICATION, fact.at, category=cat),
+                    ClockStart("completion", 0, key, fact.at, category=cat)]
+        case "routed":
+            return [ClockStart("opd_response", fact.hop, OPD_RESPONSE, fact.at,
+                               opd_code=opd_code)]
+        case "responded":
+            no = d.get("response_no")
+            return [ClockStart("auto_close", fact.hop, AUTO_CLOSE, fact.at, opd_code=opd_code,
+                               instance=no if isinstance(no, int) else 1)]
+        case "returned" | "withdrawn":
+            return [ClockStart("redisposition", fact.hop, REDISPOSITION, fact.at,
+                               opd_code=opd_code)]
+        case "deferred":
+            return [ClockStart("deferral", 0, DEFERRAL, fact.at)]
     return []
 
 

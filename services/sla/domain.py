@@ -44,9 +44,6 @@ from services.sla.policy import Policy
 from shared.events import (
     ClockKind,
     CloudEvent,
-    ComplaintResponded,
-    ComplaintRouted,
-    ComplaintSubmitted,
     EventData,
     SlaBreached,
     SlaClockStarted,
@@ -138,10 +135,12 @@ class ClockChanges:
     timer_updates: list[Timer]  # existing timers fired or cancelled
     timer_inserts: list[Timer]
     new_pauses: list[PauseRow]
+    # Stored clocks the facts no longer call for (ids), deleted with their timers and pauses.
+    deleted_clocks: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.new_clocks or self.changed_clocks or self.timer_updates
-                    or self.timer_inserts or self.new_pauses)
+                    or self.timer_inserts or self.new_pauses or self.deleted_clocks)
 
 
 @dataclass(frozen=True)
@@ -159,10 +158,13 @@ class Effects:
     events: list[CloudEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     calendar: WorkingCalendar | None = None  # flags deadlines beyond its coverage
+    silent: bool = False  # a derivation from scratch: its events are not emitted, not built
 
     def started(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
                 started_at: datetime, deadline: Deadline, *, instance: int = 0,
                 paused_working_days: int = 0) -> None:
+        if self.silent:
+            return
         self.events.append(make_event(SOURCE, SlaClockStarted(
             complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             started_at=started_at, working_days=deadline.working_days,
@@ -174,6 +176,8 @@ class Effects:
 
     def expired(self, complaint_id: uuid.UUID, deferred_at: datetime, deadline: Deadline,
                 lag_s: float | None = None) -> None:
+        if self.silent:
+            return
         self.events.append(make_event(SOURCE, SlaDeferralExpired(
             complaint_id=complaint_id, deferred_at=deferred_at, deadline=deadline.deadline,
             calendar_version=deadline.calendar_version, policy_version=deadline.policy_version)))
@@ -181,6 +185,8 @@ class Effects:
 
     def deadline_changed(self, row: ClockRow, old: datetime, new: Deadline, reason: str,
                          note: str | None, changed_by: str | None) -> None:
+        if self.silent:
+            return
         self.events.append(make_event(SOURCE, SlaDeadlineChanged(
             complaint_id=row.complaint_id, clock=row.clock, hop=row.hop, instance=row.instance,
             opd_code=row.opd_code, old_deadline=old, new_deadline=new.deadline,
@@ -190,6 +196,8 @@ class Effects:
 
     def elapsed(self, complaint_id: uuid.UUID, hop: int, opd_code: str | None,
                 responded_at: datetime, deadline: Deadline, lag_s: float | None = None) -> None:
+        if self.silent:
+            return
         self.events.append(make_event(SOURCE, SlaReplyWindowElapsed(
             complaint_id=complaint_id, responded_at=responded_at, deadline=deadline.deadline,
             opd_code=opd_code, hop=hop, calendar_version=deadline.calendar_version,
@@ -198,6 +206,8 @@ class Effects:
 
     def stopped(self, complaint_id: uuid.UUID, clock: ClockKind, hop: int, opd_code: str | None,
                 stop: ClockStop, deadline: datetime, instance: int = 0) -> None:
+        if self.silent:
+            return
         self.events.append(make_event(SOURCE, SlaClockStopped(
             complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             stopped_at=stop.at, deadline=deadline, on_time=stop.at <= deadline,
@@ -206,6 +216,8 @@ class Effects:
     def alert(self, model: type[SlaWarning] | type[SlaBreached], complaint_id: uuid.UUID,
               clock: ClockKind, hop: int, opd_code: str | None, deadline: Deadline,
               due_at: datetime, lag_s: float | None = None, instance: int = 0) -> None:
+        if self.silent:
+            return
         self.events.append(make_event(SOURCE, model(
             complaint_id=complaint_id, clock=clock, hop=hop, instance=instance, opd_code=opd_code,
             deadline=deadline.deadline, due_at=due_at, calendar_version=deadline.calendar_version,
@@ -227,11 +239,15 @@ class ComplaintClocks:
         self._timers = timers
         self._pauses = set(pauses)
         self._new_pauses: list[PauseRow] = []
+        self._deleted: list[int] = []
         self.effects = Effects()
         self.met_by: CompletionMetBy = "final_response"
         self._policies: dict[str, Policy] = {}
         self._ladders: tuple[Ladder, ...] = ()
         self._office: OfficeHours | None = None
+        # (clock, hop, instance) → the policy version a stored clock was computed with, so a
+        # re-derivation keeps it (a policy edit applies to clocks started afterwards).
+        self._pinned: dict[tuple[str, int, int], Policy] = {}
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -281,7 +297,7 @@ class ComplaintClocks:
             changed_clocks=[c for i, c in self._clocks.items() if i > 0 and c != self._loaded[i]],
             timer_updates=[t for t in self._timers if t.id is not None and t.changed],
             timer_inserts=[t for t in self._timers if t.id is None],
-            new_pauses=list(self._new_pauses))
+            new_pauses=list(self._new_pauses), deleted_clocks=list(self._deleted))
 
     # -- row changes -------------------------------------------------------------------------
     def insert_clock(self, start: ClockStart, deadline: Deadline) -> int | None:
@@ -301,6 +317,15 @@ class ComplaintClocks:
     def category(self) -> str | None:
         """The complaint's category as its clocks know it (from the submission)."""
         return next((c.category for c in self._clocks.values() if c.category), None)
+
+    def delete_clock(self, clock_id: int) -> None:
+        """Drop a clock the facts no longer call for, with its timers and pauses (a stored one
+        is deleted by the mapper)."""
+        del self._clocks[clock_id]
+        self._timers = [t for t in self._timers if t.clock_id != clock_id]
+        self._new_pauses = [p for p in self._new_pauses if p.clock_id != clock_id]
+        if clock_id > 0:
+            self._deleted.append(clock_id)
 
     def set_paused(self, clock_id: int, at: datetime | None) -> None:
         self._clocks[clock_id] = replace(self._clocks[clock_id], paused_at=at)
@@ -349,13 +374,15 @@ class ComplaintClocks:
                 t.cancelled_at, t.changed = at, True
 
     # -- decisions ---------------------------------------------------------------------------
-    def apply(self, data: EventData, fact: Fact | None, calendar: WorkingCalendar,
+    def apply(self, fact: Fact | None, calendar: WorkingCalendar,
               policies: dict[str, Policy], now: datetime,
               met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
               office_hours: OfficeHours | None = None) -> None:
-        """Apply one lifecycle event (its fact already recorded): stop or cancel the running
-        clocks it ends, pause or resume, then start the clocks it starts, and the follow-up
-        clocks the facts now call for (reopens, reporter replies), whatever order they came."""
+        """Apply one lifecycle fact (already recorded; None for an event that is no fact, a
+        progress update): stop or cancel the running clocks it ends, pause or resume, then
+        start the clocks it starts (``clocks.starts_of``: from the fact alone), and the
+        follow-up clocks the facts now call for (reopens, reporter replies), whatever order
+        they came."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
         self.effects.calendar = calendar
@@ -371,15 +398,14 @@ class ComplaintClocks:
                 elif stop.at < row.stopped_at:
                     self._restop(row, stop, calendar)
             self._record_outcome(fact)
-            if fact.kind == "closed":
-                self._cancel_routed_after(fact, calendar, now)
+            self._drop_routings_that_never_took(calendar, now)
             if fact.kind == "deferred":
                 self._pause(fact.at, now)
             elif fact.kind == "resumed" and fact.deferred_at is not None:
                 self._resume(fact.deferred_at, fact.at, calendar, now)
-        for start in clocks.starts_on(data):
-            if isinstance(data, ComplaintRouted) and not took:
-                log.info("routing %s of %s never took: no clock", data.hop, self.complaint_id)
+        for start in clocks.starts_of(fact) if fact is not None else []:
+            if not took:
+                log.info("routing %s of %s never took: no clock", start.hop, self.complaint_id)
                 continue
             if start.clock == "deferral":
                 instance = self._instance_for("deferral", 0, start.started_at)
@@ -393,17 +419,37 @@ class ComplaintClocks:
         self._start_reply_instances(policies, calendar, now)
         self._reclassify(policies, calendar, now)
 
-    def _cancel_routed_after(self, close: Fact, calendar: WorkingCalendar,
-                             now: datetime) -> None:
-        """A routing after the close never took (intake ignored it), but processed before the
-        close it started an OPD clock: that clock is cancelled at its start, never breached.
-        (Recomputed from scratch it would not exist; the aggregate deletes no rows.)"""
-        reopens = [f.at for f in self.facts if f.kind == "reopened"]
-        for row in self.open_clocks():
-            if row.clock == "opd_response" and row.instance == 0 and row.started_at >= close.at \
-                    and not any(close.at <= r <= row.started_at for r in reopens):
-                self._stop_clock(row, ClockStop("opd_response", row.hop, row.started_at,
-                                                "cancelled"), calendar, now)
+    def _drop_routings_that_never_took(self, calendar: WorkingCalendar, now: datetime) -> None:
+        """A routing that never took, as the facts now tell (``clocks.routing_took``: it came
+        after the close, or after the admin archived, forwarded or deferred), has no OPD clock
+        from scratch; processed before the fact that tells, it started one: that clock is
+        deleted (never breached), with ``sla.clock_stopped`` (cancelled at its start) for
+        whoever saw it start, unless it was already stopped."""
+        routed = {(f.hop, f.at) for f in self.facts if f.kind == "routed"}
+        took = {(f.hop, f.at) for f in self.effective_facts() if f.kind == "routed"}
+        dropped = False
+        for row in list(self._clocks.values()):
+            key = (row.hop, row.started_at)
+            if row.clock != "opd_response" or row.instance != 0 or key not in routed \
+                    or key in took:
+                continue
+            if row.stopped_at is None:
+                self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                     ClockStop("opd_response", row.hop, row.started_at,
+                                               "cancelled"), row.deadline,
+                                     instance=row.instance)
+            self.delete_clock(row.id)
+            dropped = True
+        if not dropped:
+            return
+        # A routing of the same hop that did take, processed while the dropped clock held its
+        # place, starts its clock now.
+        for f in self.effective_facts():
+            if f.kind == "routed" and not any(
+                    (c.clock, c.hop, c.instance) == ("opd_response", f.hop, 0)
+                    for c in self._clocks.values()):
+                for start in clocks.starts_of(f):
+                    self._start_clock(self._policies, start, calendar, now)
 
     def effective_facts(self) -> list[Fact]:
         return clocks.effective_facts(self.facts)
@@ -439,11 +485,28 @@ class ComplaintClocks:
         elif fact.kind == "closed" and (row.closed_at is None or fact.at < row.closed_at):
             self._clocks[row.id] = replace(row, closed_at=fact.at)
 
+    def _policy_for(self, clock: tuple[str, int, int], key: str,
+                    policies: dict[str, Policy]) -> Policy:
+        pin = self._pinned.get(clock)
+        return pin if pin is not None and pin.key == key else policies[key]
+
+    def pinned_policies(self, policies: dict[str, Policy]) -> dict[tuple[str, int, int], Policy]:
+        """Each clock's policy as it was computed with (working days, version), with the
+        current warning settings of its key."""
+        out: dict[tuple[str, int, int], Policy] = {}
+        for c in self._clocks.values():
+            now = policies.get(c.policy_key)
+            out[(c.clock, c.hop, c.instance)] = Policy(
+                c.policy_key, c.working_days, now.warn_before_working_days if now else 0,
+                c.policy_version, now.warn_points if now else ())
+        return out
+
     def _start_clock(self, policies: dict[str, Policy], start: ClockStart,
                      calendar: WorkingCalendar, now: datetime,
                      initial: Deadline | None = None) -> None:
         complaint_id, out = self.complaint_id, self.effects
-        policy = policies[start.policy_key]
+        policy = self._policy_for((start.clock, start.hop, start.instance), start.policy_key,
+                                  policies)
         if initial is not None:
             pass
         elif start.clock == "auto_close":
@@ -525,34 +588,47 @@ class ComplaintClocks:
                         instance=start.instance)
 
     def recompute_deadlines(self, calendar: WorkingCalendar, policies: dict[str, Policy],
-                            now: datetime, *, note: str | None, changed_by: str | None) -> int:
-        """A calendar change: every running clock's deadline is recomputed from its start
-        under ``calendar`` (with the working days paused so far), never patched; each one that
-        moved gets new timers (what fired stays fired) and ``sla.deadline_changed`` (reason
-        ``calendar_changed``). Returns how many moved. (A completion instance resumed after a
-        reporter's reply inherits its deadline and is left as it is.)"""
-        self._policies, self.effects.calendar = policies, calendar
+                            now: datetime, *, note: str | None, changed_by: str | None,
+                            met_by: CompletionMetBy = "final_response",
+                            ladders: tuple[Ladder, ...] = (),
+                            office_hours: OfficeHours | None = None) -> int:
+        """A calendar change: the complaint's clocks are derived again from its facts under
+        ``calendar`` (``derive``, each clock under the policy version it was computed with),
+        never patched; every running clock whose derived deadline differs takes it (with the
+        working days paused as counted under the new calendar: a closure inside a DITUNDA
+        period moves nothing), gets new timers (what fired stays fired) and
+        ``sla.deadline_changed`` (reason ``calendar_changed``). Returns how many moved. A
+        clock already stopped keeps the deadline it was judged by."""
+        self.met_by = met_by
+        self._policies, self._ladders, self._office = policies, ladders, office_hours
+        self.effects.calendar = calendar
+        derived = {(c.clock, c.hop, c.instance): c for c in derive(
+            self.complaint_id, self.facts, calendar, policies, now, met_by,
+            pinned=self.pinned_policies(policies)).all_clocks()}
         moved_count = 0
         for row in self.open_clocks():
-            policy = policies.get(row.policy_key)
-            base = Policy(row.policy_key, row.working_days,
-                          policy.warn_before_working_days if policy else 0, row.policy_version)
-            chained = self._chained_deadline(row, base, calendar)
-            if chained is None:
+            want = derived.get((row.clock, row.hop, row.instance))
+            if want is None:
                 continue
-            initial, moved = chained
-            if moved.deadline == row.deadline:
+            cached = replace(
+                row, initial_deadline=want.initial_deadline, initial_warn_at=want.initial_warn_at,
+                deadline=want.deadline, warn_at=want.warn_at,
+                paused_working_days=want.paused_working_days)
+            if cached == row:
                 continue
-            moved_count += 1
-            self._clocks[row.id] = replace(
-                row, initial_deadline=initial.deadline, initial_warn_at=initial.warn_at,
-                deadline=moved.deadline, warn_at=moved.warn_at,
-                calendar_version=calendar.version)
-            self.effects.deadline_changed(row, row.deadline, moved, "calendar_changed", note,
-                                          changed_by)
-            self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
-                                 row.started_at, moved, instance=row.instance,
-                                 paused_working_days=row.paused_working_days)
+            # What it is derived from moved (e.g. a closure inside a DITUNDA period moves the
+            # initial deadline one way and the paused days the other): the row follows.
+            self._clocks[row.id] = replace(cached, calendar_version=calendar.version)
+            if (want.deadline, want.warn_at) == (row.deadline, row.warn_at):
+                continue
+            moved = replace(want.deadline_record(), calendar_version=calendar.version)
+            if want.deadline != row.deadline:  # (a warning alone that moved: new timers only)
+                moved_count += 1
+                self.effects.deadline_changed(row, row.deadline, moved, "calendar_changed",
+                                              note, changed_by)
+                self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
+                                     row.started_at, moved, instance=row.instance,
+                                     paused_working_days=want.paused_working_days)
             if row.paused_at is not None:
                 continue
             _, fired = self.live_timer_kinds(row.id)
@@ -723,7 +799,8 @@ class ComplaintClocks:
             data = made[-1] if made else original  # none made while it ran: as submitted
             if data is None or data.policy_key == row.policy_key:
                 continue
-            key, policy = data.policy_key, policies[data.policy_key]
+            key = data.policy_key
+            policy = self._policy_for((row.clock, row.hop, row.instance), key, policies)
             chained = self._chained_deadline(row, policy, calendar)
             if chained is None:
                 continue
@@ -905,36 +982,56 @@ class ComplaintClocks:
 
 
 # -- from scratch ------------------------------------------------------------------------------
-def event_time(data: EventData) -> datetime:
-    """When a lifecycle event happened (its own time field, never its arrival)."""
-    fact = clocks.fact_of(data)
-    if fact is not None:
-        return fact.at
-    if isinstance(data, ComplaintSubmitted):
-        return data.received_at
-    if isinstance(data, ComplaintResponded):  # a progress update
-        return data.responded_at
-    raise ValueError(f"no event time for {type(data).__name__}")
+def facts_of(timeline: list[EventData]) -> list[Fact]:
+    """The facts a timeline of lifecycle events records (progress updates record none)."""
+    return [f for f in map(clocks.fact_of, timeline) if f is not None]
 
 
-def derive(complaint_id: uuid.UUID, timeline: list[EventData], calendar: WorkingCalendar,
+def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar,
            policies: dict[str, Policy], now: datetime,
            met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
-           office_hours: OfficeHours | None = None) -> ComplaintClocks:
-    """Every clock of a complaint computed from scratch from its whole timeline, as of
-    ``now``: its events applied in the order they happened (the submission first on a tie),
-    from no stored state. Pure. The clocks sla maintains message by message, whatever order
-    the messages are processed in, must equal these (the property in
-    ``tests/unit/test_sla_order.py``)."""
+           office_hours: OfficeHours | None = None,
+           pinned: dict[tuple[str, int, int], Policy] | None = None) -> ComplaintClocks:
+    """Every clock of a complaint computed from scratch from its facts alone (as stored:
+    ``facts`` rows, whose ``detail`` carries what starting a clock needs), as of ``now``:
+    applied in the order they happened (the submission first on a tie), from no stored
+    state. Pure. The clocks sla maintains message by message, whatever order (and however
+    often) the messages are processed in, must equal these (the properties in
+    ``tests/unit/test_sla_order.py`` and ``tests/integration/test_sla_derive.py``).
+    ``pinned``: the policy version each clock already stored was computed with (a policy
+    edit applies to clocks started afterwards)."""
     state = ComplaintClocks(complaint_id, [], [], [], set())
-    for data in sorted(timeline, key=lambda d: (event_time(d),
-                                                not isinstance(d, ComplaintSubmitted))):
-        fact = clocks.fact_of(data)
-        if fact is not None:
-            state.record_fact(fact)
-        state.apply(data, fact, calendar, policies, now, met_by, ladders=ladders,
+    state._pinned = dict(pinned or {})
+    state.effects.silent = True
+    # A routing that never took (the facts after it tell) is no fact for the clocks at all,
+    # not even until those facts come in the replay.
+    effective = clocks.effective_facts(facts)
+    for fact in sorted(facts, key=lambda f: (f.at, f.kind != "submitted")):
+        state.record_fact(fact)
+        took = fact.kind != "routed" or fact in effective
+        state.apply(fact if took else None, calendar, policies, now, met_by, ladders=ladders,
                     office_hours=office_hours)
     return state
+
+
+def drift(state: ComplaintClocks, derived: ComplaintClocks,
+          calendar: WorkingCalendar) -> list[str]:
+    """The clocks (kinds) whose stored deadline columns differ from ``derived`` (``derive``
+    over the same facts), or that one of them lacks: the cache no longer equals the function.
+    Only clocks computed under ``calendar``'s version are compared (an older version's value is
+    kept, not recomputed: the override table holds the current version only); whether a clock
+    has stopped yet is not compared (a reply window or DITUNDA that ran out by ``now`` is
+    stopped by the scanner, later)."""
+    def columns(c: ClockRow) -> tuple[object, ...]:
+        return (c.opd_code, c.started_at, c.deadline, c.warn_at, c.initial_deadline,
+                c.initial_warn_at, c.working_days, c.policy_key, c.policy_version,
+                c.paused_working_days)
+
+    want = {(c.clock, c.hop, c.instance): c for c in derived.all_clocks()}
+    have = {(c.clock, c.hop, c.instance): c for c in state.all_clocks()}
+    out: list[str] = [c.clock for k, c in have.items() if c.calendar_version == calendar.version
+                      and (k not in want or columns(want[k]) != columns(c))]
+    return out + [c.clock for k, c in want.items() if k not in have]
 
 
 # -- the scanner -------------------------------------------------------------------------------

@@ -42,13 +42,19 @@ class SlaMetrics:
             "sp4n_sla_clocks_beyond_calendar_coverage",
             "Running clocks whose deadline lies past the last year whose cuti bersama the "
             "calendar knows (confirm it: sp4n calendar confirm YEAR)", registry=registry)
+        self.derive_drift = Counter(
+            "sp4n_sla_derive_drift",
+            "Clocks a message left unlike their derivation from the complaint's facts (should "
+            "stay 0; see the sla log)", ["clock"], registry=registry)
         self.detection_lag = Histogram(
             "sp4n_sla_breach_detection_lag_seconds",
             "Breach fire time minus due time (or creation time, if created already due)",
             buckets=LAG_BUCKETS, registry=registry)
 
     def record(self, outcome: Outcome) -> None:
-        """Count the alerts of a committed ``usecases.Outcome``."""
+        """Count the alerts (and drifted clocks) of a committed ``usecases.Outcome``."""
+        for clock in outcome.drift:
+            self.derive_drift.labels(clock).inc()
         for alert in outcome.alerts:
             if alert.kind == "breach":
                 self.breaches.labels(_opd(alert.opd_code), alert.clock).inc()

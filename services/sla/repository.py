@@ -131,16 +131,17 @@ class PgSlaRepository:
                              0, len(changed))
             changed, timer_updates = [], []
         await self._save(_save_args(state.complaint_id, new, changed, timer_updates,
-                                    c.timer_inserts, c.new_pauses, events), len(new), len(changed))
+                                    c.timer_inserts, c.new_pauses, events, c.deleted_clocks),
+                         len(new), len(changed), len(c.deleted_clocks))
 
-    async def _save(self, args: list[Any], inserted: int, updated: int) -> None:
+    async def _save(self, args: list[Any], inserted: int, updated: int, deleted: int = 0) -> None:
         r = await self._conn.fetchrow(_SAVE, *args)
-        if (r["inserted"], r["updated"]) != (inserted, updated):
+        if (r["inserted"], r["updated"], r["deleted"]) != (inserted, updated, deleted):
             # Impossible under the complaint lock (every clock of the complaint was read
             # locked); rather than stage events for rows not written, fail: the message is
             # redelivered.
             raise RuntimeError(f"clocks changed under the complaint lock: wrote {tuple(r)}, "
-                               f"expected ({inserted}, {updated})")
+                               f"expected ({inserted}, {updated}, {deleted})")
 
     async def lock(self, complaint_id: uuid.UUID) -> None:
         """The complaint's lock for a change no event brings (an operator's calendar edit)."""
@@ -297,8 +298,16 @@ WITH nc AS (
              calendar_version)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
+), dt AS (  -- a clock the facts no longer call for goes with its timers and pauses (the
+            -- foreign keys are checked at the end of the statement, after all three)
+    DELETE FROM timers WHERE clock_id = ANY($58::bigint[])
+), dp AS (
+    DELETE FROM clock_pauses WHERE clock_id = ANY($58::bigint[])
+), dc AS (
+    DELETE FROM clocks WHERE id = ANY($58::bigint[]) AND complaint_id = $1 RETURNING 1
 ), o AS ({OUTBOX_INSERT_ARRAYS.format(ids=51, keys=52, payloads=53)})
-SELECT (SELECT count(*) FROM nc) AS inserted, (SELECT count(*) FROM uc) AS updated
+SELECT (SELECT count(*) FROM nc) AS inserted, (SELECT count(*) FROM uc) AS updated,
+       (SELECT count(*) FROM dc) AS deleted
 """
 
 
@@ -308,7 +317,7 @@ def _cols(rows: list[Any], *names: str) -> list[list[Any]]:
 
 def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[ClockRow],
                timer_updates: list[Timer], timer_inserts: list[Timer], pauses: list[PauseRow],
-               events: list[CloudEvent]) -> list[Any]:
+               events: list[CloudEvent], deleted: list[int] | None = None) -> list[Any]:
     return [
         complaint_id,
         *_cols(new, "clock", "hop", "instance", "policy_key", "opd_code", "started_at",
@@ -326,6 +335,7 @@ def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[Clock
         *outbox_arrays(events),
         [r.category for r in new], [r.category for r in changed],
         *_cols(timer_inserts, "point", "fire_at"),
+        deleted or [],
     ]
 
 

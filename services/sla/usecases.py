@@ -7,6 +7,7 @@ metrics from it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ from services.sla.clocks import (
     StopReason,
     validate_points,
 )
-from services.sla.domain import Alert, ComplaintClocks, DueTimer, fire_timers
+from services.sla.domain import Alert, ComplaintClocks, DueTimer, derive, drift, fire_timers
 from shared.events import ClockKind, CloudEvent, EscalationTarget
 from shared.uow import Tx
 
+log = logging.getLogger(__name__)
 
 class SlaRepository(CalendarStore, Protocol):
     """What the use cases need of the repository (``repository.PgSlaRepository``)."""
@@ -67,6 +69,7 @@ class Outcome:
     events: list[CloudEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     duplicate: bool = False
+    drift: list[str] = field(default_factory=list)  # clocks unlike derive's (``domain.drift``)
 
 
 # -- inbound events ------------------------------------------------------------------------
@@ -92,11 +95,20 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
             complaint_id, fact, event.id,
             with_pauses=fact is not None and fact.kind in ("deferred", "resumed"))
         calendar, policies = await calendars.resolve(tx.repo, stamp)
-        state.apply(data, fact, calendar, policies, now, completion_met_by,
-                    ladders=calendars.ladders(stamp.ladder_rows), office_hours=office_hours)
+        ladders = calendars.ladders(stamp.ladder_rows)
+        state.apply(fact, calendar, policies, now, completion_met_by, ladders=ladders,
+                    office_hours=office_hours)
+        # The clocks as the message leaves them must be what its facts give from scratch.
+        derived = derive(complaint_id, state.facts, calendar, policies, now, completion_met_by,
+                         ladders=ladders, office_hours=office_hours,
+                         pinned=state.pinned_policies(policies))
+        drifted = drift(state, derived, calendar)
+        if drifted:
+            log.warning("clocks of %s differ from their derivation: %s", complaint_id,
+                        ", ".join(sorted(set(drifted))))
         tx.stage(*state.events)
         await tx.repo.save(state)
-    return Outcome(state.events, state.alerts)
+    return Outcome(state.events, state.alerts, drift=drifted)
 
 
 # -- timers --------------------------------------------------------------------------------
@@ -135,11 +147,14 @@ class CalendarChange:
 
 async def change_calendar(day: date, working: bool | None, reason: str, changed_by: str, *,
                           keep_deadlines: bool, uow: UnitOfWork, calendars: CalendarSource,
-                          now: datetime) -> CalendarChange:
+                          now: datetime, completion_met_by: CompletionMetBy = "final_response",
+                          office_hours: OfficeHours | None = None) -> CalendarChange:
     """An operator's calendar change (set ``working`` True/False, or None to remove the
     override): a new calendar version recording who and why. By default every running clock
     that the day can move is recomputed against it, one complaint per unit of work (under its
-    lock, as a message would), each moved deadline with ``sla.deadline_changed``;
+    lock, as a message would: ``ComplaintClocks.recompute_deadlines`` derives its clocks
+    again from its facts), each moved deadline with ``sla.deadline_changed`` (and its
+    escalation ladder and quiet hours planned again, as a message would);
     ``keep_deadlines`` leaves existing deadlines as computed (they keep their version)."""
     if not reason.strip():
         raise ValueError("reason: a calendar change needs a reason (e.g. the decree)")
@@ -157,8 +172,10 @@ async def change_calendar(day: date, working: bool | None, reason: str, changed_
             await tx.repo.lock(complaint_id)
             state, stamp = await tx.repo.load(complaint_id, None, "", with_pauses=False)
             calendar, policies = await calendars.resolve(tx.repo, stamp)
-            moved = state.recompute_deadlines(calendar, policies, now, note=reason.strip(),
-                                              changed_by=changed_by.strip())
+            moved = state.recompute_deadlines(
+                calendar, policies, now, note=reason.strip(), changed_by=changed_by.strip(),
+                met_by=completion_met_by, ladders=calendars.ladders(stamp.ladder_rows),
+                office_hours=office_hours)
             tx.stage(*state.events)
             await tx.repo.save(state)
         out.moved += moved

@@ -70,14 +70,22 @@ async def portal_key(settings) -> str:
 
 
 async def create_keys(settings, portal_key: str, prefix: str,
-                      specs: list[tuple[str, str, str | None, str | None]]) -> dict[str, str]:
+                      specs: list[tuple[str, str, str | None, str | None]],
+                      backdate: tuple[str, ...] = ()) -> dict[str, str]:
     """API keys for an e2e module: ``{"portal": portal_key, name: plaintext, …}`` for each
-    ``(name, role, source, opd_code)``, named ``{prefix}-{name}`` in intake's table."""
+    ``(name, role, source, opd_code)``, named ``{prefix}-{name}`` in intake's table.
+
+    The keys named in ``backdate`` may also date their actions (``occurred_at``): a scenario
+    that plays weeks of history in a minute needs its OPD keys to. Only here, in the
+    database: ``sp4n create-api-key`` never gives an OPD key ``complaints:backdate``."""
     conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": "intake"})
     try:
         out = {"portal": portal_key}
         for name, role, source, opd in specs:
-            _, out[name] = await create_api_key(conn, f"{prefix}-{name}", role, source, opd)
+            key, out[name] = await create_api_key(conn, f"{prefix}-{name}", role, source, opd)
+            if name in backdate:
+                await conn.execute("UPDATE api_keys SET scopes = array_append(scopes, $2)"
+                                   " WHERE id = $1", key.id, "complaints:backdate")
     finally:
         await conn.close()
     return out

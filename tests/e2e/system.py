@@ -61,7 +61,9 @@ class RunningSystem:
 
 
 def start(settings: Settings, services: list[str], log_dir: Path, ready_timeout: float = 40,
-          **extra: object) -> RunningSystem:
+          env_of: dict[str, dict[str, str]] | None = None, **extra: object) -> RunningSystem:
+    """Start ``services`` as processes; ``env_of`` adds variables per service (its own
+    credentials: ``SP4N_DATABASE_URL``, ``SP4N_AMQP_URL``, …) over the shared ones."""
     ports = {svc: free_port() for svc in services}
     system = RunningSystem(settings, ports)
     env = settings_env(settings, **{f"{svc}_port": port for svc, port in ports.items()}, **extra)
@@ -70,7 +72,8 @@ def start(settings: Settings, services: list[str], log_dir: Path, ready_timeout:
         log = log_dir / f"{svc}.log"
         system.logs[svc] = log
         system.procs[svc] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{svc}"], env=env, cwd=ROOT,
+            [sys.executable, "-m", f"services.{svc}"], env=env | (env_of or {}).get(svc, {}),
+            cwd=ROOT,
             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + ready_timeout
     for svc in services:

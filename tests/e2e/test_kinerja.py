@@ -104,7 +104,7 @@ def running(settings, tmp_path_factory):
 async def keys(settings, running, portal_key):
     return await create_keys(settings, portal_key, "e2e-kin", [
         ("admin", "admin_koordinator", None, None), (DINKES, "opd", None, DINKES),
-        (DPUPR, "opd", None, DPUPR)])
+        (DPUPR, "opd", None, DPUPR)], backdate=(DINKES, DPUPR))
 
 
 class Api:

@@ -38,7 +38,7 @@ def running(settings, tmp_path_factory):
 async def keys(settings, running, portal_key):
     return await create_keys(settings, portal_key, f"e2e-page-{uuid.uuid4().hex[:6]}", [
         ("admin", "admin_koordinator", None, None), (DLH, "opd", None, DLH),
-        (DISTAN, "opd", None, DISTAN), ("lapor", "portal", "lapor", None)])
+        (DISTAN, "opd", None, DISTAN), ("lapor", "importer", "lapor", None)], backdate=(DLH, DISTAN))
 
 
 async def test_the_page_in_a_browser_shows_what_the_api_reports(settings, running, keys, tmp_path: Path):

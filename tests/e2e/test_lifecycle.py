@@ -38,7 +38,8 @@ def running(settings, tmp_path_factory):
 async def keys(settings, running, portal_key):
     return await create_keys(settings, portal_key, "e2e-lc", [
         ("admin", "admin_koordinator", None, None), ("dinkes", "opd", None, "dinkes"),
-        ("dpupr", "opd", None, "dpupr"), ("disdikbud", "opd", None, "disdikbud")])
+        ("dpupr", "opd", None, "dpupr"), ("disdikbud", "opd", None, "disdikbud")],
+        backdate=("dinkes",))
 
 
 @pytest.fixture

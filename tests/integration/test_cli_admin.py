@@ -185,3 +185,31 @@ async def test_api_key_commands_create_list_and_revoke(
     code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "list-api-keys")
     [line] = [ln for ln in out.splitlines() if name in ln]
     assert "revoked" in line
+
+
+async def test_outbox_list_and_retry_release_set_aside_rows(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "migrate")
+    assert code == 0
+    event_id = f"aside-{uuid.uuid4().hex[:8]}"
+    db = await asyncpg.connect(settings.database_url)
+    try:
+        row_id = await db.fetchval(
+            "INSERT INTO sla.outbox (event_id, routing_key, payload, attempts, last_error, set_aside_at)"
+            " VALUES ($1, 'sla.breached', '{}', 10, 'invalid CloudEvent: id: Field required', now())"
+            " RETURNING id", event_id)
+        code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "outbox", "list")
+        assert code == 0
+        [line] = [line for line in out.splitlines() if event_id in line]
+        assert line.split()[:2] == ["sla", str(row_id)]
+        assert "attempts=10" in line and "invalid CloudEvent: id: Field required" in line
+        code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys,
+                                            "outbox", "retry", "--service", "sla", str(row_id))
+        assert code == 0 and out.strip() == "released 1 row(s)"
+        released = await db.fetchrow("SELECT attempts, set_aside_at FROM sla.outbox WHERE id = $1", row_id)
+        assert (released["attempts"], released["set_aside_at"]) == (0, None)
+        code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "outbox", "list")
+        assert event_id not in out
+    finally:
+        await db.execute("DELETE FROM sla.outbox WHERE event_id = $1", event_id)
+        await db.close()

@@ -30,7 +30,7 @@ async def keys(settings: Settings,
                intake: tuple[FastAPI, httpx.AsyncClient]) -> AsyncIterator[dict[str, str]]:
     tag = uuid.uuid4().hex[:6]
     async with service_connection(settings, "intake") as conn:
-        _, lapor = await create_api_key(conn, f"lapor-history-{tag}", "portal", "lapor")
+        _, lapor = await create_api_key(conn, f"lapor-history-{tag}", "importer", "lapor")
         _, portal = await create_api_key(conn, f"portal-history-{tag}", "portal", "portal-history")
     yield {"lapor": lapor, "portal": portal}
 
@@ -85,9 +85,17 @@ async def test_a_lapor_export_lands_as_history_and_open_complaints(
                         WHERE o.payload->>'subject' = c.id::text
                           AND o.routing_key = 'complaint.submitted') AS historical
                FROM intake.complaints c WHERE source = 'lapor' AND external_id LIKE $1""", f"{p}-%")}
+        # Each replayed history is in the audit trail, by the importer's key (once: the
+        # re-import changed nothing).
+        audited = await conn.fetch(
+            """SELECT a.complaint_id, a.role, a.key_name FROM intake.audit_log a
+               JOIN intake.complaints c ON c.id = a.complaint_id
+               WHERE a.action = 'import_history' AND c.external_id LIKE $1""", f"{p}-%")
     finally:
         await conn.close()
     assert sorted(got) == list("ABCDFG")
+    assert len(audited) == len({r["complaint_id"] for r in audited}) == 6
+    assert {(r["role"], r["key_name"].startswith("lapor-history-")) for r in audited} == {("importer", True)}
     a = got["A"]
     assert (a["status"], a["opd_code"], a["hop"], a["closed_by"], a["rating"], a["historical"]) == (
         "SELESAI", "dinkes", 1, "admin_koordinator", 4, True)

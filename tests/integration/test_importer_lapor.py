@@ -27,7 +27,7 @@ async def intake_client(settings: Settings,
                         intake: tuple[FastAPI, httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
     app, _ = intake
     async with service_connection(settings, "intake") as conn:  # intake migrated it
-        _, key = await create_api_key(conn, f"lapor-import-{uuid.uuid4().hex[:6]}", "portal", "lapor")
+        _, key = await create_api_key(conn, f"lapor-import-{uuid.uuid4().hex[:6]}", "importer", "lapor")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake",
                                  headers={"Authorization": f"Bearer {key}"}) as client:
         yield client

@@ -338,9 +338,13 @@ async def test_invalid_action_bodies_are_422_naming_fields(intake, keys):
     assert await fields("dinkes", "respond", {"body": "ok", "occurred_at": future}) == {"occurred_at"}
     naive = {"body": "ok", "occurred_at": "2026-01-01T10:00:00"}
     assert await fields("dinkes", "respond", naive) == {"occurred_at"}
-    # Before the complaint's latest transition (the disposition a moment ago).
+    # Before the complaint's latest transition (the disposition a moment ago): only a key that
+    # may date its actions (admin koordinator, importer) gets that far; an OPD is refused.
     earlier = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    assert await fields("dinkes", "respond", {"body": "ok", "occurred_at": earlier}) == {"occurred_at"}
+    assert await fields("admin", "withdraw", {"reason": "salah", "occurred_at": earlier}) == {"occurred_at"}
+    r = await client.post(f"/v1/complaints/{cid}/respond", headers=keys["dinkes"],
+                          json={"body": "ok", "occurred_at": earlier})
+    assert r.status_code == 403 and r.json()["field"] == "occurred_at"
     assert await fields("admin", "dispose", {"opd_code": "Dinas Kesehatan!"}) == {"opd_code"}
     assert await fields("admin", "archive", {"reason": "bosan"}) == {"reason"}
     assert await fields("portal", "rate", {"rating": 6}) == {"rating"}
@@ -353,15 +357,21 @@ async def test_occurred_at_backdates_the_event(intake, keys, db):
     cid = (await submit(client, keys, received_at=received.isoformat()))["complaint_id"]
     t1, t2 = received + timedelta(days=2), received + timedelta(days=3)
     await act(client, keys, "admin", cid, "dispose", opd_code="dinkes", occurred_at=t1.isoformat())
-    await act(client, keys, "dinkes", cid, "respond", body="Sudah.", occurred_at=t2.isoformat())
     routed = (await events_of(db, cid, "complaint.routed"))[0]
-    responded = (await events_of(db, cid, "complaint.responded"))[0]
     assert datetime.fromisoformat(routed["data"]["routed_at"]) == t1
-    assert datetime.fromisoformat(responded["data"]["responded_at"]) == t2
-    assert datetime.fromisoformat(responded["time"]) == t2
+    assert datetime.fromisoformat(routed["time"]) == t1
+    # The OPD may not date its own response (it would be "tepat waktu" after a breach).
+    r = await client.post(f"/v1/complaints/{cid}/respond", headers=keys["dinkes"],
+                          json={"body": "Sudah.", "occurred_at": t2.isoformat()})
+    assert r.status_code == 403 and r.json()["field"] == "occurred_at"
+    assert await events_of(db, cid, "complaint.responded") == []
+    before = datetime.now(UTC)
+    await act(client, keys, "dinkes", cid, "respond", body="Sudah.")
+    responded = (await events_of(db, cid, "complaint.responded"))[0]
+    assert datetime.fromisoformat(responded["data"]["responded_at"]) >= before
     r = await client.post(f"/v1/complaints/{cid}/reply", headers=keys["portal"],
                           json={"body": "x", "occurred_at": t1.isoformat()})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "occurred_at"
+    assert r.status_code == 403 and r.json()["field"] == "occurred_at"
 
 
 async def test_reporter_identity_by_role(intake, keys, db):

@@ -24,7 +24,7 @@ from shared.broker import (
 )
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, ComplaintSubmitted, ComplaintTriageRequired, Location, make_event
-from shared.outbox import OutboxRelay, add_to_outbox
+from shared.outbox import OutboxRelay, PublishFailed, add_to_outbox
 from shared.topology import NOTIFY_ALERTS, NOTIFY_ON_DEMAND, QueueSpec, events_exchange
 from shared.uow import PgUnitOfWork
 from tests.infra import next_message
@@ -105,10 +105,14 @@ async def test_relay_leaves_rows_unsent_when_publish_fails(pool):
     event = _event()
     async with pool.acquire() as conn, conn.transaction():
         await add_to_outbox(conn, event)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishFailed):
         await OutboxRelay(pool, broken).relay_once()
-    sent_at = await pool.fetchval("SELECT sent_at FROM outbox WHERE event_id = $1", event.id)
-    assert sent_at is None
+    row = await pool.fetchrow("SELECT sent_at, lease_until, attempts, last_error, set_aside_at"
+                              " FROM outbox WHERE event_id = $1", event.id)
+    # The broker refused everything: the attempt is not held against the row, which stays
+    # claimable at once with the error kept.
+    assert row["sent_at"] is None and row["lease_until"] is None and row["set_aside_at"] is None
+    assert row["attempts"] == 0 and row["last_error"] == "ConnectionError: broker down"
 
 
 async def test_relay_publishes_to_real_broker(settings, pool, topology):
@@ -231,14 +235,16 @@ async def test_poison_message_ends_in_dlq_with_reason(settings, topology, own_qu
         await broker.stop()
 
 
-async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(settings, topology,
-                                                                                 own_queue):
+async def test_handler_failing_permanently_is_dead_lettered_at_once_with_the_reason(settings, topology,
+                                                                                    own_queue):
+    """A failure that is not transient (here a bug: RuntimeError) is not retried: one attempt,
+    then the DLQ with the reason (transient ones: tests/integration/test_consumer_failures.py)."""
     broker = make_broker(settings, CollectorRegistry(), "test")
     attempts = []
 
     async def handle(event):
         attempts.append(event.id)
-        raise RuntimeError("database unavailable")
+        raise RuntimeError("a bug that fails every time")
 
     subscribe(broker, settings, own_queue, handle)
     await broker.start()
@@ -254,11 +260,12 @@ async def test_handler_failing_every_time_is_dead_lettered_after_delivery_limit(
         ch = await topology.channel()
         dlq = await ch.declare_queue(own_queue.dlq_name(settings.namespace), durable=True)
         msg = await next_message(dlq, timeout=10)
-        assert msg is not None, "message failing forever was never dead-lettered"
+        assert msg is not None, "message failing permanently was never dead-lettered"
         await msg.ack()
         assert json.loads(msg.body)["id"] == event.id
-        # delivery limit 5: the first delivery plus five redeliveries, then dead-lettered.
-        assert len(attempts) == settings.delivery_limit + 1
+        assert msg.headers["x-sp4n-error"] == "RuntimeError: a bug that fails every time"
+        assert msg.headers["x-sp4n-original-queue"] == own_queue.name(settings.namespace)
+        assert len(attempts) == 1
         await ch.close()
     finally:
         await broker.stop()

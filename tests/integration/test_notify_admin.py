@@ -12,6 +12,7 @@ from services.cli import migrations_of
 from services.notify import admin, usecases
 from services.notify.repository import NotifyRepository
 from services.notify.signing import secret_key
+from services.notify.targets import target_policy
 from shared.connect import service_pool
 from shared.events import CloudEvent, ComplaintRouted, make_event
 from shared.settings import Settings
@@ -30,12 +31,14 @@ async def test_subscription_lifecycle_and_removal_dead_letters_pending(settings:
     opd = f"OPD-{uuid.uuid4().hex[:8]}"
     name = f"cli-{opd.lower()}"
     async with service_pool(settings, "notify", migrations=migrations_of("notify")) as db:
-        uow = PgUnitOfWork(lambda: db, NotifyRepository)
+        uow = PgUnitOfWork(lambda: db, lambda tx: NotifyRepository(tx, admin.box_of(settings)))
         sub = await admin.add_subscription(db, name=name, url="http://127.0.0.1:9/never",
-                                           event_types=["complaint.routed"], opd_codes=[opd])
+                                           event_types=["complaint.routed"], opd_codes=[opd],
+                                           policy=target_policy(settings))
         assert len(secret_key(sub.secret)) == 32
         with pytest.raises(ValueError, match="already exists"):
-            await admin.add_subscription(db, name=name, url="http://x/y", event_types=["sla.*"])
+            await admin.add_subscription(db, name=name, url="http://127.0.0.1/y", event_types=["sla.*"],
+                                         policy=target_policy(settings))
         with pytest.raises(ValueError):
             await admin.add_subscription(db, name="bad", url="http://x/y", event_types=["nope nope"])
         assert name in [s.name for s in await admin.list_subscriptions(db)]
@@ -56,7 +59,7 @@ async def test_subscription_lifecycle_and_removal_dead_letters_pending(settings:
         # replace=True updates in place (e.g. rotating the secret)
         rotated = await admin.add_subscription(db, name=name, url="http://127.0.0.1:9/never",
                                                event_types=["complaint.routed"], opd_codes=[opd],
-                                               replace=True)
+                                               replace=True, policy=target_policy(settings))
         assert rotated.secret != sub.secret
         assert [s.secret for s in await admin.list_subscriptions(db) if s.name == name] == [rotated.secret]
 

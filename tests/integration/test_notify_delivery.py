@@ -23,6 +23,7 @@ from services.notify.app import MIGRATIONS, build_app
 from services.notify.dispatcher import Dispatcher, httpx_post
 from services.notify.metrics import NotifyMetrics
 from services.notify.repository import NotifyRepository
+from services.notify.targets import target_policy
 from shared.db import create_pool, migrate
 from shared.events import SlaBreached, make_event
 from shared.topology import events_exchange
@@ -288,9 +289,9 @@ async def test_concurrent_dispatchers_never_double_send_and_respect_leases(setti
         async with Receiver(lambda n: 200, delay_s=0.02) as receiver:
             sub = await admin.add_subscription(
                 pool, name=f"race-{opd.lower()}", url=receiver.url,
-                event_types=["sla.breached"], opd_codes=[opd])
+                event_types=["sla.breached"], opd_codes=[opd], policy=target_policy(settings))
             try:
-                uow = PgUnitOfWork(lambda: pool, NotifyRepository)
+                uow = PgUnitOfWork(lambda: pool, lambda tx: NotifyRepository(tx, admin.box_of(settings)))
                 events = [_breach(opd) for _ in range(40)]
                 for event in events:
                     assert sub.name in await usecases.accept_event(uow, event)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from services.intake.apikeys import create_api_key
+from services.intake.reporter_data import open_reporter
 from shared.broker import publish_event
 from shared.events import ComplaintRouted, SlaClockStarted, make_event
 
@@ -43,7 +44,7 @@ async def db(settings, intake):
 @pytest.fixture(scope="module")
 async def keys(db):
     _, portal = await create_api_key(db, "o311-portal", "portal", "portal-sekadau")
-    _, unbound = await create_api_key(db, "o311-generic", "portal", None)
+    _, unbound = await create_api_key(db, "o311-generic", "portal", "open311")
     try:  # an OPD key may read but not submit
         _, opd = await create_api_key(db, "o311-opd", "opd:dpupr")
     except (ValueError, asyncpg.PostgresError):  # before intake's lifecycle migration
@@ -82,6 +83,13 @@ def assert_spec_error(r: httpx.Response, status: int, *fields: str) -> list[dict
     named = {e["description"].split(":", 1)[0] for e in body}
     assert set(fields) <= named, body
     return body
+
+
+async def verified(db, *tracking_ids: str) -> None:
+    """What the admin koordinator's verification does to the row, as far as public reads
+    care: only verified complaints are public."""
+    await db.execute("UPDATE complaints SET status = 'TERVERIFIKASI' WHERE tracking_id = ANY($1)"
+                     " AND status = 'DITERIMA'", list(tracking_ids))
 
 
 async def eventually(fetch, ready, tries=60):
@@ -133,13 +141,16 @@ async def test_post_creates_a_complaint_through_the_same_use_case(intake, keys, 
     assert row["source"] == "portal-sekadau" and row["category"] == "infrastruktur_jalan"
     assert row["kecamatan"] == "Belitang Hilir" and row["desa"] == "Sungai Ayak"
     assert row["title"].startswith("Jalan desa berlubang")
-    reporter = await db.fetchrow("SELECT * FROM reporters WHERE complaint_id = $1", row["id"])
-    assert reporter["name"] == "Budi Santoso" and reporter["email"] == "budi@example.org"
+    ctx = intake[0].state.intake
+    async with ctx.uow.read() as repo:
+        stored = await repo.reporter_of(row["id"])
+    reporter = open_reporter(ctx.cfg.keyring, row["id"], stored)  # stored sealed
+    assert reporter.name == "Budi Santoso" and reporter.email == "budi@example.org"
     n = await db.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'complaint.submitted'"
                           " AND payload->>'subject' = $1", str(row["id"]))
     assert n == 1
 
-    # A key bound to no portal submits as source "open311".
+    # A key bound to source "open311" (the facade's default for keys without a source).
     other = await submit(client, keys["unbound"])
     assert await db.fetchval("SELECT source FROM complaints WHERE tracking_id = $1", other) == "open311"
 
@@ -165,6 +176,7 @@ async def test_get_request_shows_routing_deadline_and_latest_response(intake, ke
     tracking = await submit(client, keys["portal"], **{
         "attribute[received_at]": "2026-11-02T08:30:00+07:00"})
     cid = await db.fetchval("SELECT id FROM complaints WHERE tracking_id = $1", tracking)
+    await verified(db, tracking)
     runtime = app.state.runtime
     now = datetime.now(UTC)
     deadline = datetime(2026, 11, 20, 16, 59, 59, tzinfo=UTC)
@@ -210,10 +222,11 @@ async def test_get_request_shows_routing_deadline_and_latest_response(intake, ke
         assert pii not in text
 
 
-async def test_rahasia_is_never_listed_nor_retrievable(intake, keys):
+async def test_rahasia_is_never_listed_nor_retrievable(intake, keys, db):
     _, client = intake
     secret = await submit(client, keys["portal"], **{"attribute[rahasia]": "true"})
     public = await submit(client, keys["portal"])
+    await verified(db, secret, public)
     assert_spec_error(await client.get(f"{V2}/requests/{secret}.json"), 404, "service_request_id")
     listed = (await client.get(f"{V2}/requests.json")).json()
     ids = {r["service_request_id"] for r in listed}
@@ -223,12 +236,43 @@ async def test_rahasia_is_never_listed_nor_retrievable(intake, keys):
     assert [r["service_request_id"] for r in by_id] == [public]
 
 
-async def test_anonim_complaint_is_listed_without_reporter(intake, keys):
+async def test_anonim_complaint_is_listed_without_reporter_and_with_a_coarse_location(intake, keys, db):
     _, client = intake
     anon = await submit(client, keys["portal"], first_name=None, last_name=None, phone=None,
-                        email=None, **{"attribute[anonim]": "true"})
+                        email=None, lat="0.03127", long="110.95714",
+                        **{"attribute[anonim]": "true"})
+    await verified(db, anon)
     [req] = (await client.get(f"{V2}/requests/{anon}.json")).json()
     assert req["service_request_id"] == anon and "first_name" not in req
+    # ~110 m: three decimals; no street address (desa and kecamatan stay)
+    assert (req["lat"], req["long"]) == (0.031, 110.957)
+    assert req["address"] == "Sungai Ayak, Belitang Hilir, Kabupaten Sekadau"
+    listed = (await client.get(f"{V2}/requests.json", params={"service_request_id": anon})).text
+    assert "Jl. Merdeka" not in listed and "0.03127" not in listed
+
+    # The admin koordinator may make the location public (reclassify location_public).
+    await db.execute("UPDATE complaints SET location_public = true WHERE tracking_id = $1", anon)
+    [req] = (await client.get(f"{V2}/requests/{anon}.json")).json()
+    assert (req["lat"], req["long"]) == (0.03127, 110.95714)
+    assert req["address"].startswith("Jl. Merdeka depan SDN 3, ")
+
+
+async def test_only_verified_and_not_archived_complaints_are_public(intake, keys, db):
+    _, client = intake
+    fresh = await submit(client, keys["portal"])          # DITERIMA: not verified yet
+    deferred = await submit(client, keys["portal"])
+    archived = await submit(client, keys["portal"])
+    shown = await submit(client, keys["portal"])
+    await db.execute("UPDATE complaints SET status = 'DITUNDA' WHERE tracking_id = $1", deferred)
+    await db.execute("UPDATE complaints SET status = 'DIARSIPKAN' WHERE tracking_id = $1", archived)
+    await db.execute("UPDATE complaints SET status = 'TERDISPOSISI' WHERE tracking_id = $1", shown)
+    for hidden in (fresh, deferred, archived):
+        assert_spec_error(await client.get(f"{V2}/requests/{hidden}.json"), 404, "service_request_id")
+    listed = {r["service_request_id"] for r in (await client.get(f"{V2}/requests.json")).json()}
+    assert shown in listed and not listed & {fresh, deferred, archived}
+    ids = ",".join((fresh, deferred, archived, shown))
+    by_id = (await client.get(f"{V2}/requests.json", params={"service_request_id": ids})).json()
+    assert [r["service_request_id"] for r in by_id] == [shown]
 
 
 async def test_filters_status_service_code_dates_and_ids(intake, keys, db):
@@ -245,6 +289,7 @@ async def test_filters_status_service_code_dates_and_ids(intake, keys, db):
                                 description="Atap ruang kelas sekolah dasar bocor saat hujan turun.")
     fresh_open = await submit(client, keys["portal"], service_code="pendidikan",
                               description="Guru honorer belum menerima honor selama tiga bulan.")
+    await verified(db, old, later, fresh_open)
     await db.execute("UPDATE complaints SET status = 'SELESAI', updated_at = now()"
                      " WHERE tracking_id = $1", fresh_closed)
     mine = {old, later, fresh_closed, fresh_open}
@@ -294,7 +339,7 @@ async def test_errors_use_the_spec_shape(intake, keys):
                       400, "end_date")
     assert_spec_error(await client.get(url, params={"status": "pending"}), 400, "status")
     assert_spec_error(await client.get(url, params={"api_key": "sp4n_deadbeef_nope"}), 403, "api_key")
-    assert_spec_error(await client.get(f"{V2}/services.xml"), 400, "format")
+    assert_spec_error(await client.get(f"{V2}/services.csv"), 400, "format")
     assert_spec_error(await client.get(f"{V2}/tokens/123.json"), 404, "path")
 
 

@@ -10,7 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.intake.domain.complaint import Outcome
+from services.intake.audit import AuditEntry, AuditRow
+from services.intake.domain.complaint import Actor, Outcome
 from services.intake.domain.effects import (
     AddDuplicateCandidates,
     ChangeDeadline,
@@ -79,8 +80,20 @@ class FakeIntakeRepository:
         self.replies: list[tuple[uuid.UUID, ReplyRow]] = []
         self.clocks: dict[tuple[uuid.UUID, str, int, int], ClockRow] = {}
         self.deadline_as_of: dict[tuple[uuid.UUID, str, int, int], datetime] = {}
+        self.audit: list[AuditEntry] = []
+        self.timeline_actors: dict[str, tuple[str, str | None]] = {}  # event id -> (role, name)
 
     # --- writes -------------------------------------------------------------------------
+    async def record_audit(self, entry: AuditEntry) -> None:
+        self.audit.append(entry)
+
+    async def audit_rows(self, *, complaint_id: uuid.UUID | None, key_id: int | None,
+                         since: datetime | None, after: int, limit: int) -> list[AuditRow]:
+        rows = [AuditRow(**vars(e), id=i + 1, at=T0) for i, e in enumerate(self.audit)]
+        return [r for r in rows if r.id > after
+                and (complaint_id is None or r.complaint_id == complaint_id)
+                and (key_id is None or r.key_id == key_id)][:limit]
+
     async def accept(self, c: NewComplaint, summary: str) -> bool:
         assert self.tx is not None
         [event], self.tx.staged[:] = list(self.tx.staged), []
@@ -105,10 +118,13 @@ class FakeIntakeRepository:
             self.complaints[outcome.before.id] = replace(self.complaints[outcome.before.id],
                                                          **outcome.changes)
         for r in outcome.recorded:
-            await self.add_timeline(outcome.before.id, r.event, r.summary)
+            await self.add_timeline(outcome.before.id, r.event, r.summary, outcome.actor)
 
-    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str) -> None:
+    async def add_timeline(self, complaint_id: uuid.UUID, event: CloudEvent, summary: str,
+                           actor: Actor | None = None) -> None:
         self.timeline.setdefault(event.id, (complaint_id, event.event_name, summary))
+        if actor is not None:
+            self.timeline_actors.setdefault(event.id, (actor.role, actor.name))
 
     async def insert_response(self, complaint_id: uuid.UUID, opd_code: str | None, hop: int,
                               body: str, attachments: list[str], at: datetime, final: bool = True) -> int:

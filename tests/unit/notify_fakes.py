@@ -62,6 +62,9 @@ class FakeNotifyRepository:
     async def upsert_subscriptions(self, subs: Sequence[Subscription]) -> None:
         self.subscriptions.update((s.name, s) for s in subs)
 
+    async def seal_plaintext_secrets(self) -> int:
+        return 0  # the fake keeps secrets in memory only
+
     async def fetch_subscriptions(self, *, enabled_only: bool = False) -> list[Subscription]:
         return [s for _, s in sorted(self.subscriptions.items()) if s.enabled or not enabled_only]
 
@@ -99,7 +102,7 @@ class FakeNotifyRepository:
                 id=d.id, event_id=n.event_id, event_type=n.event_type, event_name=n.event_name,
                 event_time=n.event_time, complaint_id=n.complaint_id, subscription=n.subscription,
                 webhook_id=n.webhook_id, body=n.body, attempt=d.attempts, round=d.round,
-                url=sub.url, secret=sub.secret, lease_token=lease_token))
+                url=sub.url, secrets=(sub.secret,), lease_token=lease_token))
         return claimed
 
     async def insert_attempt(self, *, delivery_id: int, round: int, attempt: int,

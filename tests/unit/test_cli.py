@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Every command the README documents (and scripts/run uses), with its arguments.
 COMMANDS = [
-    ["migrate"], ["run"], ["create-api-key"], ["list-api-keys"], ["revoke-api-key"], ["demo"],
+    ["migrate"], ["run"], ["create-api-key"], ["list-api-keys"], ["revoke-api-key"], ["audit"], ["demo"],
     ["import-lapor"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "replay"],
     ["subscription"], ["subscription", "add"], ["subscription", "list"], ["subscription", "pause"],
     ["subscription", "resume"], ["subscription", "remove"], ["webhook", "dead-letters"],
     ["webhook", "replay"], ["calendar", "list"], ["calendar", "set"], ["calendar", "remove"],
-    ["policy", "list"], ["policy", "set"],
+    ["policy", "list"], ["policy", "set"], ["outbox"], ["outbox", "list"], ["outbox", "retry"],
 ]
 
 
@@ -53,7 +53,7 @@ def test_nested_help_names_the_options_and_arguments(capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize("argv", [
     [], ["nope"], ["run", "nope"], ["create-api-key"], ["create-api-key", "--name", "x", "--role", "root"],
     ["revoke-api-key", "seven"], ["calendar", "set", "2026-13-45"], ["policy", "set", "completion"],
-    ["dlq", "show"], ["webhook", "replay", "x"],
+    ["dlq", "show"], ["webhook", "replay", "x"], ["outbox", "retry"], ["outbox", "retry", "7"],
 ])
 def test_a_usage_error_exits_2_with_the_usage_on_stderr(argv: list[str],
                                                        capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,7 @@ from services.intake.domain.effects import ChangeDeadline, EscalateClock, FlagCl
 from services.intake.domain.model import ClockRow, ReporterRow
 from services.intake.lifecycle import State
 from services.intake.queries import clock_view, complaint_detail
+from services.intake.reporter_data import seal_reporter
 from services.intake.schemas import ACTION_BODIES, ReclassifyIn, RespondIn, VerifyIn
 from services.intake.usecases import IntakeConfig, perform_action, record_event
 from shared.events import (
@@ -44,7 +45,7 @@ from tests.unit.test_intake_routes import client_for
 TZ = ZoneInfo("Asia/Pontianak")
 CFG = IntakeConfig(region_code="SKD", tz=TZ, reporter_ref_key="k", hop_cap=3)
 ADMIN = Actor("admin_koordinator", name="diskominfo")
-OPD, PORTAL = Actor("opd", opd_code="dinkes"), Actor("portal")
+OPD, PORTAL = Actor("opd", opd_code="dinkes"), Actor("portal", source="portal-sekadau")
 NOW = T0 + timedelta(days=1)
 AT = T0 + timedelta(hours=3)
 VERSIONS = {"calendar_version": "holidays-0.109+ovr-0", "policy_version": 1}
@@ -122,7 +123,7 @@ async def test_reclassify_to_berkadar_pengawasan_emits_what_sla_needs():
     assert event.data | {"reclassified_at": None} == {
         "complaint_id": str(c.id), "reclassified_at": None, "classification": "pengaduan",
         "berkadar_pengawasan": True, "category": "kesehatan", "anonymous": False,
-        "confidential": False, "changed_fields": ["berkadar_pengawasan"],
+        "confidential": False, "location_public": False, "changed_fields": ["berkadar_pengawasan"],
         "reason": "Perlu pemeriksaan lapangan oleh inspektorat", "changed_by": "diskominfo"}
     EVENT_MODELS["complaint.reclassified"].model_validate(event.data)
     assert uow.repo.complaints[c.id].berkadar_pengawasan is True
@@ -220,13 +221,17 @@ async def test_verify_whose_corrections_change_nothing_only_verifies():
 async def test_anonim_set_by_the_admin_hides_the_reporter_from_the_opd_at_once():
     c = disposed()
     uow = uow_with(c)
-    uow.repo.reporters[c.id] = (ReporterRow(name="Budi", phone="+62812"), "fp")
-    before = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ)
+    uow.repo.reporters[c.id] = (seal_reporter(CFG.keyring, c.id, ReporterRow(name="Budi", phone="+62812")),
+                                 "fp")
+    before = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ, keyring=CFG.keyring,
+                                  opd_contact_days=30)
     assert before.reporter is not None and before.reporter.name == "Budi"
     await act(uow, c, "reclassify", ADMIN, anonymous=True, reason="Pelapor minta anonim")
-    after = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ)
+    after = await complaint_detail(uow, str(c.id), OPD, hop_cap=3, tz=TZ, keyring=CFG.keyring,
+                                  opd_contact_days=30)
     assert after.reporter is None and after.anonymous is True
-    admin = await complaint_detail(uow, str(c.id), ADMIN, hop_cap=3, tz=TZ)
+    admin = await complaint_detail(uow, str(c.id), ADMIN, hop_cap=3, tz=TZ, keyring=CFG.keyring,
+                                  opd_contact_days=30)
     assert admin.reporter is None  # anonim: nobody reads the identity on this API
 
 

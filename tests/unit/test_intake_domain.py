@@ -94,7 +94,11 @@ def test_scope_follows_the_status_not_the_last_opd():
 def test_read_side_rules():
     other = complaint(source="wa-bot")
     assert hidden_from(Actor("portal", source="portal-sekadau"), other)  # 404, not 403
-    assert not hidden_from(Actor("portal"), other) and not hidden_from(ADMIN, other)
+    assert not hidden_from(Actor("portal", source="wa-bot"), other) and not hidden_from(ADMIN, other)
+    # A source-bound key without a source (the database refuses one) sees nothing, never all.
+    assert hidden_from(Actor("portal"), other) and hidden_from(Actor("importer"), other)
+    with pytest.raises(OutOfScope):
+        list_scope(Actor("portal"), None)
     with pytest.raises(OutOfScope) as err:
         list_scope(OPD, "dpupr")
     assert err.value.field == "opd"

@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.intake import lifecycle
+from services.intake.audit import AuditEntry, Origin
 from services.intake.domain.complaint import Actor, ComplaintNotFound, InvalidField, OutOfScope
 from services.intake.lifecycle import State
 from services.intake.schemas import ACTION_BODIES, ComplaintIn, DisposeIn, RespondIn
+from services.intake.scopes import SCOPES
 from services.intake.usecases import (
     IntakeConfig,
     SubmissionConflict,
@@ -29,7 +31,8 @@ from tests.unit.intake_fakes import T0, FakeIntakeRepository, FakeIntakeUnitOfWo
 
 TZ = ZoneInfo("Asia/Pontianak")
 CFG = IntakeConfig(region_code="SKD", tz=TZ, reporter_ref_key="k", hop_cap=3)
-ADMIN, OPD, PORTAL = Actor("admin_koordinator"), Actor("opd", opd_code="dinkes"), Actor("portal")
+ADMIN, OPD = Actor("admin_koordinator"), Actor("opd", opd_code="dinkes")
+PORTAL = Actor("portal", source="portal-sekadau")
 NOW = T0 + timedelta(days=1)
 
 
@@ -158,9 +161,28 @@ async def test_an_unknown_opd_is_a_422_and_changes_nothing():
 
 async def test_an_action_dated_before_the_latest_transition_is_a_422():
     c = disposed()
+    backfill = Actor("opd", opd_code="dinkes", scopes=(*SCOPES["opd"], "complaints:backdate"))
     with pytest.raises(InvalidField) as err:
-        await act(uow_with(c), c, "respond", OPD, body="x", occurred_at=T0)
+        await act(uow_with(c), c, "respond", backfill, body="x", occurred_at=T0)
     assert err.value.field == "occurred_at"
+
+
+async def test_an_opd_may_not_date_its_response():
+    c = disposed()
+    uow = uow_with(c)
+    with pytest.raises(OutOfScope) as err:  # 403 naming occurred_at
+        await act(uow, c, "respond", OPD, body="x", occurred_at=NOW)
+    assert err.value.field == "occurred_at" and uow.committed_events == []
+
+
+async def test_an_action_is_audited_with_its_key_and_request():
+    c = disposed()
+    uow = uow_with(c)
+    opd = Actor("opd", opd_code="dinkes", name="pp-dinkes", key_id=42, scopes=SCOPES["opd"])
+    await perform_action(uow, str(c.id), "respond", RespondIn(body="Sudah"), opd, CFG, now=NOW,
+                         origin=Origin("req-1", "10.0.0.9"))
+    assert uow.repo.audit == [AuditEntry(42, "pp-dinkes", "opd", "respond", c.id, "req-1", "10.0.0.9")]
+    assert set(uow.repo.timeline_actors.values()) == {("opd", "pp-dinkes")}
 
 
 # --- downstream events ---------------------------------------------------------------------

@@ -32,7 +32,7 @@ def claimed(attempt: int = 1) -> ClaimedDelivery:
         id=7, event_id="evt-1", event_type="id.go.sp4n.sla.breached.v1", event_name="sla.breached",
         event_time=datetime.now(UTC), complaint_id=uuid.uuid4(), subscription="wa",
         webhook_id=webhook_id("evt-1", "wa"), body='{"id":"evt-1","data":{"opd_code":"PUPR"}}',
-        attempt=attempt, round=1, url="https://hooks.example.id/x", secret=SECRET,
+        attempt=attempt, round=1, url="https://hooks.example.id/x", secrets=(SECRET,),
         lease_token=uuid.uuid4())
 
 

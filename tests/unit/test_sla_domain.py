@@ -50,7 +50,7 @@ def apply(state: ComplaintClocks, data: EventData, now: datetime) -> None:
     fact = clocks.fact_of(data)
     if fact is not None:
         state.record_fact(fact)
-    state.apply(data, fact, CALENDAR, POLICIES, now)
+    state.apply(fact, CALENDAR, POLICIES, now)
 
 
 def test_submission_creates_two_clocks_with_provisional_ids_and_their_timers() -> None:

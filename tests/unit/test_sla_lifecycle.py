@@ -41,11 +41,13 @@ T0 = at(3, 2)  # Mon 2 Mar 2026
 
 def test_events_become_facts_with_their_own_time_field():
     assert clocks.fact_of(ComplaintResponded(complaint_id=CID, opd_code="PUPR", hop=2,
-                                             response_no=1, responded_at=T0)) == Fact("responded", T0, 2)
+                                             response_no=1, responded_at=T0)) == Fact(
+        "responded", T0, 2, detail='{"opd_code": "PUPR", "response_no": 1}')
     assert clocks.fact_of(ComplaintResumed(complaint_id=CID, resumed_at=at(3, 5),
                                            deferred_at=T0)) == Fact("resumed", at(3, 5), 0, T0)
     assert clocks.fact_of(ComplaintRouted(complaint_id=CID, opd_code="X", opd_name="X", hop=1,
-                                          routed_at=T0, routed_by="admin")) == Fact("routed", T0, 1)
+                                          routed_at=T0, routed_by="admin")) == Fact(
+        "routed", T0, 1, detail='{"opd_code": "X"}')
     for event, kind in (
         (ComplaintArchived(complaint_id=CID, archived_at=T0, reason="duplikat"), "archived"),
         (ComplaintForwarded(complaint_id=CID, forwarded_at=T0, instansi="Pemprov"), "forwarded"),

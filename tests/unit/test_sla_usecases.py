@@ -97,6 +97,11 @@ class FakeSlaRepository:
             self.timers[timer_id] = replace(t, id=timer_id, clock_id=ids.get(t.clock_id, t.clock_id),
                                             changed=False)
         self.pauses += [replace(p, clock_id=ids.get(p.clock_id, p.clock_id)) for p in c.new_pauses]
+        gone = set(c.deleted_clocks)
+        for clock_id in gone:
+            del self.clocks[clock_id]
+        self.timers = {i: t for i, t in self.timers.items() if t.clock_id not in gone}
+        self.pauses = [p for p in self.pauses if p.clock_id not in gone]
 
     async def read_calendar(self) -> CalendarSnapshot:
         self.calendar_reads += 1

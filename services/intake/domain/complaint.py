@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from services.intake import lifecycle
 from services.intake.catalog import Opd, Service
 from services.intake.domain.model import ComplaintRow
-from services.intake.lifecycle import OPD_SCOPE_STATES, State
+from services.intake.lifecycle import OPD_SCOPE_STATES, SOURCE_BOUND_ROLES, State
 from services.intake.schemas import (
     CORRECTABLE,
     ActionIn,
@@ -37,6 +37,7 @@ from services.intake.schemas import (
     VerifyIn,
     WithdrawIn,
 )
+from services.intake.scopes import default_scopes
 from shared.events import (
     ArchiveReason,
     CloudEvent,
@@ -68,10 +69,11 @@ ARCHIVE_LABELS: dict[ArchiveReason, str] = {
     "lainnya": "alasan lain",
 }
 ROLE_LABELS = {"admin_koordinator": "admin koordinator", "portal": "pelapor", "opd": "OPD",
-               "system": "sistem"}
+               "importer": "impor data", "system": "sistem"}
 # How people read the correctable fields and their values (timeline).
 FIELD_LABELS = {"classification": "klasifikasi", "berkadar_pengawasan": "berkadar pengawasan",
-                "category": "kategori", "anonymous": "anonim", "confidential": "rahasia"}
+                "category": "kategori", "anonymous": "anonim", "confidential": "rahasia",
+                "location_public": "lokasi publik"}
 # The ``field`` of an error about the body as a whole (``errors.BODY``).
 WHOLE_BODY = "(body)"
 
@@ -82,12 +84,20 @@ class Actor:
 
     role: str  # one of lifecycle.ROLES
     opd_code: str | None = None
-    source: str | None = None  # portal keys: the only source they may act for (None: any)
+    # portal/importer keys: the only source they may see and act for (None: none at all)
+    source: str | None = None
     name: str | None = None  # the API key's name (who, in events that say who changed what)
+    key_id: int | None = None  # the API key's number (the audit trail); None: no key
+    # The key's scopes; None: the role's defaults (intake's own actors, e.g. the importer's
+    # replayed history, which have no key).
+    scopes: tuple[str, ...] | None = None
 
     @property
     def who(self) -> str:
         return self.name or self.role
+
+    def may(self, scope: str) -> bool:
+        return scope in (self.scopes if self.scopes is not None else default_scopes(self.role))
 
 
 class ComplaintNotFound(Exception):
@@ -122,8 +132,8 @@ def check_scope(actor: Actor, c: ComplaintRow) -> None:
     if actor.role == "opd":
         if actor.opd_code is None or current_opd(c) != actor.opd_code:
             raise OutOfScope(f"laporan ini tidak (lagi) didisposisikan ke OPD '{actor.opd_code}'")
-    elif actor.role == "portal":
-        if actor.source and actor.source != c.source:
+    elif actor.role in SOURCE_BOUND_ROLES:
+        if actor.source is None or actor.source != c.source:
             raise OutOfScope(f"kunci API ini hanya untuk laporan dari sumber '{actor.source}'")
     elif actor.role not in ("admin_koordinator", "system"):
         raise OutOfScope(f"peran '{actor.role}' tidak dikenal")
@@ -162,6 +172,7 @@ class Outcome:
     before: ComplaintRow
     changes: dict[str, Any] = field(default_factory=dict)
     recorded: tuple[Recorded, ...] = ()
+    actor: Actor | None = None  # who acted (the timeline records the key's name and role)
 
     @property
     def after(self) -> ComplaintRow:
@@ -269,7 +280,7 @@ class Step:
         if self.transition.changes_state:
             self.changes.setdefault("status", self.transition.to_state)
             self.changes["last_transition_at"] = self.at
-        return Outcome(self.row, dict(self.changes), tuple(self.recorded))
+        return Outcome(self.row, dict(self.changes), tuple(self.recorded), self.actor)
 
     def emit(self, data: EventData, summary: str) -> CloudEvent:
         event = make_event(SOURCE, data, time=self.at)
@@ -329,7 +340,8 @@ class Step:
         self.emit(ComplaintReclassified(
             complaint_id=self.id, reclassified_at=self.at, classification=new["classification"],
             berkadar_pengawasan=new["berkadar_pengawasan"], category=new["category"],
-            anonymous=new["anonymous"], confidential=new["confidential"], changed_fields=changed,
+            anonymous=new["anonymous"], confidential=new["confidential"],
+            location_public=new["location_public"], changed_fields=changed,
             reason=reason, changed_by=self.actor.who),
             f"Data laporan dikoreksi oleh {ROLE_LABELS[self.actor.role]}: "
             + "; ".join(f"{FIELD_LABELS[f]} {_shown(getattr(row, f))} → {_shown(new[f])}"

@@ -64,6 +64,8 @@ class ComplaintRow:
     # the hop cap (``counted_hops``).
     withdrawals: int = 0
     archived_by: str | None = None  # "admin_koordinator" or "system" (DITUNDA expired)
+    # An anonim complaint's exact location may be shown publicly (the admin koordinator's call).
+    location_public: bool = False
 
     @property
     def counted_hops(self) -> int:
@@ -121,7 +123,7 @@ class NewComplaint:
     received_at: datetime
     accepted_at: datetime
     status: State
-    reporter: ReporterRow
+    reporter: SealedReporter
     reporter_fp: str
     berkadar_pengawasan: bool = False
 
@@ -139,10 +141,31 @@ class StoredSubmission:
 
 @dataclass(frozen=True)
 class ReporterRow:
+    """A reporter's identity in plain text: only in memory, between decryption and the
+    answer (or, for a row from before encryption, until intake has encrypted it)."""
+
     name: str | None = None
     phone: str | None = None
     email: str | None = None
     nik: str | None = None
+
+
+REPORTER_FIELDS = ("name", "phone", "email", "nik")
+
+
+@dataclass(frozen=True)
+class SealedReporter:
+    """A reporter's identity as stored: each field sealed under the reporter's data key
+    (``services.intake.crypto``), which is stored wrapped by the master key. No wrapped key:
+    nothing was given, or the reporter was erased (``erased``)."""
+
+    name: bytes | None = None
+    phone: bytes | None = None
+    email: bytes | None = None
+    nik: bytes | None = None
+    key_id: str | None = None
+    wrapped_key: bytes | None = None
+    erased: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +228,8 @@ class TimelineRow:
     event_type: str
     occurred_at: datetime
     summary: str
+    actor_role: str | None = None  # the acting key's role (None: another service's event)
+    actor_name: str | None = None  # the acting key's name
 
 
 @dataclass(frozen=True)

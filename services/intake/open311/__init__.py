@@ -1,4 +1,4 @@
-"""Open311 GeoReport v2 facade of intake (JSON), so existing GeoReport clients work unchanged.
+"""Open311 GeoReport v2 facade of intake (XML and JSON), so existing GeoReport clients work unchanged.
 
 Mounted at ``/open311/v2`` by intake's composition root. Submissions take the same path as
 intake's native API (``submit_complaint``); reads come from intake's own tables; the service
@@ -16,7 +16,9 @@ from shared.service import ServiceRuntime
 def install_open311(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
     s = runtime.settings
     install_routes(runtime.app, cfg, metrics, region_name=s.region_name,
-                   key_cache_ttl_s=s.intake.key_cache_ttl_s)
+                   key_cache_ttl_s=s.intake.key_cache_ttl_s,
+                   location_decimals=s.intake.public_location_decimals,
+                   usage=runtime.app.state.intake.authenticator.usage)
 
 
 __all__ = ["install_open311"]

@@ -1,9 +1,10 @@
-"""The Open311 GeoReport v2 facade over intake (JSON), under ``/open311/v2``.
+"""The Open311 GeoReport v2 facade over intake (XML and JSON), under ``/open311/v2``.
 
 Thin like intake's own API: authenticate, parse (``mapping``), call the same use case
 (``submit_complaint``) or read (``repository``), shape the spec's answer. Every error is
 the spec's ``[{"code", "description"}]`` array — also a request FastAPI itself refuses
-(``Open311Route``), so the native API's Problem Details never appear here.
+(``Open311Route``), so the native API's Problem Details never appear here. Every resource,
+errors included, is served as ``.xml`` (the spec's required format, ``xml``) and ``.json``.
 
 The routes are module-level; what they need comes through ``Depends``: the facade's
 ``Open311Context`` (installed on the app by ``install_routes``) and the database pool of
@@ -24,15 +25,17 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from services.intake.apikeys import ApiKey
-from services.intake.auth import CACHE_TTL_S, KeyCache
+from services.intake.auth import CACHE_TTL_S, KeyCache, UsageRecorder
 from services.intake.catalog import Catalog, load_catalog
 from services.intake.errors import error_responses, field_errors, prune_unused_schemas
 from services.intake.metrics import IntakeMetrics
+from services.intake.open311 import xml
 from services.intake.open311.mapping import (
     DEFAULT_SOURCE,
     SPEC,
     Form,
     Open311Error,
+    StoredRequest,
     accepted_notice,
     bad_request,
     request_out,
@@ -60,7 +63,7 @@ from shared.service import PoolDep
 PREFIX = "/open311/v2"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _DESCRIPTIONS = {
-    400: "invalid request (also a format other than .json); each description names the field",
+    400: "invalid request (also a format other than .xml or .json); each description names the field",
     403: "missing or invalid api_key",
     404: "no such resource",
 }
@@ -74,15 +77,15 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 class KeyVerifier:
     """GeoReport sends the key as the ``api_key`` parameter, not a header."""
 
-    def __init__(self, ttl_s: float = CACHE_TTL_S) -> None:
-        self._keys = KeyCache(ttl_s)
+    def __init__(self, ttl_s: float = CACHE_TTL_S, usage: UsageRecorder | None = None) -> None:
+        self._keys = KeyCache(ttl_s, usage)
 
     async def verify(self, pool: asyncpg.Pool, raw: str | None) -> ApiKey:
         if not raw:
             raise Open311Error(403, "api_key: required to create a service request")
         key = await self._keys.verify(pool, raw)
         if key is None:
-            raise Open311Error(403, "api_key: invalid or revoked")
+            raise Open311Error(403, "api_key: invalid, revoked or expired")
         return key
 
     async def optional(self, pool: asyncpg.Pool, request: Request) -> ApiKey | None:
@@ -100,6 +103,13 @@ class Open311Context:
     catalog: Catalog
     keys: KeyVerifier
     region_name: str
+    # An anonim complaint's public location: lat/long rounded to this many decimals
+    # (3 ≈ 110 m), street address withheld (``mapping.request_out``).
+    location_decimals: int = 3
+
+    def public(self, r: StoredRequest) -> dict[str, Any]:
+        return request_out(r, self.catalog, self.cfg.tz, self.region_name,
+                           location_decimals=self.location_decimals)
 
 
 def context(request: Request) -> Open311Context:
@@ -130,10 +140,22 @@ def spec_descriptions(errors: Sequence[Any]) -> list[str]:
     out = []
     for e, fe in zip(errors, field_errors(errors), strict=True):
         if tuple(e.get("loc", ())) == ("path", "fmt"):
-            out.append(f"format: '.{e.get('input')}' is not served here; use .json")
+            out.append(f"format: '.{e.get('input')}' is not served here; use .xml or .json")
         else:
             out.append(f"{fe['field']}: {fe['reason']}")
     return out
+
+
+def answer(fmt: Format, data: Any, root: str, item: str | None = None) -> Any:
+    """The route's document in the asked format: JSON as FastAPI renders the response model,
+    XML per the spec (``xml.document``: ``root`` element, ``item`` per list entry)."""
+    if fmt is Format.xml:
+        return Response(xml.document(root, data, item), media_type=xml.MEDIA_TYPE)
+    return data
+
+
+def _xml_asked(request: Request) -> bool:
+    return request.url.path.endswith(".xml")
 
 
 router = APIRouter(prefix=PREFIX, tags=["open311"], route_class=Open311Route)
@@ -141,44 +163,44 @@ _READ_KEY = {"parameters": [API_KEY_PARAMETER]}
 
 
 @router.get("/discovery.{fmt}", response_model=DiscoveryOut, responses=errors(400))
-async def discovery(fmt: Format, request: Request, ctx: Ctx) -> dict[str, Any]:
+async def discovery(fmt: Format, request: Request, ctx: Ctx) -> Any:
     """Open311 Service Discovery for this endpoint."""
-    return {
+    return answer(fmt, {
         "changeset": ctx.catalog.changeset,
         "contact": f"Admin koordinator SP4N-LAPOR! {ctx.region_name}",
         "key_service": ("Kunci API (api_key) untuk mengirim laporan diterbitkan oleh admin "
                         f"koordinator {ctx.region_name}."),
         "endpoints": [{"specification": SPEC, "url": f"{str(request.base_url).rstrip('/')}{PREFIX}",
                        "changeset": ctx.catalog.changeset, "type": "production",
-                       "formats": ["application/json"]}],
-    }
+                       "formats": ["text/xml", "application/json"]}],
+    }, "discovery")
 
 
 @router.get("/services.{fmt}", response_model=list[ServiceOut], responses=errors(400, 403),
             openapi_extra=_READ_KEY)
-async def services(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[dict[str, Any]]:
+async def services(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> Any:
     """GET Service List: the complaint categories."""
     await ctx.keys.optional(db, request)
-    return [service_out(s) for s in ctx.catalog.services]
+    return answer(fmt, [service_out(s) for s in ctx.catalog.services], "services", "service")
 
 
 @router.get("/services/{service_code}.{fmt}", response_model=ServiceDefinitionOut,
             responses=errors(400, 403, 404), openapi_extra=_READ_KEY)
 async def definition(service_code: str, fmt: Format, request: Request, ctx: Ctx,
-                     db: PoolDep) -> dict[str, Any]:
+                     db: PoolDep) -> Any:
     """GET Service Definition: the attributes to send as ``attribute[code]=value``."""
     await ctx.keys.optional(db, request)
     service = ctx.catalog.service(service_code)
     if service is None:
         raise Open311Error(404, f"service_code: no service '{service_code}'")
-    return service_definition(service, ctx.catalog)
+    return answer(fmt, service_definition(service, ctx.catalog), "service_definition")
 
 
 @router.post("/requests.{fmt}", response_model=list[RequestCreatedOut],
              responses=errors(400, 403, 404), openapi_extra={"requestBody": {
                  "required": True,
                  "content": {t: {"schema": REQUEST_FORM_SCHEMA} for t in _FORM_TYPES}}})
-async def create(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[dict[str, Any]]:
+async def create(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> Any:
     """POST Service Request (``application/x-www-form-urlencoded``).
 
     Idempotent only for clients that send ``attribute[external_id]``: a retry with the
@@ -217,39 +239,44 @@ async def create(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[d
         if extras.received_at_defaulted and exc.fields == ["received_at"]:
             # A retry: it differs only in the arrival time this facade filled in.
             metrics.duplicates.labels(source).inc()
-            return _created(exc.tracking_id, sub.confidential, extras.account_id)
+            return answer(fmt, _created(exc.tracking_id, sub.confidential, extras.account_id),
+                          "service_requests", "request")
         metrics.rejected.labels("conflict").inc()
         # HTTP 400 (the spec's status for "any other error"); the body's code says conflict.
         raise Open311Error(400, (
             f"attribute[external_id]: '{sub.external_id}' was already used for a different "
             f"report ({exc.tracking_id}); differing: {', '.join(exc.fields)}"), code=409) from exc
     metrics.count_accepted(accepted.created, source, sub.classification)
-    return _created(accepted.tracking_id, sub.confidential, extras.account_id)
+    return answer(fmt, _created(accepted.tracking_id, sub.confidential, extras.account_id),
+                  "service_requests", "request")
 
 
 @router.get("/requests.{fmt}", response_model=list[RequestOut], responses=errors(400, 403),
             openapi_extra={"parameters": REQUEST_QUERY_PARAMETERS})
-async def list_requests(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> list[dict[str, Any]]:
+async def list_requests(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> Any:
     """GET Service Requests; by default the most recent 90 days, at most 1000.
 
-    Rahasia complaints are never listed; no request carries reporter data.
+    Public: only verified complaints (TERVERIFIKASI or later, not archived), never rahasia;
+    no request carries reporter data, and an anonim one shows only a coarsened location
+    unless the admin koordinator made its location public.
     """
     await ctx.keys.optional(db, request)
     q = request_query(request.query_params, datetime.now(UTC), ctx.cfg.tz)
     found = await Open311Repository(db).requests(q)
-    return [request_out(r, ctx.catalog, ctx.cfg.tz, ctx.region_name) for r in found]
+    return answer(fmt, [ctx.public(r) for r in found], "service_requests", "request")
 
 
 @router.get("/requests/{service_request_id}.{fmt}", response_model=list[RequestOut],
             responses=errors(400, 403, 404), openapi_extra=_READ_KEY)
 async def get_request(service_request_id: str, fmt: Format, request: Request, ctx: Ctx,
-                      db: PoolDep) -> list[dict[str, Any]]:
-    """GET Service Request: an array of one (a rahasia complaint is not found)."""
+                      db: PoolDep) -> Any:
+    """GET Service Request: an array of one. A complaint that is not public (rahasia, not
+    yet verified, archived) is not found."""
     await ctx.keys.optional(db, request)
     found = await Open311Repository(db).request(service_request_id)
     if found is None:
         raise Open311Error(404, f"service_request_id: no request '{service_request_id}'")
-    return [request_out(found, ctx.catalog, ctx.cfg.tz, ctx.region_name)]
+    return answer(fmt, [ctx.public(found)], "service_requests", "request")
 
 
 @router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
@@ -263,15 +290,20 @@ def _created(tracking_id: str, confidential: bool, account_id: str | None) -> li
              "account_id": account_id}]
 
 
-async def _open311_error(_request: Request, exc: Exception) -> Response:
+async def _open311_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Open311Error)
+    if _xml_asked(request):
+        return Response(xml.document("errors", list(exc.errors), "error"), status_code=exc.status,
+                        media_type=xml.MEDIA_TYPE)
     return JSONResponse(exc.errors, status_code=exc.status)
 
 
 def install_routes(app: FastAPI, cfg: IntakeConfig, metrics: IntakeMetrics, *, region_name: str,
-                   key_cache_ttl_s: float = CACHE_TTL_S, catalog: Catalog | None = None) -> None:
+                   key_cache_ttl_s: float = CACHE_TTL_S, catalog: Catalog | None = None,
+                   location_decimals: int = 3, usage: UsageRecorder | None = None) -> None:
     app.state.open311 = Open311Context(cfg=cfg, metrics=metrics, catalog=catalog or load_catalog(),
-                                       keys=KeyVerifier(key_cache_ttl_s), region_name=region_name)
+                                       keys=KeyVerifier(key_cache_ttl_s, usage),
+                                       region_name=region_name, location_decimals=location_decimals)
     app.add_exception_handler(Open311Error, _open311_error)
     app.include_router(router)
     _document_spec_errors(app)

@@ -487,12 +487,24 @@ class StoredRequest:
     media_url: str | None
     expected_at: datetime | None  # the latest completion deadline
     status_notes: str | None  # the latest OPD response
+    anonymous: bool = False
+    location_public: bool = False  # the admin koordinator made an anonim one's location public
 
 
-def request_out(r: StoredRequest, catalog: Catalog, tz: ZoneInfo, region_name: str) -> dict[str, Any]:
+def request_out(r: StoredRequest, catalog: Catalog, tz: ZoneInfo, region_name: str, *,
+                location_decimals: int = 3) -> dict[str, Any]:
     """A complaint as a GeoReport ``request``. Never any reporter data (not even for named
-    reporters): GeoReport reads are public."""
-    address = ", ".join(p for p in (r.address, r.desa, r.kecamatan) if p)
+    reporters): GeoReport reads are public. An anonim complaint's location could point at
+    its reporter (a house, a shop): unless the admin koordinator made it public, lat/long are
+    rounded to ``location_decimals`` and the street address is left out (desa and
+    kecamatan stay)."""
+    exact = not r.anonymous or r.location_public
+    street = r.address if exact else None
+    address = ", ".join(p for p in (street, r.desa, r.kecamatan) if p)
+    lat, lon = r.lat, r.lon
+    if not exact:
+        lat = round(lat, location_decimals) if lat is not None else None
+        lon = round(lon, location_decimals) if lon is not None else None
     return {
         "service_request_id": r.tracking_id,
         "status": georeport_status(r.status),
@@ -508,7 +520,7 @@ def request_out(r: StoredRequest, catalog: Catalog, tz: ZoneInfo, region_name: s
         "address": f"{address}, {region_name}" if address else None,
         "address_id": None,
         "zipcode": None,
-        "lat": r.lat,
-        "long": r.lon,
+        "lat": lat,
+        "long": lon,
         "media_url": r.media_url,
     }

@@ -11,13 +11,15 @@ from typing import Any
 
 import asyncpg
 
+from services.intake.lifecycle import PUBLIC_STATES
 from services.intake.open311.mapping import CLOSED_STATES, RequestQuery, StoredRequest
 
-# Rahasia (confidential) complaints are excluded here, in the only place requests are read:
-# no public listing or lookup can ever return one.
+# What is public is decided here, in the only place requests are read: rahasia
+# (confidential) complaints never, and others only in ``lifecycle.PUBLIC_STATES`` (verified,
+# not archived) — no public listing or lookup can return anything else. ``$1``: those states.
 _SELECT = """
 SELECT c.tracking_id, c.status, c.category, c.kecamatan, c.desa, c.opd_name,
-       c.received_at, c.updated_at,
+       c.received_at, c.updated_at, c.anonymous, c.location_public,
        c.submission ->> 'description' AS description,
        c.submission #>> '{location,address}' AS address,
        (c.submission #>> '{location,lat}')::float8 AS lat,
@@ -30,8 +32,9 @@ SELECT c.tracking_id, c.status, c.category, c.kecamatan, c.desa, c.opd_name,
          WHERE r.complaint_id = c.id
          ORDER BY r.created_at DESC, r.hop DESC, r.response_no DESC LIMIT 1) AS status_notes
 FROM complaints c
-WHERE NOT c.confidential
+WHERE NOT c.confidential AND c.status = ANY($1::text[])
 """
+_PUBLIC = sorted(s.value for s in PUBLIC_STATES)
 
 
 class Open311Repository:
@@ -39,11 +42,12 @@ class Open311Repository:
         self.conn = conn
 
     async def request(self, tracking_id: str) -> StoredRequest | None:
-        row = await self.conn.fetchrow(_SELECT + " AND c.tracking_id = $1", tracking_id.upper())
+        row = await self.conn.fetchrow(_SELECT + " AND c.tracking_id = $2", _PUBLIC,
+                                       tracking_id.upper())
         return StoredRequest(**row) if row is not None else None
 
     async def requests(self, q: RequestQuery) -> list[StoredRequest]:
-        params: list[Any] = []
+        params: list[Any] = [_PUBLIC]
 
         def arg(value: Any) -> str:
             params.append(value)

@@ -86,8 +86,9 @@ class DiscoveryOut(BaseModel):
 
 
 class Format(StrEnum):
-    """The ``{fmt}`` of every GeoReport path: this facade serves JSON only."""
+    """The ``{fmt}`` of every GeoReport path: XML (the spec's required format) or JSON."""
 
+    xml = "xml"
     json = "json"
 
 

@@ -109,10 +109,11 @@ async def sign_in(request: Request, contexts: Contexts,
         return _sign_in_page(request, web, "Formulir kedaluwarsa; silakan coba lagi.", 400)
     key = await verify_api_key(ctx.pool(), kunci.strip()) if kunci.strip() else None
     if key is None:
-        return _sign_in_page(request, web, "Kunci API salah atau sudah dicabut.", 401)
+        return _sign_in_page(request, web, "Kunci API salah, sudah dicabut, atau kedaluwarsa.", 401)
     if key.role not in ("admin_koordinator", "opd"):
         return _sign_in_page(request, web, "Kunci portal tidak dapat membuka halaman kinerja; "
                                            "gunakan kunci admin koordinator atau kunci OPD.", 403)
+    ctx.authenticator.usage.seen(key.id)  # last_used_at, with the next batched flush
     token = web.signer.session_token(key.id, key.role, key.opd_code, now, web.session_ttl_s)
     response = _redirect(PAGE)
     response.set_cookie(COOKIE, token, max_age=int(web.session_ttl_s), path="/kinerja", httponly=True,

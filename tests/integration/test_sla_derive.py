@@ -1,0 +1,133 @@
+"""Issue 10 item 1 on real PostgreSQL: the rows sla stores for a complaint are what
+``domain.derive`` computes from the facts it stores, whatever the delivery order and
+duplicates (the unit property in ``tests/unit/test_sla_order.py``, with fewer examples, through
+``PgSlaRepository``); and migration 0008 gives facts written before it what derive needs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+
+from services.sla import domain, usecases
+from services.sla.app import MIGRATIONS
+from services.sla.calendars import CalendarSource
+from services.sla.clocks import Fact
+from services.sla.domain import ClockRow, Timer
+from services.sla.policy import default_policies
+from services.sla.repository import PgSlaRepository
+from shared.db import create_pool, migrate
+from shared.events import CloudEvent, make_event
+from shared.uow import PgUnitOfWork
+from tests.unit.test_sla_order import clock_rows, deliveries, derived_rows, live_timers
+from tests.unit.test_sla_scenarios import day, responded, routed, submitted
+from tests.unit.test_sla_usecases import CALENDAR, T0
+
+pytestmark = pytest.mark.integration
+SCHEMA = "sla_derive_test"
+CID = uuid.UUID(int=10)  # the complaint of ``deliveries``
+
+
+async def _stored(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, Any, list[Fact]]:
+    await conn.execute(f'SET search_path TO "{SCHEMA}", public')
+    clocks = {r["id"]: ClockRow(*r) for r in await conn.fetch(
+        "SELECT id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
+        " working_days, warn_at, calendar_version, policy_version, instance, initial_deadline,"
+        " initial_warn_at, paused_working_days, paused_at, policy_key, stop_reason,"
+        " final_response_at, closed_at, category FROM clocks WHERE complaint_id = $1", cid)}
+    timers = [Timer(r["id"], r["clock_id"], r["kind"], r["due_at"], r["fired_at"],
+                    r["cancelled_at"], point=r["point"], fire_at=r["fire_at"])
+              for r in await conn.fetch(
+                  "SELECT * FROM timers WHERE clock_id = ANY($1::bigint[])", list(clocks))]
+    facts = [Fact(*r) for r in await conn.fetch(
+        "SELECT kind, at, hop, deferred_at, detail FROM facts WHERE complaint_id = $1"
+        " ORDER BY at", cid)]
+    return clock_rows(list(clocks.values())), live_timers(clocks, timers), facts
+
+
+def _as(cid: uuid.UUID, event: CloudEvent) -> CloudEvent:
+    """The same delivery for another complaint (one complaint per example, one database)."""
+    data = event.parse_data().model_copy(update={"complaint_id": cid})
+    return event.model_copy(update={"data": data.model_dump(mode="json"), "subject": str(cid)})
+
+
+@examples(max_examples=int(os.environ.get("SP4N_PG_PROPERTY_EXAMPLES", "15")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=deliveries())
+def test_the_stored_rows_equal_derive_from_the_stored_facts(settings, order):
+    # A sync test: each example runs its own event loop (and pool) against the one schema.
+    async def go() -> None:
+        await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+        pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+        try:
+            cid, seen = uuid.uuid4(), {}
+            uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
+                "Asia/Pontianak")
+            for event in order:  # a redelivery keeps its id: the same copy
+                copy = seen.setdefault(event.id, _as(cid, event))
+                out = await usecases.on_complaint_event(copy, uow=uow, calendars=calendars,
+                                                        now=T0)
+                assert out.drift == []
+            async with pool.acquire() as conn:
+                clocks, timers, facts = await _stored(conn, cid)
+            async with uow() as tx:  # the calendar, policies and ladders the messages read
+                _, stamp = await tx.repo.load(cid, None, "", with_pauses=False)
+                calendar, policies = await calendars.resolve(tx.repo, stamp)
+            derived_clocks, derived_timers = derived_rows(  # the stored facts, as read back
+                facts, calendar, policies, calendars.ladders(stamp.ladder_rows))
+            assert {k: replace(v, complaint_id=CID) for k, v in clocks.items()} \
+                == derived_clocks
+            assert timers == derived_timers
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+
+
+async def test_migration_0008_gives_old_facts_what_derive_needs(settings, tmp_path):
+    """Facts written before 0008 (no detail on routings, responses, returns; a submission with
+    none) get it from the clocks they started, so derive over them starts the same clocks."""
+    schema = "sla_derive_0008_test"
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        if path.name < "0008":
+            shutil.copy(path, old / path.name)
+    await migrate(settings.database_url, schema, old)
+    pool = await create_pool(settings.database_url, schema=schema, min_size=1, max_size=2)
+    try:
+        cid = uuid.uuid4()
+        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
+            "Asia/Pontianak")
+        timeline = [submitted(), routed(day(0, 11)), responded(day(2))]
+        for data in timeline:
+            moved = data.model_copy(update={"complaint_id": cid})
+            await usecases.on_complaint_event(make_event("test", moved), uow=uow,
+                                              calendars=calendars, now=T0)
+        async with pool.acquire() as conn:
+            await conn.execute(f'SET search_path TO "{schema}", public')
+            await conn.execute("UPDATE facts SET detail = NULL WHERE complaint_id = $1", cid)
+        await migrate(settings.database_url, schema, MIGRATIONS)
+        async with pool.acquire() as conn:
+            await conn.execute(f'SET search_path TO "{schema}", public')
+            facts = [Fact(*r) for r in await conn.fetch(
+                "SELECT kind, at, hop, deferred_at, detail FROM facts WHERE complaint_id = $1"
+                " ORDER BY at", cid)]
+            stored = {(r["clock"], r["hop"], r["instance"], r["opd_code"], r["started_at"])
+                      for r in await conn.fetch("SELECT * FROM clocks WHERE complaint_id = $1",
+                                                cid)}
+        assert all(f.detail for f in facts), facts
+        derived = domain.derive(cid, facts, CALENDAR, default_policies(), T0)
+        assert {(c.clock, c.hop, c.instance, c.opd_code, c.started_at)
+                for c in derived.all_clocks()} == stored
+        assert {c.opd_code for c in derived.all_clocks()} >= {"pupr"}
+    finally:
+        await pool.close()
