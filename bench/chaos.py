@@ -187,7 +187,8 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
         database_url=with_database(admin_url, database), amqp_url=amqp_url, namespace=ns,
         db_pool_min=1, db_pool_max=args.pool, outbox_poll_interval_s=0.2,
         notify_backoff_base_s=0.2, notify_max_attempts=10, notify_timeout_s=5,
-        notify_poll_interval_s=0.1, notify=NotifySettings(lease_margin_s=2.0))
+        notify_poll_interval_s=0.1,
+        notify=NotifySettings(lease_margin_s=2.0, allowed_targets=["127.0.0.1/32"]))
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="sp4n-chaos-"))
     pg = ProxyProcess(*target_of(admin_url, 5432))

@@ -71,7 +71,7 @@ def fault_settings(infra):
             notify_backoff_base_s=0.2, notify_max_attempts=8, notify_timeout_s=5,
             notify_poll_interval_s=0.1,
             # A killed notify replica's claimed deliveries are taken over after timeout + margin.
-            notify=NotifySettings(lease_margin_s=2.0),
+            notify=NotifySettings(lease_margin_s=2.0, allowed_targets=["127.0.0.1/32"]),
             # A killed relay's leased outbox rows are republished when the lease ends (the
             # lease stays well above the publish timeout, as the setting requires).
             outbox_lease_s=10.0, outbox_publish_timeout_s=3.0,
