@@ -233,9 +233,9 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
             report = await checker.check(
                 result.accepted, result.inbound, timeout=args.quiet_timeout)
             total_s = time.monotonic() - t0
-            # Quiet = two polls 1 s apart saw nothing moving: recovered by the first of them.
+            # Quiet = three polls 1 s apart saw nothing moving: recovered by the first of them.
             recovery = (None if report.quiet_after_s is None
-                        else check_started - last_end + max(0.0, report.quiet_after_s - 1.0))
+                        else check_started - last_end + max(0.0, report.quiet_after_s - 2.0))
             print_summary(args, injector, result, report, submitted_s, total_s, recovery)
             return 0 if report.ok and not result.failures else 1
     finally:

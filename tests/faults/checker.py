@@ -205,8 +205,11 @@ class Checker:
 
     async def wait_quiet(self, http: dict[str, str], inbound: set[str],
                          timeout: float) -> tuple[float | None, dict[str, int]]:
-        """Seconds until two consecutive polls saw nothing moving, or None after ``timeout``."""
+        """Seconds until three consecutive polls, 1 s apart, saw nothing moving and the same
+        counts (a queue's message count omits what consumers hold unacknowledged, so one
+        still poll is not enough), or None after ``timeout``."""
         started = next_report = time.monotonic()
+        still = 0  # consecutive polls with nothing moving and unchanged counts
         previous: dict[str, int] | None = None
         busy: dict[str, int] = {}
         conn = await connect(self.database_url)
@@ -218,7 +221,8 @@ class Checker:
                 except (OSError, aio_pika.exceptions.AMQPError) as exc:
                     busy = {f"poll failed: {type(exc).__name__}": 1}
                 moving = {k: v for k, v in busy.items() if v and k != "received"}
-                if not moving and previous == busy:
+                still = still + 1 if not moving and previous == busy else 0
+                if still >= 2:
                     return time.monotonic() - started, busy
                 if self.progress is not None and time.monotonic() >= next_report:
                     self.progress(f"waiting {time.monotonic() - started:.0f}s: {moving or busy}")
