@@ -116,6 +116,7 @@ class Chaos:
             await asyncio.sleep(seconds)
             await asyncio.to_thread(sh, "rabbitmqctl", "start_app")
         elif fault.target == "postgresql":
+            fault.seconds, fault.note = 0.0, "pg_ctlcluster restart (fast shutdown, then start)"
             await asyncio.to_thread(sh, "pg_ctlcluster", "--skip-systemctl-redirect",
                                     *pg_cluster(), "restart")
         self.last_fault_end = time.monotonic()
