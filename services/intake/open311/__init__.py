@@ -16,7 +16,8 @@ from shared.service import ServiceRuntime
 def install_open311(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeMetrics) -> None:
     s = runtime.settings
     install_routes(runtime.app, cfg, metrics, region_name=s.region_name,
-                   key_cache_ttl_s=s.intake.key_cache_ttl_s)
+                   key_cache_ttl_s=s.intake.key_cache_ttl_s,
+                   max_body_bytes=s.intake.open311_max_body_bytes)
 
 
 __all__ = ["install_open311"]
