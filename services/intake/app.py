@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
-from services.intake.api import api_key, install_api
+from services.intake.api import install_api
 from services.intake.auth import Authenticator
 from services.intake.context import IntakeContext
 from services.intake.errors import install_error_handlers
@@ -64,4 +64,4 @@ def install_guard(app: FastAPI, ctx: IntakeContext, settings: Settings) -> None:
     app.state.rate_limiter = limiter
     app.add_middleware(RequestGuard, limits=GuardLimits.from_settings(settings.intake),
                        limiter=limiter, authenticate=authenticate,
-                       needs_key=KeyRoutes(app, api_key), sign_in_paths=frozenset({SIGN_IN}))
+                       needs_key=KeyRoutes(app), sign_in_paths=frozenset({SIGN_IN}))

@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
-from starlette.applications import Starlette
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Match
 
 from services.intake.errors import BODY, PROBLEM_JSON, ApiError, instance, is_native, problem_body
 from services.intake.ratelimit import Limit, RateLimiter
@@ -71,24 +69,30 @@ class GuardLimits:
 
 
 class KeyRoutes:
-    """Which requests go to a route that takes the native API's key: those whose route
-    depends (directly or through another dependency) on ``marker``. Read from the app's
-    routes at the first request, when every route is installed."""
+    """Which requests go to an operation that takes a key: those the app's OpenAPI document
+    gives a security requirement (the document is what portals are told; it is read at the
+    first request, when every route is installed)."""
 
-    def __init__(self, app: Starlette, marker: Callable[..., Any]) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self._app = app
-        self._marker = marker
-        self._routes: list[APIRoute] | None = None
+        self._operations: list[tuple[re.Pattern[str], frozenset[str]]] | None = None
 
     def __call__(self, scope: Scope) -> bool:
-        if self._routes is None:
-            self._routes = [r for r in self._app.routes
-                            if isinstance(r, APIRoute) and self._depends_on_marker(r.dependant)]
-        return any(r.matches(scope)[0] == Match.FULL for r in self._routes)
+        if self._operations is None:
+            self._operations = self._secured(self._app.openapi())
+        path, method = scope["path"], scope["method"].lower()
+        return any(method in methods and pattern.fullmatch(path) for pattern, methods in self._operations)
 
-    def _depends_on_marker(self, dependant: Dependant) -> bool:
-        return any(d.call is self._marker or self._depends_on_marker(d)
-                   for d in dependant.dependencies)
+    @staticmethod
+    def _secured(document: dict[str, Any]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+        out = []
+        for template, item in document.get("paths", {}).items():
+            methods = frozenset(m for m, op in item.items() if isinstance(op, dict) and op.get("security"))
+            if methods:
+                parts = re.split(r"(\{[^}]+\})", template)
+                regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+                out.append((re.compile(regex), methods))
+        return out
 
 
 class RequestGuard:
