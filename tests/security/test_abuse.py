@@ -184,7 +184,8 @@ async def test_a_year_one_date_is_422_naming_the_field(system, keys):
             assert [d.split(":")[0] for d in spec_descriptions(r)] == [name], value
 
 
-async def next_message(queue: aio_pika.abc.AbstractQueue, timeout: float) -> aio_pika.abc.AbstractIncomingMessage | None:
+async def next_message(queue: aio_pika.abc.AbstractQueue,
+                       timeout: float) -> aio_pika.abc.AbstractIncomingMessage | None:
     for _ in range(int(timeout / 0.1)):
         msg = await queue.get(fail=False)
         if msg is not None:
@@ -231,7 +232,8 @@ async def test_a_bad_broker_submission_goes_to_the_dlq_at_once(system, settings)
 
 # --- body size and the key before the body -------------------------------------------------------
 
-async def raw_exchange(system: RunningSystem, address: str, head: str, *parts: bytes) -> tuple[int, dict[str, str], bytes]:
+async def raw_exchange(system: RunningSystem, address: str, head: str,
+                       *parts: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send a request head and some body bytes over a plain socket, then read the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", system.ports["intake"],
                                                    local_addr=(address, 0))
