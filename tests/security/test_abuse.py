@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from tests.e2e.system import RunningSystem, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("SP4N_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 V2 = "/open311/v2"
 MB = 1024 * 1024
 # The main instance: only the failed-authentication limit is small; the shared pair below
