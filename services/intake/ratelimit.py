@@ -22,6 +22,9 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from shared.settings import Settings
 
 log = logging.getLogger("sp4n.intake.ratelimit")
+# A Redis that does not answer within this long costs a request no more than that: the
+# request is let through (see the module's docstring).
+STORAGE_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class RateLimiter:
             uri = s.rate_limit_redis_url
             return cls(RedisStorage(uri if uri.startswith("async+") else f"async+{uri}",
                                     implementation="redispy", key_prefix=prefix,
-                                    wrap_exceptions=True))
+                                    wrap_exceptions=True, socket_timeout=STORAGE_TIMEOUT_S,
+                                    socket_connect_timeout=STORAGE_TIMEOUT_S))
         return cls(MemoryStorage())
 
     async def exceeded(self, limit: Limit, identity: str) -> int | None:
