@@ -230,6 +230,13 @@ async def test_connection_lost_mid_batch_republishes_after_the_lease(pool, other
             cut = False
             await other.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                 " WHERE application_name = $1", f"sp4n-{schema}")
+            # pg_terminate_backend only signals: wait until the backends are gone, so the
+            # mark below meets a dead connection even on a loaded machine.
+            for _ in range(100):
+                if not await other.fetchval("SELECT count(*) FROM pg_stat_activity"
+                                            " WHERE application_name = $1", f"sp4n-{schema}"):
+                    break
+                await asyncio.sleep(0.05)
 
     relay = OutboxRelay(pool, publish, lease_s=1.0)
     with pytest.raises(Exception):  # noqa: B017 - whichever error the dead connection gives
