@@ -62,6 +62,27 @@ class IntakeSettings(BaseModel):
     # A submission without ``user_id`` takes the ``source`` of its body only when this is
     # true (default: true in development, false in production, where true is refused).
     inbound_body_source: bool | None = None
+    # Abuse limits (issue 8), enforced by ``services.intake.guard`` before anything parses the
+    # body. A body larger than this many bytes is refused with 413: the native API's JSON
+    # and any other route, and Open311's forms (which never take file parts).
+    max_body_bytes: int = 64 * 1024
+    open311_max_body_bytes: int = 64 * 1024
+    # Rate limits in the ``limits`` library's notation ("30/minute", "5/second;100/hour");
+    # an empty string turns that limit off. Failed authentication (401 on the native API
+    # and the /kinerja sign-in, an invalid Open311 api_key) per client address: past it,
+    # requests carrying a key get 429 without a database query.
+    rate_limit_failed_auth: str = "30/minute"
+    # Public reads (Open311 GETs) per client address, and per api_key when one is sent.
+    rate_limit_public_reads: str = "300/minute"
+    rate_limit_public_reads_per_key: str = "1200/minute"
+    # The native API per valid key (submissions, actions, reads): off by default, so one
+    # portal's burst (bench/pipeline.py submits hundreds a second) is never refused.
+    rate_limit_per_key: str = ""
+    # Where the counters live: empty keeps them in each replica's memory; a Redis URL
+    # (redis://host:6379/0) shares them across replicas. Keys are prefixed with this prefix
+    # (empty: "<namespace>:ratelimit").
+    rate_limit_redis_url: str = ""
+    rate_limit_key_prefix: str = ""
 
 
 class RoutingSettings(BaseModel):

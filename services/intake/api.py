@@ -25,6 +25,7 @@ from services.intake.lifecycle import SOURCE_BOUND_ROLES, State
 from services.intake.metrics import IntakeMetrics
 from services.intake.schemas import (
     ACTION_BODIES,
+    NUL_REASON,
     ActionDone,
     ActionIn,
     AuditEntryOut,
@@ -33,6 +34,7 @@ from services.intake.schemas import (
     ComplaintDetail,
     ComplaintIn,
     ComplaintPage,
+    nul_parameter,
 )
 from services.intake.usecases import SubmissionConflict, perform_action, submit_complaint
 from shared.requestid import current_request_id
@@ -71,7 +73,16 @@ def _not_found(key: str) -> ApiError:
     return ApiError(404, "not_found", f"no complaint with id or tracking id '{key}'", field="key")
 
 
-router = APIRouter(prefix="/v1", tags=["complaints"])
+def no_nul_parameters(request: Request) -> None:
+    """A router dependency: a NUL character in any path or query parameter is a 422 naming
+    it (PostgreSQL cannot compare text with one; nothing could match it anyway)."""
+    name = nul_parameter(request.path_params, request.query_params.multi_items())
+    if name is not None:
+        raise ApiError(422, "validation_failed", "Parameter permintaan tidak valid.",
+                       errors=[{"field": name, "reason": NUL_REASON}])
+
+
+router = APIRouter(prefix="/v1", tags=["complaints"], dependencies=[Depends(no_nul_parameters)])
 
 
 @router.post(

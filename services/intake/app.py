@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from services.intake import privacy
 from services.intake.api import install_api
 from services.intake.auth import Authenticator, UsageRecorder
 from services.intake.context import IntakeContext
 from services.intake.errors import install_error_handlers
+from services.intake.guard import GuardLimits, KeyRoutes, RequestGuard
 from services.intake.handlers import install_consumers
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import install_open311
 from services.intake.privacy_api import install_privacy_api
+from services.intake.ratelimit import RateLimiter
 from services.intake.reports import install_reports
 from services.intake.repository import IntakeRepository
 from services.intake.usecases import IntakeConfig
 from services.intake.web import install_web
+from services.intake.web.routes import SIGN_IN
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 from shared.uow import PgUnitOfWork
@@ -64,4 +67,20 @@ def build_app(settings: Settings) -> FastAPI:
 
     runtime.add_loop(reporter_data_upkeep)
     runtime.app.state.runtime = runtime
+    install_guard(runtime.app, ctx, settings)
     return runtime.app
+
+
+def install_guard(app: FastAPI, ctx: IntakeContext, settings: Settings) -> None:
+    """The size limits, the early key check and the rate limits (``services.intake.guard``);
+    added last, so it runs first, before any middleware reads the body."""
+
+    async def authenticate(request: Request) -> str:
+        key = await ctx.authenticator.authenticate(ctx.pool(), request)
+        return str(key.id)
+
+    limiter = RateLimiter.from_settings(settings)
+    app.state.rate_limiter = limiter
+    app.add_middleware(RequestGuard, limits=GuardLimits.from_settings(settings.intake),
+                       limiter=limiter, authenticate=authenticate,
+                       needs_key=KeyRoutes(app), sign_in_paths=frozenset({SIGN_IN}))

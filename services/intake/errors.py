@@ -55,6 +55,8 @@ TITLES = {
     "hop_cap_reached": "Batas disposisi tercapai",
     "validation_failed": "Data tidak valid",
     "invalid_body": "Isi permintaan tidak dapat dibaca",
+    "payload_too_large": "Isi permintaan terlalu besar",
+    "rate_limited": "Terlalu banyak permintaan",
 }
 # What each status means on this API, for the OpenAPI document.
 DESCRIPTIONS = {
@@ -63,7 +65,10 @@ DESCRIPTIONS = {
     403: "the key's role or scope does not allow it",
     404: "no such resource (for this key)",
     409: "conflicts with the resource's current state",
+    413: "the body is larger than the limit (settings.intake.max_body_bytes)",
     422: "invalid fields, each named with its reason",
+    429: "too many requests (failed authentications from this address, or this key's limit); "
+         "Retry-After says when to try again",
 }
 _STANDARD = ("type", "title", "status", "detail", "instance")
 # FastAPI's answer when it cannot read a JSON body at all (the cause says why).
@@ -90,7 +95,8 @@ class Problem(BaseModel):
 
     type: str = Field(description=f"the problem type: '{TYPE_PREFIX}<code>' (unauthorized, forbidden, "
                                   "not_found, conflict, invalid_transition, hop_cap_reached, "
-                                  "validation_failed, invalid_body), or 'about:blank' for a plain "
+                                  "validation_failed, invalid_body, payload_too_large, rate_limited), "
+                                  "or 'about:blank' for a plain "
                                   "HTTP error")
     title: str = Field(description="the problem type in words")
     status: int = Field(description="the HTTP status code")
@@ -107,6 +113,8 @@ class Problem(BaseModel):
         default=None, description="conflict: the fields that differ from the accepted complaint")
     complaint_id: str | None = Field(default=None, description="conflict: the accepted complaint")
     tracking_id: str | None = Field(default=None, description="conflict: the accepted complaint")
+    retry_after: int | None = Field(default=None, description="rate_limited: seconds to wait "
+                                                              "(also the Retry-After header)")
 
 
 class ApiError(Exception):
@@ -361,12 +369,13 @@ class JsonDepthGuard:
 
 
 def _json_content(scope: Scope) -> bool:
+    """Whether FastAPI will parse the body as JSON: a JSON media type, or none at all."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
             mime: bytes = value.split(b";", 1)[0].strip().lower()
             return mime == b"application/json" or (mime.startswith(b"application/")
                                                     and mime.endswith(b"+json"))
-    return False
+    return True
 
 
 # --- OpenAPI -------------------------------------------------------------------------------------
@@ -426,8 +435,10 @@ def _problems_in(schema: dict[str, Any]) -> None:
             responses = op["responses"]
             if "requestBody" in op:
                 responses.setdefault("400", {"description": DESCRIPTIONS[400]})
+                responses.setdefault("413", {"description": DESCRIPTIONS[413]})
             if op.get("security"):
                 responses.setdefault("401", {"description": DESCRIPTIONS[401]})
+                responses.setdefault("429", {"description": DESCRIPTIONS[429]})
             for code, response in responses.items():
                 if not code.startswith("4"):
                     continue

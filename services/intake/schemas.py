@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -26,8 +27,55 @@ _PHONE = re.compile(r"^\+?[0-9][0-9 \-]{6,18}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+# Dates before this are nobody's complaint (and year 1 overflows date arithmetic downstream);
+# none is accepted further than a day in the future (the fields say more precisely how far).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_AHEAD = timedelta(days=1)
+NUL = "\x00"
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a raw input value holds a NUL character (PostgreSQL text cannot store one)."""
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def nul_parameter(path_params: Mapping[str, Any], query: Iterable[tuple[str, str]]) -> str | None:
+    """The first path or query parameter whose value holds a NUL character, by name."""
+    for name, value in [*path_params.items(), *query]:
+        if has_nul(value):
+            return name
+    return None
+
+
+NUL_REASON = "must not contain the NUL character (\\u0000)"
+
+
 class _Strict(BaseModel):
+    """Every input model: unknown fields refused, strings stripped, no NUL character in any
+    string, every date-time between ``EARLIEST`` and a day from now."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        if has_nul(v):
+            raise ValueError(NUL_REASON)
+        return v
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _sane_datetime(cls, v: Any) -> Any:
+        if isinstance(v, datetime):
+            if v < EARLIEST:
+                raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
+            if v > datetime.now(UTC) + LATEST_AHEAD:
+                raise ValueError("must not be in the future")
+        return v
 
 
 class LocationIn(_Strict):

@@ -18,7 +18,8 @@ def install_open311(runtime: ServiceRuntime, cfg: IntakeConfig, metrics: IntakeM
     install_routes(runtime.app, cfg, metrics, region_name=s.region_name,
                    key_cache_ttl_s=s.intake.key_cache_ttl_s,
                    location_decimals=s.intake.public_location_decimals,
-                   usage=runtime.app.state.intake.authenticator.usage)
+                   usage=runtime.app.state.intake.authenticator.usage,
+                   max_body_bytes=s.intake.open311_max_body_bytes)
 
 
 __all__ = ["install_open311"]

@@ -30,6 +30,7 @@ from services.intake.catalog import Catalog, load_catalog
 from services.intake.errors import error_responses, field_errors, prune_unused_schemas
 from services.intake.metrics import IntakeMetrics
 from services.intake.open311 import xml
+from services.intake.open311.forms import FilePartRefused, read_form
 from services.intake.open311.mapping import (
     DEFAULT_SOURCE,
     SPEC,
@@ -57,6 +58,7 @@ from services.intake.open311.schemas import (
     ServiceDefinitionOut,
     ServiceOut,
 )
+from services.intake.schemas import NUL_REASON, nul_parameter
 from services.intake.usecases import IntakeConfig, SubmissionConflict, submit_complaint
 from shared.service import PoolDep
 
@@ -103,6 +105,8 @@ class Open311Context:
     catalog: Catalog
     keys: KeyVerifier
     region_name: str
+    # A form's largest part (the whole body is bounded before, by intake's guard).
+    max_body_bytes: int = 64 * 1024
     # An anonim complaint's public location: lat/long rounded to this many decimals
     # (3 ≈ 110 m), street address withheld (``mapping.request_out``).
     location_decimals: int = 3
@@ -158,7 +162,16 @@ def _xml_asked(request: Request) -> bool:
     return request.url.path.endswith(".xml")
 
 
-router = APIRouter(prefix=PREFIX, tags=["open311"], route_class=Open311Route)
+def no_nul_parameters(request: Request) -> None:
+    """A router dependency: a NUL character in a path or query parameter (the filters, the
+    service_request_id, api_key) is the spec's 400 naming it."""
+    name = nul_parameter(request.path_params, request.query_params.multi_items())
+    if name is not None:
+        raise bad_request(f"{name}: {NUL_REASON}")
+
+
+router = APIRouter(prefix=PREFIX, tags=["open311"], route_class=Open311Route,
+                   dependencies=[Depends(no_nul_parameters)])
 _READ_KEY = {"parameters": [API_KEY_PARAMETER]}
 
 
@@ -213,11 +226,18 @@ async def create(fmt: Format, request: Request, ctx: Ctx, db: PoolDep) -> Any:
         metrics.rejected.labels("validation").inc()
         raise bad_request("Content-Type: must be application/x-www-form-urlencoded")
     try:
-        form_data = await request.form()
+        form_data = await read_form(request, ctx.max_body_bytes)
+    except FilePartRefused as exc:
+        metrics.rejected.labels("validation").inc()
+        raise bad_request(exc.message) from exc
     except Exception as exc:  # noqa: BLE001 - any malformed body is the client's to fix
         metrics.rejected.labels("validation").inc()
         raise bad_request(f"body: not a readable form ({type(exc).__name__})") from exc
-    form = Form.parse(form_data.multi_items())
+    items = form_data.multi_items()
+    if (name := nul_parameter({}, ((k, v) for k, v in items if isinstance(v, str)))) is not None:
+        metrics.rejected.labels("validation").inc()
+        raise bad_request(f"{name}: {NUL_REASON}")
+    form = Form.parse(items)
     try:
         key = await ctx.keys.verify(db, form.get("api_key") or request.query_params.get("api_key"))
     except Open311Error:
@@ -300,10 +320,12 @@ async def _open311_error(request: Request, exc: Exception) -> Response:
 
 def install_routes(app: FastAPI, cfg: IntakeConfig, metrics: IntakeMetrics, *, region_name: str,
                    key_cache_ttl_s: float = CACHE_TTL_S, catalog: Catalog | None = None,
-                   location_decimals: int = 3, usage: UsageRecorder | None = None) -> None:
+                   location_decimals: int = 3, usage: UsageRecorder | None = None,
+                   max_body_bytes: int = 64 * 1024) -> None:
     app.state.open311 = Open311Context(cfg=cfg, metrics=metrics, catalog=catalog or load_catalog(),
                                        keys=KeyVerifier(key_cache_ttl_s, usage),
-                                       region_name=region_name, location_decimals=location_decimals)
+                                       region_name=region_name, location_decimals=location_decimals,
+                                       max_body_bytes=max_body_bytes)
     app.add_exception_handler(Open311Error, _open311_error)
     app.include_router(router)
     _document_spec_errors(app)

@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from services.intake.catalog import Catalog, Service
 from services.intake.errors import field_errors
 from services.intake.lifecycle import TERMINAL_STATES, State
-from services.intake.schemas import ComplaintIn
+from services.intake.schemas import EARLIEST, ComplaintIn
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 DEFAULT_SOURCE = "open311"
@@ -368,18 +368,26 @@ class RequestQuery:
     limit: int = MAX_REQUESTS
 
 
+# A filter's dates lie in this range (outside it nothing is stored, and date arithmetic on
+# year 1 or 9999 overflows).
+FILTER_EARLIEST = EARLIEST
+FILTER_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 def _bound(raw: str, name: str, tz: ZoneInfo, end: bool) -> datetime:
     """A start_date/end_date; a bare date means that whole day in the regency's time zone."""
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw.strip()):
-        d = date.fromisoformat(raw.strip())
-        if end:
-            d += timedelta(days=1)
-        local = datetime.combine(d, time(0), tzinfo=tz)
-        return local - timedelta(microseconds=1) if end else local
+    bare = re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw.strip()) is not None
     try:
-        return parse_datetime(raw)
+        value = (datetime.combine(date.fromisoformat(raw.strip()), time(0), tzinfo=tz) if bare
+                 else parse_datetime(raw))
     except ValueError as exc:
-        raise bad_request(f"{name}: {exc}") from None
+        raise bad_request(f"{name}: {'must be a valid date (YYYY-MM-DD)' if bare else exc}") from None
+    if not FILTER_EARLIEST <= value < FILTER_LATEST:
+        raise bad_request(f"{name}: must be between {FILTER_EARLIEST:%Y-%m-%d} and "
+                          f"{FILTER_LATEST:%Y-%m-%d}")
+    if bare and end:  # up to the end of that day
+        return value + timedelta(days=1) - timedelta(microseconds=1)
+    return value
 
 
 def _csv(params: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.intake.api import Key, actor_of
+from services.intake.api import Key, actor_of, no_nul_parameters
 from services.intake.auth import require
 from services.intake.domain.complaint import OutOfScope
 from services.intake.errors import ApiError
@@ -20,7 +20,7 @@ from services.intake.reports.export import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, to_c
 from services.intake.reports.model import Attribution, GroupBy, ReportQuery
 from services.intake.reports.usecases import kinerja_report
 
-router = APIRouter(prefix="/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/v1/reports", tags=["reports"], dependencies=[Depends(no_nul_parameters)])
 Format = Literal["json", "csv", "xlsx"]
 MAX_DAYS = 3660
 

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from services.intake.api import no_nul_parameters
 from services.intake.apikeys import verify_api_key
 from services.intake.context import IntakeContext
 from services.intake.domain.complaint import Actor, OutOfScope
@@ -30,6 +31,7 @@ from services.intake.reports.context import ReportsContext
 from services.intake.reports.export import percent_text
 from services.intake.reports.model import NO_GROUP, ReportQuery
 from services.intake.reports.usecases import kinerja_report
+from services.intake.schemas import has_nul
 from services.intake.web import view
 from services.intake.web.chart import rates_svg
 from services.intake.web.repository import active_key
@@ -60,7 +62,8 @@ def _ctx(request: Request) -> tuple[IntakeContext, ReportsContext, WebContext]:
 
 
 Contexts = Annotated[tuple[IntakeContext, ReportsContext, WebContext], Depends(_ctx)]
-router = APIRouter(tags=["kinerja (halaman web)"], include_in_schema=False)
+router = APIRouter(tags=["kinerja (halaman web)"], include_in_schema=False,
+                   dependencies=[Depends(no_nul_parameters)])
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
@@ -107,7 +110,8 @@ async def sign_in(request: Request, contexts: Contexts,
     now = time.time()
     if not web.signer.form_token_ok(csrf, "sign_in", now):
         return _sign_in_page(request, web, "Formulir kedaluwarsa; silakan coba lagi.", 400)
-    key = await verify_api_key(ctx.pool(), kunci.strip()) if kunci.strip() else None
+    # A NUL character is never in a key (and PostgreSQL cannot compare text with one).
+    key = await verify_api_key(ctx.pool(), kunci.strip()) if kunci.strip() and not has_nul(kunci) else None
     if key is None:
         return _sign_in_page(request, web, "Kunci API salah, sudah dicabut, atau kedaluwarsa.", 401)
     if key.role not in ("admin_koordinator", "opd"):
