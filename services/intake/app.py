@@ -25,6 +25,7 @@ from services.intake.web import install_web
 from services.intake.web.routes import SIGN_IN
 from shared.service import ServiceRuntime
 from shared.settings import Settings
+from shared.unavailable import UnavailableMiddleware
 from shared.uow import PgUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -84,3 +85,6 @@ def install_guard(app: FastAPI, ctx: IntakeContext, settings: Settings) -> None:
     app.add_middleware(RequestGuard, limits=GuardLimits.from_settings(settings.intake),
                        limiter=limiter, authenticate=authenticate,
                        needs_key=KeyRoutes(app), sign_in_paths=frozenset({SIGN_IN}))
+    # The guard looks keys up in the database before any route runs: a transient failure
+    # there (the database unreachable) is a 503 with Retry-After too, never a 500.
+    app.add_middleware(UnavailableMiddleware, retry_after_s=settings.db.retry_after_s)

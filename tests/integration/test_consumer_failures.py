@@ -453,6 +453,12 @@ async def test_intake_stays_ready_and_accepting_without_the_broker(fast, amqp):
                 assert refused.headers["retry-after"] == str(fast.db.retry_after_s)
                 assert refused.headers["content-type"] == "application/problem+json"
                 assert refused.json()["type"] == "urn:sp4n:problem:unavailable"
+                # A key not in the cache is looked up by the request guard before any route:
+                # a 503 as well, never a plain 500.
+                unknown = {"authorization": "Bearer sp4n_0badc0de_" + "x" * 43}
+                guarded = await client.post("/v1/complaints", json=complaint_body(), headers=unknown)
+                assert guarded.status_code == 503, guarded.text
+                assert guarded.headers["content-type"] == "application/problem+json"
                 ready = await client.get("/readyz")
                 assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
             finally:
