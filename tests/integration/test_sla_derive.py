@@ -99,7 +99,8 @@ async def test_migration_0008_gives_old_facts_what_derive_needs(settings, tmp_pa
     old = tmp_path / "migrations"
     old.mkdir()
     for path in sorted(MIGRATIONS.glob("*.sql")):
-        if path.name < "0008":
+        # (0009's firing log too: today's code writes it)
+        if path.name < "0008" or path.name.startswith("0009"):
             shutil.copy(path, old / path.name)
     await migrate(settings.database_url, schema, old)
     pool = await create_pool(settings.database_url, schema=schema, min_size=1, max_size=2)
