@@ -13,6 +13,7 @@ import click
 
 from services.cli.common import migrations_of, pass_settings, run_async
 from services.sla import repository, usecases
+from services.sla.app import office_hours
 from services.sla.calendar import library_coverage_year, library_holiday_names
 from services.sla.calendars import CalendarSource
 from services.sla.repository import PgSlaRepository
@@ -88,7 +89,8 @@ async def _change(settings: Settings, day: date, working: bool | None, reason: s
         out = await usecases.change_calendar(
             day, working, reason, changed_by or _operator(), keep_deadlines=keep,
             uow=PgUnitOfWork(lambda: pool, PgSlaRepository),
-            calendars=CalendarSource(settings.tz), now=datetime.now(UTC))
+            calendars=CalendarSource(settings.tz), now=datetime.now(UTC),
+            completion_met_by=settings.sla.completion_met_by, office_hours=office_hours(settings))
     what = "remove" if working is None else "set"
     if keep:
         click.echo(f"{day}: {what} done; calendar revision {out.revision} "

@@ -22,17 +22,22 @@ from shared.uow import PgUnitOfWork
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def office_hours(settings: Settings) -> OfficeHours | None:
+    """Quiet hours as configured (None: off). The handler and the CLI's calendar change use
+    the same, so a calendar change plans staff alerts as a message would."""
+    sla = settings.sla
+    return (OfficeHours(time.fromisoformat(sla.office_opens), time.fromisoformat(sla.office_closes))
+            if sla.quiet_hours else None)
+
+
 def build_app(settings: Settings) -> FastAPI:
     runtime = ServiceRuntime("sla", settings, MIGRATIONS,
                              title="sp4n sla — working-day deadlines, warnings and breaches")
     metrics = SlaMetrics(runtime.registry)
     calendars = CalendarSource(settings.tz)
     uow = PgUnitOfWork(lambda: runtime.pool, PgSlaRepository)
-    sla = settings.sla
-    office = (OfficeHours(time.fromisoformat(sla.office_opens), time.fromisoformat(sla.office_closes))
-              if sla.quiet_hours else None)
     runtime.consume(SLA_COMPLAINTS, make_complaint_handler(
-        uow, calendars, metrics, sla.completion_met_by, office))
+        uow, calendars, metrics, settings.sla.completion_met_by, office_hours(settings)))
     runtime.add_loop(make_timer_loop(uow, metrics, settings, calendars))
     runtime.app.include_router(router)
     runtime.app.state.runtime = runtime

@@ -113,6 +113,29 @@ class Timer:
         return self.fired_at is None and self.cancelled_at is None
 
 
+# A firing as the log keeps it (``firings`` rows): which clock, timer kind, point and due time.
+FiringKey = tuple[str, int, int, str, str, datetime]
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A timer that fired (the firing log, migration 0009): history, never a cache. Written by
+    the statement that marks the timer fired, so with its event; derive reads it."""
+
+    clock: str
+    hop: int
+    instance: int
+    kind: str
+    point: str
+    due_at: datetime
+    fired_at: datetime
+    fire_at: datetime | None = None  # None: at due_at (quiet hours may have held it)
+
+    @property
+    def key(self) -> FiringKey:
+        return (self.clock, self.hop, self.instance, self.kind, self.point, self.due_at)
+
+
 @dataclass(frozen=True)
 class PauseRow:
     """A DITUNDA period applied to a clock (idempotency and history)."""
@@ -231,9 +254,14 @@ class ComplaintClocks:
     changes them (see the module docstring)."""
 
     def __init__(self, complaint_id: uuid.UUID, clocks: list[ClockRow], timers: list[Timer],
-                 facts: list[Fact], pauses: set[tuple[int, datetime]]) -> None:
+                 facts: list[Fact], pauses: set[tuple[int, datetime]],
+                 firings: list[Firing] | None = None) -> None:
         self.complaint_id = complaint_id
         self.facts = facts
+        self.firings = list(firings or [])  # the complaint's firing log, as loaded
+        # derive only: what fired comes from the log, not from ``now`` (None: a message)
+        self._log: dict[FiringKey, datetime] | None = None
+        self._skip_now: datetime | None = None  # derive only: the ``now`` warning points skip by
         self._clocks: dict[int, ClockRow] = {c.id: c for c in clocks}  # existing by id, then new
         self._loaded = dict(self._clocks)
         self._timers = timers
@@ -354,8 +382,26 @@ class ComplaintClocks:
     def insert_timer(self, clock_id: int, kind: TimerKind, due_at: datetime, *,
                      fired_at: datetime | None = None, point: str = "",
                      fire_at: datetime | None = None) -> None:
+        if self._log is not None:  # derive: fired iff the log has it
+            key = self._firing_key(clock_id, kind, point, due_at)
+            fired_at = self._log.get(key)
+            if fired_at is None and kind != "breach" and any(
+                    k[:5] == key[:5] for k in self._log):
+                return  # a warning or step fires once per clock, whatever its due time was
+            row = self._clocks[clock_id]
+            if fired_at is None and kind in ("breach", "warning") and any(
+                    k[:4] == key[:3] + ("breach",) and k[5] >= (row.initial_deadline
+                                                               or row.deadline)
+                    for k in self._log):
+                # Breached already, for a deadline no change has moved it past since: no
+                # second breach, and after a breach a warning is noise.
+                return
         self._timers.append(Timer(None, clock_id, kind, due_at, fired_at, point=point,
                                   fire_at=fire_at))
+
+    def _firing_key(self, clock_id: int, kind: str, point: str, due_at: datetime) -> FiringKey:
+        c = self._clocks[clock_id]
+        return (c.clock, c.hop, c.instance, kind, point, due_at)
 
     def fired_points(self, clock_id: int) -> set[tuple[str, str]]:
         return {(t.kind, t.point) for t in self._timers
@@ -364,6 +410,12 @@ class ComplaintClocks:
     def fire_timer(self, clock_id: int, kind: str, at: datetime) -> bool:
         for t in self._timers:
             if t.clock_id == clock_id and t.kind == kind and t.pending:
+                if self._log is not None:  # derive: fired iff the log has it
+                    assert t.due_at is not None
+                    logged = self._log.get(self._firing_key(clock_id, kind, t.point, t.due_at))
+                    if logged is None:
+                        return False
+                    at = logged
                 t.fired_at, t.changed = at, True
                 return True
         return False
@@ -372,6 +424,41 @@ class ComplaintClocks:
         for t in self._timers:
             if t.clock_id == clock_id and t.pending:
                 t.cancelled_at, t.changed = at, True
+
+    def _settle_from_log(self, now: datetime) -> None:
+        """derive with the firing log: a running reply window whose elapse, or DITUNDA clock
+        whose expiry, the log has was stopped at its deadline by the scanner that fired it (an
+        expiry whatever came after it, an elapse unless a reply came before it); a
+        warning not fired whose clock's deadline passed by ``now`` is no live timer (a message
+        never plans it, the scanner cancels it: after the breach, a warning is noise)."""
+        for t in self._timers:
+            row = self._clocks.get(t.clock_id)
+            if t.kind == "warning" and t.pending and row is not None and row.deadline <= now:
+                t.cancelled_at = now
+        # What fired for a deadline the facts have since moved (a correction processed after
+        # the firing, made before it) stays fired: history, kept as the fired timer it was.
+        have = {self._firing_key(t.clock_id, t.kind, t.point, t.due_at) for t in self._timers
+                if t.due_at is not None and t.fired_at is not None}
+        ids: dict[tuple[str, int, int], int] = {(c.clock, c.hop, c.instance): c.id
+                                              for c in self._clocks.values()}
+        for f in self.firings:
+            clock_id = ids.get((f.clock, f.hop, f.instance))
+            if clock_id is not None and f.key not in have:
+                self._timers.append(Timer(None, clock_id, f.kind,  # type: ignore[arg-type]
+                                          f.due_at, f.fired_at, point=f.point,
+                                          fire_at=None if f.fire_at == f.due_at else f.fire_at))
+        for row in self.all_clocks():
+            kind = {"auto_close": "elapse", "deferral": "breach"}.get(row.clock)
+            if kind is None or not any(t.clock_id == row.id and t.kind == kind
+                                       and t.fired_at is not None for t in self._timers):
+                continue
+            if row.stopped_at is None:
+                self.mark_stopped(row.id, row.deadline, "stopped")
+            elif row.clock == "deferral":
+                # Expired (intake archived it): a resume processed after the expiry fired
+                # cannot undo it, whenever it happened (``_restop``).
+                self._clocks[row.id] = replace(row, stopped_at=row.deadline,
+                                               stop_reason="stopped")
 
     # -- decisions ---------------------------------------------------------------------------
     def apply(self, fact: Fact | None, calendar: WorkingCalendar,
@@ -652,10 +739,17 @@ class ComplaintClocks:
         A reclassification or a calendar change (``moved_by_change``) that moves the deadline
         past a breach that already fired: the breach stays fired and its event stays emitted
         (events are facts), but the clock follows its new deadline, so a new breach timer is
-        planned at it (a second ``sla.breached``, for the new deadline, if that passes too)."""
+        planned at it (a second ``sla.breached``, for the new deadline, if that passes too —
+        at once when it already has: what is planned does not depend on when the change is
+        processed, so derive, which knows only the facts and the firing log, plans the same)."""
         _, fired = self.live_timer_kinds(clock_id)
-        if moved_by_change and "breach" in fired and moved.deadline > now and all(
-                t.due_at is not None and t.due_at < moved.deadline for t in self._timers
+        # A resume (not itself a change) re-arms only a breach a change had already moved the
+        # clock past: one due before the clock's initial deadline under its current policy
+        # (the change may have been processed before the resume, or after: the same timers).
+        past = moved.deadline if moved_by_change else (
+            self._clocks[clock_id].initial_deadline or moved.deadline)
+        if "breach" in fired and all(
+                t.due_at is not None and t.due_at < past for t in self._timers
                 if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None):
             fired = fired - {"breach"}
         policy = self._policies.get(self._clocks[clock_id].policy_key)
@@ -692,8 +786,12 @@ class ComplaintClocks:
         if warnings and policy is not None and policy.warn_points:
             for point, instant in clocks.warning_instants(row.started_at, deadline.deadline,
                                                           policy.warn_points, calendar):
-                if ("warning", point) in fired | pending or instant <= now:
+                if ("warning", point) in fired | pending:
                     continue
+                if instant <= (self._skip_now or now) and (
+                        self._log is None
+                        or self._firing_key(clock_id, "warning", point, instant) not in self._log):
+                    continue  # passed before the clock was known: skipped, as ever
                 self.insert_timer(clock_id, "warning", instant, point=point,
                                   fire_at=self._quiet(instant, calendar))
         ladder = clocks.ladder_for(self._ladders, row.clock, row.opd_code, row.category)
@@ -991,7 +1089,8 @@ def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar
            policies: dict[str, Policy], now: datetime,
            met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
            office_hours: OfficeHours | None = None,
-           pinned: dict[tuple[str, int, int], Policy] | None = None) -> ComplaintClocks:
+           pinned: dict[tuple[str, int, int], Policy] | None = None,
+           firings: list[Firing] | None = None) -> ComplaintClocks:
     """Every clock of a complaint computed from scratch from its facts alone (as stored:
     ``facts`` rows, whose ``detail`` carries what starting a clock needs), as of ``now``:
     applied in the order they happened (the submission first on a tie), from no stored
@@ -999,19 +1098,38 @@ def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar
     often) the messages are processed in, must equal these (the properties in
     ``tests/unit/test_sla_order.py`` and ``tests/integration/test_sla_derive.py``).
     ``pinned``: the policy version each clock already stored was computed with (a policy
-    edit applies to clocks started afterwards)."""
+    edit applies to clocks started afterwards).
+
+    ``firings``: the complaint's firing log. Given it, derive fires nothing itself: a timer
+    is fired iff the log has it (same clock, kind, point and due time), every other timer the
+    facts call for is still to fire, however long ago it came due (the scanner's job), and a
+    reply window or DITUNDA is stopped by its elapse or expiry only when the log has that;
+    ``now`` then only decides which warning points a clock created after them skips (as a
+    message does). Without it (None), the replay fires at ``now`` what is due by then."""
     state = ComplaintClocks(complaint_id, [], [], [], set())
     state._pinned = dict(pinned or {})
     state.effects.silent = True
+    if firings is not None:
+        state._log = {f.key: f.fired_at for f in firings}
+        state.firings = list(firings)
+        state._skip_now = now
     # A routing that never took (the facts after it tell) is no fact for the clocks at all,
     # not even until those facts come in the replay.
     effective = clocks.effective_facts(facts)
+    replay_now = now if firings is None else _NOTHING_DUE
     for fact in sorted(facts, key=lambda f: (f.at, f.kind != "submitted")):
         state.record_fact(fact)
         took = fact.kind != "routed" or fact in effective
-        state.apply(fact if took else None, calendar, policies, now, met_by, ladders=ladders,
-                    office_hours=office_hours)
+        state.apply(fact if took else None, calendar, policies, replay_now, met_by,
+                    ladders=ladders, office_hours=office_hours)
+    if firings is not None:
+        state._settle_from_log(now)
     return state
+
+
+# The replay's ``now`` when derive reads the firing log: before any timer is due, so nothing
+# fires by the clock (the log says what fired).
+_NOTHING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def drift(state: ComplaintClocks, derived: ComplaintClocks,

@@ -17,7 +17,7 @@ import asyncpg
 
 from services.sla.calendars import CalendarSnapshot, CalendarStamp, parse_ladder
 from services.sla.clocks import Fact, LadderStep, StopReason
-from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, PauseRow, Timer
+from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, Firing, PauseRow, Timer
 from services.sla.policy import Policy
 from shared.events import CloudEvent
 from shared.outbox import OUTBOX_INSERT_ARRAYS, outbox_arrays
@@ -30,6 +30,9 @@ _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, st
                " working_days, warn_at, calendar_version, policy_version, instance,"
                " initial_deadline, initial_warn_at, paused_working_days, paused_at, policy_key,"
                " stop_reason, final_response_at, closed_at, category")
+
+# Every timer marked fired (here by the scanner, or in ``_SAVE`` by a message) is copied into
+# the firing log by the ``timers`` triggers of migration 0009, in the same statement.
 
 # A lifecycle event costs three statements besides BEGIN/COMMIT (four when a resume replaces
 # cancelled timers): ``claim`` (inbox + complaint lock), ``load`` (fact + every clock, live
@@ -60,6 +63,9 @@ SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
        (SELECT array_agg(ROW(id, clock_id, kind, fired_at, point) ORDER BY id) FROM t) AS timers,
        (SELECT array_agg(ROW(kind, at, hop, deferred_at, detail) ORDER BY at) FROM facts
          WHERE complaint_id = $1) AS facts,
+       (SELECT array_agg(ROW(clock, hop, instance, kind, point, due_at, fired_at, fire_at)
+                         ORDER BY fired_at) FROM firings
+         WHERE complaint_id = $1) AS firings,
        (SELECT array_agg(ROW(clock_id, deferred_at)) FROM clock_pauses
          WHERE $7 AND clock_id IN (SELECT id FROM c)) AS pauses,
        (SELECT revision FROM calendar_revision) AS calendar_revision,
@@ -108,7 +114,8 @@ class PgSlaRepository:
         state = ComplaintClocks(
             complaint_id, [ClockRow(*c) for c in r["clocks"] or ()],
             [Timer(t[0], t[1], t[2], fired_at=t[3], point=t[4]) for t in r["timers"] or ()],
-            [Fact(*f) for f in r["facts"] or ()], {(p[0], p[1]) for p in r["pauses"] or ()})
+            [Fact(*f) for f in r["facts"] or ()], {(p[0], p[1]) for p in r["pauses"] or ()},
+            [Firing(*f) for f in r["firings"] or ()])
         if fact is not None:
             state.record_fact(fact)  # not in the statement's snapshot when it inserted it
         return state, CalendarStamp(

@@ -101,7 +101,7 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
         # The clocks as the message leaves them must be what its facts give from scratch.
         derived = derive(complaint_id, state.facts, calendar, policies, now, completion_met_by,
                          ladders=ladders, office_hours=office_hours,
-                         pinned=state.pinned_policies(policies))
+                         pinned=state.pinned_policies(policies), firings=state.firings)
         drifted = drift(state, derived, calendar)
         if drifted:
             log.warning("clocks of %s differ from their derivation: %s", complaint_id,

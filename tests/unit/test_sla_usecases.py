@@ -18,7 +18,7 @@ from services.sla import usecases
 from services.sla.calendar import WorkingCalendar
 from services.sla.calendars import CalendarSnapshot, CalendarSource, CalendarStamp
 from services.sla.clocks import Fact, StopReason
-from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, PauseRow, Timer
+from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, Firing, PauseRow, Timer
 from services.sla.policy import default_policies
 from shared.events import (
     CloudEvent,
@@ -46,6 +46,7 @@ class FakeSlaRepository:
         self.timers: dict[int, Timer] = {}
         self.facts: dict[uuid.UUID, list[Fact]] = {}
         self.pauses: list[PauseRow] = []
+        self.firings: dict[uuid.UUID, list[Firing]] = {}  # the firing log (migration 0009)
         self.calendar = CalendarSnapshot(0, {})
         self.policy_rows = tuple(sorted((p.key, p.working_days, p.warn_before_working_days, p.version,
                                          p.warn_points) for p in default_policies().values()))
@@ -70,7 +71,8 @@ class FakeSlaRepository:
                   if with_pauses and p.clock_id in {c.id for c in mine}}
         facts = self.facts.setdefault(complaint_id, [])
         state = ComplaintClocks(complaint_id, sorted(mine, key=lambda c: c.id), timers,
-                                sorted(facts, key=lambda f: f.at), pauses)
+                                sorted(facts, key=lambda f: f.at), pauses,
+                                list(self.firings.get(complaint_id, [])))
         if fact is not None:
             if not any((f.kind, f.at, f.hop) == (fact.kind, fact.at, fact.hop) for f in facts):
                 facts.append(fact)
@@ -90,18 +92,32 @@ class FakeSlaRepository:
             self.clocks[row.id] = row
         for t in c.timer_updates:
             assert t.id is not None
+            if self.timers[t.id].fired_at is None:
+                self.log_firing(replace(self.timers[t.id], fired_at=t.fired_at))
             self.timers[t.id] = replace(self.timers[t.id], fired_at=t.fired_at,
                                         cancelled_at=t.cancelled_at)
         for t in c.timer_inserts:
             timer_id = next(self._ids)
             self.timers[timer_id] = replace(t, id=timer_id, clock_id=ids.get(t.clock_id, t.clock_id),
                                             changed=False)
+            self.log_firing(self.timers[timer_id])
         self.pauses += [replace(p, clock_id=ids.get(p.clock_id, p.clock_id)) for p in c.new_pauses]
         gone = set(c.deleted_clocks)
         for clock_id in gone:
             del self.clocks[clock_id]
         self.timers = {i: t for i, t in self.timers.items() if t.clock_id not in gone}
         self.pauses = [p for p in self.pauses if p.clock_id not in gone]
+
+    def log_firing(self, t: Timer) -> None:
+        """The triggers of migration 0009: a timer marked fired goes into the firing log."""
+        if t.fired_at is None or t.due_at is None:
+            return
+        c = self.clocks[t.clock_id]
+        log = self.firings.setdefault(c.complaint_id, [])
+        firing = Firing(c.clock, c.hop, c.instance, t.kind, t.point, t.due_at, t.fired_at,
+                        t.fire_at or t.due_at)
+        if all(f.key != firing.key for f in log):
+            log.append(firing)
 
     async def read_calendar(self) -> CalendarSnapshot:
         self.calendar_reads += 1
@@ -120,6 +136,7 @@ class FakeSlaRepository:
                 t.cancelled_at = self.now
                 continue
             t.fired_at = self.now
+            self.log_firing(t)
             out.append(DueTimer(t.id, t.kind, t.due_at, 0.0, c.complaint_id, c.clock, c.hop,
                                 c.opd_code, c.deadline, c.calendar_version, c.policy_version,
                                 c.id, c.started_at, t.point, c.instance))
