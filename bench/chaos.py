@@ -7,7 +7,7 @@ latency on either link, or a SIGKILL of a random replica (restarted after). With
 ``--real-restarts`` RabbitMQ itself (``rabbitmqctl stop_app``/``start_app``) and PostgreSQL
 itself (``pg_ctlcluster … restart``) are restarted too — this disturbs everything else on the
 machine, so run it alone. Whatever happens, both are brought back at the end (in a finally,
-with /work/shared/start-services.sh as the last resort).
+with the machine's own start script, ``SP4N_START_SERVICES`` if set, as the last resort).
 
 Prints the faults injected, the counts checked, the time to full recovery after the last
 fault, throughput and the command. Exit status 0 only if the checker found nothing.
@@ -55,7 +55,8 @@ from tests.infra import (  # noqa: E402
     with_database,
 )
 
-START_SERVICES = Path("/work/shared/start-services.sh")
+# This machine's script that (re)starts PostgreSQL and RabbitMQ, if it has one.
+START_SERVICES = Path(os.environ.get("SP4N_START_SERVICES", "/nonexistent"))
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 CHECKED = ("complaint.routed", "complaint.triage_required", "sla.clock_started", "sla.warning",
            "sla.breached")
