@@ -43,6 +43,10 @@ _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.ConnectionFailureError,
+    # "cannot switch to state N; another operation is in progress": the client's protocol
+    # state on a connection whose link broke mid-statement (seen when PostgreSQL restarts
+    # under load); that connection is discarded and the work succeeds on a fresh one.
+    asyncpg.exceptions.InternalClientError,
 )
 # The broker link failed (channel or connection closed under us).
 _AMQP_UNAVAILABLE: tuple[type[BaseException], ...] = (

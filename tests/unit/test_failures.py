@@ -25,6 +25,8 @@ DATABASE_UNAVAILABLE = [
     asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
     asyncpg.exceptions.InterfaceError("connection is closed"),
     asyncpg.exceptions.InterfaceError("pool is closing"),
+    # seen in bench/chaos.py after a real PostgreSQL restart mid-statement
+    asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
 ]
 TRANSIENT_CONFLICTS = [
     asyncpg.exceptions.SerializationError("could not serialize access"),
