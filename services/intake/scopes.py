@@ -35,7 +35,7 @@ def _actions_of(role: str) -> tuple[str, ...]:
 
 
 # The scopes a key of each role carries by default ("system" acts inside intake, no key).
-# intake's migration 0005 gives existing keys exactly these (a unit test compares them).
+# intake's migrations 0005 and 0009 give existing keys exactly these (a unit test compares them).
 SCOPES: dict[str, tuple[str, ...]] = {
     "portal": (SUBMIT, READ, *_actions_of("portal")),
     # A backfill of another system's complaints (the LAPOR! import): submits with history

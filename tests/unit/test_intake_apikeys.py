@@ -91,10 +91,14 @@ def test_action_scopes_follow_the_lifecycle_table():
     assert [r for r, s in SCOPES.items() if "identity:nik" in s] == ["admin_koordinator"]
 
 
-def test_migration_0005_gives_existing_keys_the_same_scopes():
-    sql = (Path(__file__).parents[2] / "services/intake/migrations/0005_keys_audit.sql").read_text()
-    found = {m.group(2): tuple(re.findall(r"'([a-z:_]+)'", m.group(1)))
-             for m in re.finditer(r"SET scopes = ARRAY\[(.*?)\]\s*WHERE role = '(\w+)'", sql, re.S)}
+def test_migrations_give_existing_keys_the_same_scopes():
+    """0005 sets every role's scopes, 0009 adds identity:erase to admin keys: applied in
+    order, the last statement for a role wins."""
+    found: dict[str, tuple[str, ...]] = {}
+    for name in ("0005_keys_audit.sql", "0009_erase_scope.sql"):
+        sql = (Path(__file__).parents[2] / "services/intake/migrations" / name).read_text()
+        found |= {m.group(2): tuple(re.findall(r"'([a-z:_]+)'", m.group(1)))
+                  for m in re.finditer(r"SET scopes = ARRAY\[(.*?)\]\s*WHERE role = '(\w+)'", sql, re.S)}
     assert found == SCOPES
 
 

@@ -43,8 +43,8 @@ UPDATE api_keys SET scopes = ARRAY['complaints:submit', 'complaints:read', 'comp
 UPDATE api_keys SET scopes = ARRAY['complaints:submit', 'complaints:read', 'complaints:verify',
     'complaints:defer', 'complaints:resume', 'complaints:archive', 'complaints:dispose',
     'complaints:forward', 'complaints:close', 'complaints:reopen', 'complaints:reclassify',
-    'complaints:withdraw', 'complaints:backdate', 'identity:read', 'identity:nik', 'audit:read',
-    'identity:erase'] WHERE role = 'admin_koordinator';
+    'complaints:withdraw', 'complaints:backdate', 'identity:read', 'identity:nik', 'audit:read']
+    WHERE role = 'admin_koordinator';
 UPDATE api_keys SET scopes = ARRAY['complaints:read', 'complaints:respond', 'complaints:return',
     'identity:read'] WHERE role = 'opd';
 
