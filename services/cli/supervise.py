@@ -34,6 +34,7 @@ def _stderr(line: str) -> None:
 @dataclass
 class _Child:
     command: Sequence[str]
+    env: dict[str, str] | None = None  # None: this process's environment
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     exits_in_a_row: int = 0
@@ -45,9 +46,9 @@ class Supervisor:
                  backoff_s: float = 1.0, backoff_max_s: float = 30.0, stable_s: float = 60.0,
                  poll_s: float = 0.2, report: Callable[[str], None] = _stderr,
                  envs: Mapping[str, Mapping[str, str]] | None = None) -> None:
-        self._children = {svc: _Child(list(cmd)) for svc, cmd in commands.items()}
-        # Each child's environment (None: this process's).
-        self._envs = {svc: dict(env) for svc, env in (envs or {}).items()}
+        given = envs or {}
+        self._children = {svc: _Child(list(cmd), dict(given[svc]) if svc in given else None)
+                          for svc, cmd in commands.items()}
         self._stop_timeout_s = stop_timeout_s
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
@@ -56,12 +57,6 @@ class Supervisor:
         self._report = report
         self._stopping = threading.Event()
         self.exits: list[Exit] = []
-
-    def _env_of(self, child: _Child) -> dict[str, str] | None:
-        for svc, c in self._children.items():
-            if c is child:
-                return self._envs.get(svc)
-        return None
 
     def pids(self) -> dict[str, int | None]:
         """The running child of each service (None while it waits for its restart)."""
@@ -93,7 +88,7 @@ class Supervisor:
 
     def _start(self, svc: str) -> None:
         child = self._children[svc]
-        child.proc = subprocess.Popen(child.command, env=self._env_of(child))
+        child.proc = subprocess.Popen(child.command, env=child.env)
         child.started_at = time.monotonic()
         child.restart_at = None
 
