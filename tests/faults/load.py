@@ -72,13 +72,18 @@ class LoadResult:
 class Load:
     def __init__(self, urls: list[str], api_key: str, amqp_url: str, namespace: str, *,
                  source: str, inbound_source: str | None = None, inbound_every: int = 5,
-                 give_up_after_s: float = 120.0) -> None:
+                 give_up_after_s: float = 120.0, max_in_flight: int = 64) -> None:
         self._urls = itertools.cycle(urls)
         self._key = api_key
         self._amqp_url, self._ns = amqp_url, namespace
         self._source, self._inbound_source = source, inbound_source
         self._inbound_every = inbound_every
         self._give_up_after_s = give_up_after_s
+        # At most this many HTTP requests in flight, as a portal's worker pool would send them:
+        # httpx queues the rest in its connection pool, whose bookkeeping is quadratic in the
+        # queue's length — a backlog left by an outage (thousands of waiting submits) would
+        # make the load generator itself the bottleneck (one core at 100 %) and never recover.
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._counter = itertools.count()
         self._stopping = False
         self.result = LoadResult()
@@ -119,9 +124,10 @@ class Load:
         deadline = time.monotonic() + self._give_up_after_s
         while time.monotonic() < deadline:
             url = next(self._urls)
-            t0 = time.monotonic()
             try:
-                r = await client.post(f"{url}/v1/complaints", json=body)
+                async with self._slots:
+                    t0 = time.monotonic()
+                    r = await client.post(f"{url}/v1/complaints", json=body)
             except httpx.TransportError as exc:  # refused, reset, timed out: the replica is away
                 self.result.statuses[type(exc).__name__] += 1
                 await asyncio.sleep(0.5)
