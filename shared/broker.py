@@ -11,6 +11,14 @@ What happens to a message whose handler raises (``shared.failures.classify``):
   between the publish and the ack delivers the message twice, which the inbox deduplicates.
   Retries therefore survive restarts and do not use up the quorum delivery limit, which is
   left as the last resort for a message whose copy cannot be published (nacked, requeued).
+- **returned** (delivered before, never acknowledged: its consumer lost its link, was paused
+  or killed while holding it): the quorum queue counts each return in ``x-delivery-count``
+  and dead-letters the message past the queue's delivery limit — a few link faults in a row
+  would do that to messages that never failed at all. So a message that arrives with
+  ``retry.refresh_after_returns`` returns is not handled but given back as a fresh copy
+  through its first retry step (delivery count 0), the returns so far added up in
+  ``x-sp4n-returns``; only past ``retry.max_returns`` in total (a message that kills every
+  consumer that takes it) does it go to the DLQ, with that reason.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ T = TypeVar("T")
 CE_CONTENT_TYPE = "application/cloudevents+json"
 # How many transient failures a message has had (set on each retry copy).
 ATTEMPT_HEADER = "x-sp4n-attempt"
+# Set by quorum queues on a redelivered message: how often it was returned unacknowledged.
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+# The returns of a message's earlier copies (``DELIVERY_COUNT_HEADER`` of each refreshed copy).
+RETURNS_HEADER = "x-sp4n-returns"
 # What became of a failed message: a retry copy or a DLQ copy was published, or neither could
 # be (the broker is away) and the message is nacked back into its queue.
 Outcome = Literal["retried", "dead_lettered", "requeued"]
@@ -189,6 +201,9 @@ def subscribe(
 
     @subscriber
     async def _consume(msg: RabbitMessage) -> None:
+        if _header_int(msg, DELIVERY_COUNT_HEADER) >= settings.retry.refresh_after_returns:
+            await refresh_returned(broker, settings, spec, msg, observe)
+            return
         try:
             if parse_sent is not None:
                 await handle(parse_sent(msg.body, msg.raw_message.user_id))
@@ -233,10 +248,41 @@ async def handle_failure(broker: RabbitBroker, settings: Settings, spec: QueueSp
 
 
 def _attempt(msg: RabbitMessage) -> int:
+    return _header_int(msg, ATTEMPT_HEADER)
+
+
+def _header_int(msg: RabbitMessage, name: str) -> int:
     try:
-        return int((msg.headers or {}).get(ATTEMPT_HEADER, 0))
+        return int((msg.headers or {}).get(name, 0))
     except (TypeError, ValueError):
         return 0
+
+
+async def refresh_returned(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
+                           msg: RabbitMessage, observe: FailureObserver | None) -> None:
+    """A message returned unacknowledged ``x-delivery-count`` times: give it back as a fresh
+    copy (through the first retry step) before the queue's delivery limit dead-letters it, or
+    to the DLQ once its returns add up to ``retry.max_returns`` (module docstring). The caller
+    acks the original; raises (the message is requeued) when the copy was not taken."""
+    ns = settings.namespace
+    returns = _header_int(msg, RETURNS_HEADER) + _header_int(msg, DELIVERY_COUNT_HEADER)
+    reason = (f"returned unacknowledged {returns} times (its consumer lost its link, was "
+              f"paused or died while holding it)")
+    failure = Failure(True, reason)
+    outcome: Outcome = "requeued"
+    try:
+        if returns >= settings.retry.max_returns:
+            await dead_letter(broker, ns, spec, msg, f"{reason}: a message that may kill "
+                              f"its consumer; check the services' logs before replaying it")
+            outcome = "dead_lettered"
+        else:
+            log.info("message on %s %s; handing it back as a fresh copy", spec.name(ns), reason)
+            await schedule_retry(broker, ns, spec, msg, _attempt(msg), settings.retry.delays_s,
+                                 reason, returns=returns)
+            outcome = "retried"
+    finally:
+        if observe is not None:
+            observe(spec, failure, outcome)
 
 
 def retry_delay(attempt: int, delays_s: tuple[float, ...]) -> float:
@@ -245,13 +291,22 @@ def retry_delay(attempt: int, delays_s: tuple[float, ...]) -> float:
 
 
 async def schedule_retry(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: RabbitMessage,
-                         attempt: int, delays_s: tuple[float, ...], reason: str) -> None:
+                         attempt: int, delays_s: tuple[float, ...], reason: str, *,
+                         returns: int | None = None) -> None:
     """Publish the message's copy to its retry step (persistent, confirmed, mandatory); the
-    caller then acks the original. Raises when the broker did not take the copy."""
-    delay = retry_delay(attempt, delays_s)
-    log.warning("transient failure on %s (attempt %d); retrying in %gs: %s",
-                spec.name(ns), attempt, delay, reason[:500])
+    caller then acks the original. Raises when the broker did not take the copy.
+    ``returns``: a returned message's refresh (``refresh_returned``): its first step, its
+    attempt count unchanged, the returns so far recorded."""
+    delay = retry_delay(max(attempt, 1) if returns is not None else attempt, delays_s)
+    if returns is None:
+        log.warning("transient failure on %s (attempt %d); retrying in %gs: %s",
+                    spec.name(ns), attempt, delay, reason[:500])
     headers = dict(msg.headers or {})
+    # The copy is a new message to the queue: the broker's count of the original's returns
+    # must not come with it (it would read as returns of the copy).
+    headers.pop(DELIVERY_COUNT_HEADER, None)
+    if returns is not None:
+        headers[RETURNS_HEADER] = returns
     headers[ATTEMPT_HEADER] = attempt
     headers["x-sp4n-error"] = reason[:2000]
     headers["x-sp4n-original-queue"] = spec.name(ns)

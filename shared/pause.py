@@ -12,8 +12,10 @@ on the channel; each subscriber has its own channel (``shared.broker.subscribe``
 pause recovers it (``basic.recover`` with requeue) once the consumer is cancelled, which
 puts such messages back in the queue. (Without it a quorum queue keeps the cancelled
 consumer, and those messages, until the connection closes: the consumer count never drops.)
-A recovered message counts as one delivery towards the queue's delivery limit; at most the
-prefetch of each subscriber per pause.
+A recovered message counts as one return towards the queue's delivery limit (at most the
+prefetch of each subscriber per pause); the consumer that next receives it with returns
+counted hands it back as a fresh copy (``shared.broker.refresh_returned``), so pauses and
+link faults, however many, never dead-letter it.
 """
 
 from __future__ import annotations

@@ -153,6 +153,12 @@ class RetrySettings(BaseModel):
     # probe_initial_s doubling up to probe_max_s between probes.
     probe_initial_s: float = 0.5
     probe_max_s: float = 10.0
+    # A message returned unacknowledged (link lost, consumer paused or killed while holding
+    # it) this many times is handed back as a fresh copy before the queue's delivery limit
+    # (``delivery_limit``, which must be larger) dead-letters it; once its returns add up to
+    # max_returns it goes to the DLQ (a message that kills every consumer that takes it).
+    refresh_after_returns: int = 2
+    max_returns: int = 50
 
 
 class DatabaseSettings(BaseModel):
@@ -285,6 +291,15 @@ class Settings(BaseSettings):
     def _legacy_reporter_ref_key(self) -> "Settings":
         if self.reporter_ref_key and "reporter_ref_key" not in self.intake.model_fields_set:
             self.intake = self.intake.model_copy(update={"reporter_ref_key": self.reporter_ref_key})
+        return self
+
+    @model_validator(mode="after")
+    def _refresh_before_the_delivery_limit(self) -> "Settings":
+        # Otherwise the queue dead-letters a returned message before a consumer refreshes it.
+        if not 1 <= self.retry.refresh_after_returns < self.delivery_limit:
+            raise ValueError(f"retry.refresh_after_returns ({self.retry.refresh_after_returns})"
+                             f" must be at least 1 and below delivery_limit "
+                             f"({self.delivery_limit})")
         return self
 
     @property

@@ -17,6 +17,7 @@ from services.notify.signing import generate_secret
 from services.notify.subscriptions import Subscription
 from shared.broker import (
     declare_queue,
+    declare_retry_queues,
     declare_topology,
     make_broker,
     publish_event,
@@ -269,3 +270,129 @@ async def test_handler_failing_permanently_is_dead_lettered_at_once_with_the_rea
         await ch.close()
     finally:
         await broker.stop()
+
+
+async def _return(conn: aio_pika.abc.AbstractConnection, queue_name: str, times: int) -> None:
+    """Take the queue's message and give it back unacknowledged, ``times`` times, the way a
+    consumer that loses its link (or is paused or killed) while holding it does: each time
+    the quorum queue counts one more return in ``x-delivery-count``."""
+    for _ in range(times):
+        consumer_ch = await conn.channel()
+        q = await consumer_ch.declare_queue(queue_name, passive=True)
+        msg = await next_message(q, timeout=10)
+        assert msg is not None, "the message was not in its queue"
+        await consumer_ch.close()  # unacknowledged: returned to the queue
+
+
+async def _until_in(ch: aio_pika.abc.AbstractChannel, queue_name: str) -> None:
+    for _ in range(200):
+        # robust=False: a robust channel hands back its cached queue, with its old count.
+        q = await ch.declare_queue(queue_name, passive=True, robust=False)
+        if q.declaration_result.message_count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no message arrived in {queue_name}")
+
+
+async def _publish_to_own_queue(settings, own_queue, headers=None):
+    event = _event()
+    conn = await aio_pika.connect(settings.amqp_url)
+    async with conn, conn.channel() as ch:
+        ex = await ch.get_exchange(events_exchange(settings.namespace).name)
+        await ex.publish(aio_pika.Message(event.model_dump_json().encode(), headers=headers or {},
+                                          delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                         routing_key="test.submitted")
+    return event
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+async def test_a_message_returned_more_often_than_the_delivery_limit_is_not_dead_lettered(
+        settings, topology, own_queue, refresh):
+    """Returned unacknowledged again and again (link faults, pauses, kills while a consumer
+    holds it), a message that never failed is still handled, once, and never reaches the
+    DLQ: each consumer that receives it with returns counted hands it back as a fresh copy
+    (``shared.broker.refresh_returned``). Without the refresh (the control case), the same
+    returns make the quorum queue dead-letter it: the test's premise."""
+    ns = settings.namespace
+    s = settings.model_copy(update={"retry": settings.retry.model_copy(update={
+        "delays_s": (3.0,), "refresh_after_returns": 2})})
+    if not refresh:  # bypass the validator: what the product looked like before the refresh
+        object.__setattr__(s.retry, "refresh_after_returns", 10_000)
+    async with topology.channel() as ch:
+        await declare_retry_queues(ch, ns, own_queue, s.retry.delays_s)
+    handled: list[str] = []
+
+    async def handle(event):
+        handled.append(event.id)
+
+    event = await _publish_to_own_queue(settings, own_queue)
+    ch = await topology.channel()
+    broker = make_broker(s, CollectorRegistry(), "test")
+    subscribe(broker, s, own_queue, handle)
+    try:
+        # Three rounds of "returned twice, then a consumer of the product gets it" would take
+        # the message past the delivery limit (5) unless each consumer refreshes it.
+        for _ in range(3):
+            await _return(topology, own_queue.name(ns), 2)
+            if not refresh:
+                continue
+            await broker.start()
+            # The consumer hands it back as a fresh copy: it waits in the retry step, where
+            # no consumer is; once it is there the consumer stops, and the copy comes back.
+            await _until_in(ch, own_queue.retry_name(ns, 3.0))
+            await broker.stop()
+            await _until_in(ch, own_queue.name(ns))
+            broker = make_broker(s, CollectorRegistry(), "test")
+            subscribe(broker, s, own_queue, handle)
+        dlq = await ch.declare_queue(own_queue.dlq_name(ns), durable=True)
+        if not refresh:
+            msg = await next_message(dlq, timeout=10)
+            assert msg is not None and msg.headers["x-first-death-reason"] == "delivery_limit"
+            await msg.ack()
+            return
+        await broker.start()
+        for _ in range(100):
+            if handled:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert handled == [event.id]
+        assert await next_message(dlq, timeout=1) is None
+    finally:
+        await broker.stop()
+        await ch.queue_delete(own_queue.retry_name(ns, 3.0))
+        await ch.close()
+
+
+async def test_a_message_returned_past_max_returns_goes_to_the_dlq_with_the_reason(
+        settings, topology, own_queue):
+    """One that keeps coming back (it kills every consumer that takes it) is not refreshed
+    for ever: once its returns add up to ``retry.max_returns``, the DLQ, with that reason."""
+    ns = settings.namespace
+    s = settings.model_copy(update={"retry": settings.retry.model_copy(update={
+        "delays_s": (0.2,), "max_returns": 50})})
+    async with topology.channel() as ch:
+        await declare_retry_queues(ch, ns, own_queue, s.retry.delays_s)
+    handled: list[str] = []
+
+    async def handle(event):
+        handled.append(event.id)
+
+    event = await _publish_to_own_queue(settings, own_queue, {"x-sp4n-returns": 48})
+    ch = await topology.channel()
+    await _return(topology, own_queue.name(ns), 2)
+    broker = make_broker(s, CollectorRegistry(), "test")
+    subscribe(broker, s, own_queue, handle)
+    await broker.start()
+    try:
+        dlq = await ch.declare_queue(own_queue.dlq_name(ns), durable=True)
+        msg = await next_message(dlq, timeout=10)
+        assert msg is not None, "a message past max_returns was not dead-lettered"
+        await msg.ack()
+        assert json.loads(msg.body)["id"] == event.id
+        assert msg.headers["x-sp4n-error"].startswith("returned unacknowledged 50 times")
+        assert handled == []
+    finally:
+        await broker.stop()
+        await ch.queue_delete(own_queue.retry_name(ns, 0.2))
+        await ch.close()
