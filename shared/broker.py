@@ -116,7 +116,16 @@ async def declare_queue(channel: aio_pika.abc.AbstractChannel, ns: str, spec: Qu
     ex_dlx = await channel.declare_exchange(
         dead_letter_exchange(ns).name, aio_pika.ExchangeType.DIRECT, durable=True)
     rq = spec.queue(ns, delivery_limit, spec.routing_keys[0])
-    q = await channel.declare_queue(rq.name, durable=True, arguments=rq.arguments)
+    try:
+        q = await channel.declare_queue(rq.name, durable=True, arguments=rq.arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        # The queue exists with other arguments (declared by an older release, e.g. with
+        # another delivery limit): RabbitMQ cannot change them, and the queue holds messages.
+        # It is used as it is; the warning says what differs.
+        log.warning("queue %s exists with other arguments than this release declares (%s); "
+                    "using it as it is", rq.name, str(exc)[:300])
+        await channel.reopen()  # the refusal closed the channel
+        q = await channel.declare_queue(rq.name, passive=True)
     for key in spec.routing_keys:
         await q.bind(exchange, routing_key=key)
     dlq = await channel.declare_queue(spec.dlq_name(ns), durable=True)
@@ -189,11 +198,11 @@ def subscribe(
     queues must be declared (``declare_retry_queues``). Each subscriber has a channel of its
     own, so it can be paused alone (``shared.pause``)."""
     ns = settings.namespace
-    # Without auto-migration the queue, its bindings and exchanges exist already (declared
-    # by ``sp4n migrate``); the subscriber then only checks its queue passively, which
-    # needs no configure permission on anything.
-    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0],
-                       declare=settings.migrates_at_startup)
+    # The queue, its bindings and exchanges exist before the subscriber starts: declared by
+    # ``sp4n migrate``, or by the runtime (``declare_topology``) when it migrates at startup.
+    # The subscriber only checks its queue passively, which needs no configure permission,
+    # and accepts a queue an older release declared with other arguments (``declare_queue``).
+    queue = spec.queue(ns, settings.delivery_limit, spec.routing_keys[0], declare=False)
     subscriber = broker.subscriber(
         queue, spec.exchange(ns), ack_policy=AckPolicy.NACK_ON_ERROR,
         channel=Channel(prefetch_count=settings.prefetch_count), decoder=_raw_message,

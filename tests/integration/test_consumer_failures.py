@@ -108,9 +108,10 @@ async def test_transient_failures_are_retried_via_the_retry_queues_and_applied_o
     once, and nothing reaches the DLQ."""
     ns = fast.namespace
     spec = QueueSpec("test", f"r{uuid.uuid4().hex[:8]}", ("test.retried",))
-    failures = fast.delivery_limit + 2
+    limit = 5  # a small delivery limit (what older releases declared) makes the point
+    failures = limit + 2
     async with amqp.channel() as ch:
-        await declare_queue(ch, ns, spec, fast.delivery_limit)
+        await declare_queue(ch, ns, spec, limit)
         await declare_retry_queues(ch, ns, spec, FAST.delays_s)
     uow = PgUnitOfWork(lambda: pool, lambda tx: None)
     attempts: list[int] = []

@@ -305,9 +305,33 @@ async def _publish_to_own_queue(settings, own_queue, headers=None):
     return event
 
 
+OLD_DELIVERY_LIMIT = 5  # what queues declared by an older release have
+
+
+@pytest.fixture
+async def old_queue(settings, topology):
+    """A queue of this test alone as an older release declared it: delivery limit 5."""
+    spec = QueueSpec("test", f"o{uuid.uuid4().hex[:8]}", ("test.submitted",))
+    async with topology.channel() as ch:
+        await declare_queue(ch, settings.namespace, spec, OLD_DELIVERY_LIMIT)
+    yield spec
+    async with topology.channel() as ch:
+        for name in (spec.name(settings.namespace), spec.dlq_name(settings.namespace)):
+            await ch.queue_delete(name, if_unused=False, if_empty=False)
+
+
+async def test_a_queue_of_an_older_release_is_used_as_it_is(settings, topology, old_queue):
+    """Declaring the topology again with another delivery limit is no error: RabbitMQ cannot
+    change a queue's arguments, so the queue is kept as it is, with a warning."""
+    async with topology.channel() as ch:
+        await declare_queue(ch, settings.namespace, old_queue, settings.delivery_limit)
+        q = await ch.declare_queue(old_queue.name(settings.namespace), passive=True, robust=False)
+    assert q.declaration_result is not None
+
+
 @pytest.mark.parametrize("refresh", [True, False])
 async def test_a_message_returned_more_often_than_the_delivery_limit_is_not_dead_lettered(
-        settings, topology, own_queue, refresh):
+        settings, topology, old_queue, refresh):
     """Returned unacknowledged again and again (link faults, pauses, kills while a consumer
     holds it), a message that never failed is still handled, once, and never reaches the
     DLQ: each consumer that receives it with returns counted hands it back as a fresh copy
@@ -319,32 +343,32 @@ async def test_a_message_returned_more_often_than_the_delivery_limit_is_not_dead
     if not refresh:  # bypass the validator: what the product looked like before the refresh
         object.__setattr__(s.retry, "refresh_after_returns", 10_000)
     async with topology.channel() as ch:
-        await declare_retry_queues(ch, ns, own_queue, s.retry.delays_s)
+        await declare_retry_queues(ch, ns, old_queue, s.retry.delays_s)
     handled: list[str] = []
 
     async def handle(event):
         handled.append(event.id)
 
-    event = await _publish_to_own_queue(settings, own_queue)
+    event = await _publish_to_own_queue(settings, old_queue)
     ch = await topology.channel()
     broker = make_broker(s, CollectorRegistry(), "test")
-    subscribe(broker, s, own_queue, handle)
+    subscribe(broker, s, old_queue, handle)
     try:
         # Three rounds of "returned twice, then a consumer of the product gets it" would take
         # the message past the delivery limit (5) unless each consumer refreshes it.
         for _ in range(3):
-            await _return(topology, own_queue.name(ns), 2)
+            await _return(topology, old_queue.name(ns), 2)
             if not refresh:
                 continue
             await broker.start()
             # The consumer hands it back as a fresh copy: it waits in the retry step, where
             # no consumer is; once it is there the consumer stops, and the copy comes back.
-            await _until_in(ch, own_queue.retry_name(ns, 3.0))
+            await _until_in(ch, old_queue.retry_name(ns, 3.0))
             await broker.stop()
-            await _until_in(ch, own_queue.name(ns))
+            await _until_in(ch, old_queue.name(ns))
             broker = make_broker(s, CollectorRegistry(), "test")
-            subscribe(broker, s, own_queue, handle)
-        dlq = await ch.declare_queue(own_queue.dlq_name(ns), durable=True)
+            subscribe(broker, s, old_queue, handle)
+        dlq = await ch.declare_queue(old_queue.dlq_name(ns), durable=True)
         if not refresh:
             msg = await next_message(dlq, timeout=10)
             assert msg is not None and msg.headers["x-first-death-reason"] == "delivery_limit"
@@ -360,7 +384,7 @@ async def test_a_message_returned_more_often_than_the_delivery_limit_is_not_dead
         assert await next_message(dlq, timeout=1) is None
     finally:
         await broker.stop()
-        await ch.queue_delete(own_queue.retry_name(ns, 3.0))
+        await ch.queue_delete(old_queue.retry_name(ns, 3.0))
         await ch.close()
 
 
