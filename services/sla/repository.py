@@ -188,9 +188,22 @@ class PgSlaRepository:
             " AND deadline >= $1", since)
         return [r["complaint_id"] for r in rows]
 
-    # -- calendar (``calendars.CalendarStore``) ---------------------------------------------
+    async def complaints_with_clocks(self, *, open_only: bool, after: uuid.UUID | None,
+                                     limit: int) -> list[uuid.UUID]:
+        """One page of the complaints with a clock (a running one if ``open_only``), in id
+        order after ``after`` (verification walks them all)."""
+        rows = await self._conn.fetch(
+            "SELECT DISTINCT complaint_id FROM clocks WHERE (NOT $1 OR stopped_at IS NULL)"
+            " AND ($2::uuid IS NULL OR complaint_id > $2) ORDER BY complaint_id LIMIT $3",
+            open_only, after, limit)
+        return [r["complaint_id"] for r in rows]
+
+    # -- calendar (``calendars.CalendarVersionStore``) --------------------------------------
     async def read_calendar(self) -> CalendarSnapshot:
         return await read_calendar(self._conn)
+
+    async def read_calendar_version(self, revision: int) -> CalendarSnapshot | None:
+        return await read_calendar_version(self._conn, revision)
 
     # -- the scanner -------------------------------------------------------------------------
     async def claim_due_timers(self, limit: int) -> list[DueTimer]:
@@ -361,6 +374,18 @@ async def read_calendar(conn: asyncpg.Connection) -> CalendarSnapshot:
     return CalendarSnapshot(row["revision"],
                             {date.fromisoformat(k): v for k, v in row["overrides"].items()},
                             frozenset(row["confirmed"]))
+
+
+async def read_calendar_version(conn: asyncpg.Connection, revision: int) -> CalendarSnapshot | None:
+    """The override table and confirmed years as they were at ``revision`` (migration 0011)."""
+    row = await conn.fetchrow(
+        "SELECT overrides, confirmed_years FROM calendar_versions"
+        " WHERE revision = $1", revision)
+    if row is None:
+        return None
+    return CalendarSnapshot(revision, {date.fromisoformat(k): v
+                                       for k, v in row["overrides"].items()},
+                            frozenset(row["confirmed_years"]))
 
 
 async def load_policies(conn: asyncpg.Connection) -> dict[str, Policy]:
