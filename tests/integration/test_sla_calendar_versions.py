@@ -10,7 +10,6 @@ import shutil
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -20,19 +19,15 @@ from services.sla.app import MIGRATIONS
 from services.sla.calendar import calendar_version
 from services.sla.calendars import CalendarSource
 from services.sla.domain import derive
-from services.sla.repository import PgSlaRepository
 from services.sla.verification import verify_deadlines
 from shared.db import create_pool, migrate
-from shared.uow import PgUnitOfWork
 from tests.integration.test_cli_admin import run_cli
-from tests.integration.test_sla_usecases import submitted_event
+from tests.integration.test_sla_usecases import T0, WIB, submitted_event, uow_of
+from tests.integration.test_sla_usecases import VERIFICATION_DEADLINE as DEADLINE_OPEN
 
 pytestmark = pytest.mark.integration
 SCHEMA = "sla_calver_test"
-WIB = ZoneInfo("Asia/Pontianak")
-T0 = datetime(2026, 3, 17, 9, 0, tzinfo=WIB)  # verification: Fri 27 March (3 HK)
 CLOSED = date(2026, 3, 25)  # closing it moves the verification deadline to Mon 30 March
-DEADLINE_OPEN = datetime(2026, 3, 27, 23, 59, 59, 999999, tzinfo=WIB)
 DEADLINE_CLOSED = datetime(2026, 3, 30, 23, 59, 59, 999999, tzinfo=WIB)
 
 
@@ -42,10 +37,6 @@ async def pool(settings):
     pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=4)
     yield pool
     await pool.close()
-
-
-def uow_of(pool):
-    return PgUnitOfWork(lambda: pool, PgSlaRepository)
 
 
 async def change(pool, calendars, day, working, *, keep=True):

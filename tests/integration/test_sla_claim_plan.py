@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import uuid
 
-import asyncpg
 import pytest
 
 from services.sla.app import MIGRATIONS
 from services.sla.repository import CLAIM_DUE, PgSlaRepository
 from shared.db import create_pool, migrate
 from shared.uow import PgUnitOfWork
+from tests.integration.test_sla_calendar_versions import drop_schema
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +45,7 @@ async def pool(settings):
     pool = await create_pool(settings.database_url, schema=schema, min_size=1, max_size=2)
     yield pool
     await pool.close()
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_schema(settings, schema)
 
 
 async def test_the_claim_reads_due_timers_in_index_order_even_when_statistics_miss_them(pool):
