@@ -219,11 +219,13 @@ class PgSlaRepository:
     async def complaints_with_clocks(self, *, open_only: bool, after: uuid.UUID | None,
                                      limit: int) -> list[uuid.UUID]:
         """One page of the complaints with a clock (a running one if ``open_only``), in id
-        order after ``after`` (verification walks them all)."""
+        order after ``after`` (verification walks them all). A plain ``complaint_id > $2``
+        (the nil UUID, never a complaint's, for the first page) keeps each page an ordered
+        range scan of the clocks' unique index, however many pages there are."""
         rows = await self._conn.fetch(
             "SELECT DISTINCT complaint_id FROM clocks WHERE (NOT $1 OR stopped_at IS NULL)"
-            " AND ($2::uuid IS NULL OR complaint_id > $2) ORDER BY complaint_id LIMIT $3",
-            open_only, after, limit)
+            " AND complaint_id > $2 ORDER BY complaint_id LIMIT $3",
+            open_only, after or uuid.UUID(int=0), limit)
         return [r["complaint_id"] for r in rows]
 
     # -- calendar (``calendars.CalendarVersionStore``) --------------------------------------
