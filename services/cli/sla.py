@@ -6,6 +6,7 @@ its coverage, the deadline policies and the escalation ladders (``services.sla.r
 from __future__ import annotations
 
 import getpass
+import uuid
 from datetime import UTC, date, datetime
 
 import asyncpg
@@ -17,6 +18,7 @@ from services.sla.app import office_hours
 from services.sla.calendar import library_coverage_year, library_holiday_names
 from services.sla.calendars import CalendarSource
 from services.sla.repository import PgSlaRepository
+from services.sla.verification import verify_deadlines
 from shared.connect import service_connection, service_pool
 from shared.settings import Settings
 from shared.uow import PgUnitOfWork
@@ -162,6 +164,43 @@ def calendar_history(settings: Settings, limit: int) -> int:
                 click.echo(f"  ovr-{c.revision:<4} {c.changed_at:%d-%m-%Y %H:%M}  {what}  "
                            f"oleh {c.changed_by}: {c.reason}{keep}")
         return 0
+
+    return run_async(go())
+
+
+@calendar.command("verify", short_help="Recompute stored deadlines under their own version.")
+@click.option("--complaint", "complaint_ids", multiple=True, type=click.UUID,
+              help="only this complaint (repeatable); default: every complaint with a running clock")
+@click.option("--all", "all_clocks", is_flag=True, help="stopped clocks too")
+@pass_settings
+def calendar_verify(settings: Settings, complaint_ids: tuple[uuid.UUID, ...],
+                    all_clocks: bool) -> int:
+    """Derive every clock again from its complaint's facts under the calendar version it names
+    (an older version is rebuilt from its stored content) and list each whose stored deadline
+    differs. Changes nothing. Exit status 1 if any differs."""
+
+    async def go() -> int:
+        async with service_pool(settings, "sla", migrations=migrations_of("sla")) as pool:
+            out = await verify_deadlines(
+                uow=PgUnitOfWork(lambda: pool, PgSlaRepository),
+                calendars=CalendarSource(settings.tz), now=datetime.now(UTC),
+                complaint_ids=list(complaint_ids) or None, open_only=not all_clocks,
+                completion_met_by=settings.sla.completion_met_by,
+                office_hours=office_hours(settings))
+        tz = settings.tz
+        for m in out.mismatches:
+            stored = m.stored.astimezone(tz).isoformat(" ") if m.stored else "tidak tersimpan"
+            recomputed = (m.recomputed.astimezone(tz).isoformat(" ") if m.recomputed
+                          else "tidak ada")
+            click.echo(f"  BEDA {m.complaint_id} {m.clock} hop {m.hop} #{m.instance}"
+                       f" ({m.calendar_version or '-'}): tersimpan {stored},"
+                       f" dihitung ulang {recomputed}")
+        for version, n in sorted(out.not_rebuildable.items()):
+            click.echo(f"  {n} tenggat di versi {version} tidak dapat dihitung ulang (rilis"
+                       " paket holidays lain, atau versi dibuat sebelum isinya disimpan)")
+        click.echo(f"diperiksa: {out.complaints} pengaduan, {out.compared} tenggat dihitung ulang"
+                   f" di versi kalendernya; {len(out.mismatches)} berbeda")
+        return 1 if out.mismatches else 0
 
     return run_async(go())
 

@@ -58,6 +58,17 @@ def calendar_version(override_revision: int) -> str:
     return f"holidays-{HOLIDAYS_VERSION}+ovr-{override_revision}"
 
 
+def rebuildable_revision(version: str) -> int | None:
+    """The override revision of ``version`` if this process can build that calendar again: its
+    holidays release is the installed one (the package's data is code, not stored), and it is
+    a version ``calendar_version`` made. None otherwise (another release, a foreign string)."""
+    prefix = f"holidays-{HOLIDAYS_VERSION}+ovr-"
+    rest = version.removeprefix(prefix)
+    if rest == version or not rest.isdigit():
+        return None
+    return int(rest)
+
+
 class WorkingCalendar:
     """Working days of one regency; built from its time zone and its override table."""
 

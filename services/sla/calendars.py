@@ -16,7 +16,7 @@ from datetime import date
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from services.sla.calendar import WorkingCalendar
+from services.sla.calendar import WorkingCalendar, rebuildable_revision
 from services.sla.clocks import Ladder, LadderStep
 from services.sla.policy import Policy
 
@@ -48,6 +48,12 @@ class CalendarStore(Protocol):
     async def read_calendar(self) -> CalendarSnapshot: ...
 
 
+class CalendarVersionStore(CalendarStore, Protocol):
+    async def read_calendar_version(self, revision: int) -> CalendarSnapshot | None:
+        """The overrides and confirmed years of ``revision``; None if it was never recorded."""
+        ...
+
+
 class CalendarSource:
     def __init__(self, tz: ZoneInfo | str) -> None:
         self._tz = tz
@@ -56,6 +62,8 @@ class CalendarSource:
         self._policies: dict[str, Policy] = {}
         self._ladder_rows: tuple[LadderRow, ...] | None = None
         self._ladders: tuple[Ladder, ...] = ()
+        # Versions are immutable: a calendar built (or found missing) once stays so.
+        self._versions: dict[str, WorkingCalendar | None] = {}
 
     async def current(self, store: CalendarStore) -> WorkingCalendar:
         snapshot = await store.read_calendar()
@@ -72,6 +80,21 @@ class CalendarSource:
         if cached is not None and cached.override_revision == revision:
             return cached
         return await self.current(store)
+
+    async def at_version(self, store: CalendarVersionStore,
+                         version: str) -> WorkingCalendar | None:
+        """The calendar a clock's ``calendar_version`` names, as it was then; None when it
+        cannot be rebuilt (another holidays release, or a revision with no stored content)."""
+        cached = self._cached
+        if cached is not None and cached.version == version:
+            return cached
+        if version not in self._versions:
+            revision = rebuildable_revision(version)
+            snapshot = None if revision is None else await store.read_calendar_version(revision)
+            self._versions[version] = None if snapshot is None else WorkingCalendar(
+                self._tz, snapshot.overrides, override_revision=snapshot.revision,
+                confirmed_years=snapshot.confirmed_years)
+        return self._versions[version]
 
     def policies(self, rows: tuple[PolicyRow, ...]) -> dict[str, Policy]:
         """The policies of ``rows``, rebuilt only when a row changed."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -1132,24 +1133,43 @@ def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar
 _NOTHING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def drift(state: ComplaintClocks, derived: ComplaintClocks,
-          calendar: WorkingCalendar) -> list[str]:
-    """The clocks (kinds) whose stored deadline columns differ from ``derived`` (``derive``
-    over the same facts), or that one of them lacks: the cache no longer equals the function.
-    Only clocks computed under ``calendar``'s version are compared (an older version's value is
-    kept, not recomputed: the override table holds the current version only); whether a clock
-    has stopped yet is not compared (a reply window or DITUNDA that ran out by ``now`` is
-    stopped by the scanner, later)."""
+def drift(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCalendar, *,
+          older: Mapping[str, ComplaintClocks] | None = None) -> list[str]:
+    """The clocks (kinds) whose stored deadline columns differ from ``derive`` over the same
+    facts, or that one of them lacks: the cache no longer equals the function (``drifted``).
+    ``derived`` is under ``calendar`` (the current version); ``older`` holds the derivations
+    under the older versions some clocks name, if the caller rebuilt those calendars (a clock
+    under a version in neither is not compared)."""
+    pairs = drifted(state, {**(older or {}), calendar.version: derived}, calendar.version)
+    return [next(c for c in pair if c is not None).clock for pair in pairs]
+
+
+def drifted(state: ComplaintClocks, derivations: Mapping[str, ComplaintClocks],
+            current: str) -> list[tuple[ClockRow | None, ClockRow | None]]:
+    """(stored, derived) for each clock whose stored deadline columns differ from ``derive``'s,
+    or that one side lacks. Each stored clock is compared with the derivation under the
+    calendar version it names (``derivations[its calendar_version]``: the same facts derived
+    under that calendar), so a deadline kept under an older version is checked too; a clock
+    whose version has no derivation (its calendar could not be rebuilt) is not compared. A
+    clock the facts call for and nothing stored is looked for in the ``current`` derivation.
+    Whether a clock has stopped yet is not compared (a reply window or DITUNDA that ran out by
+    ``now`` is stopped by the scanner, later)."""
     def columns(c: ClockRow) -> tuple[object, ...]:
         return (c.opd_code, c.started_at, c.deadline, c.warn_at, c.initial_deadline,
                 c.initial_warn_at, c.working_days, c.policy_key, c.policy_version,
                 c.paused_working_days)
 
-    want = {(c.clock, c.hop, c.instance): c for c in derived.all_clocks()}
-    have = {(c.clock, c.hop, c.instance): c for c in state.all_clocks()}
-    out: list[str] = [c.clock for k, c in have.items() if c.calendar_version == calendar.version
-                      and (k not in want or columns(want[k]) != columns(c))]
-    return out + [c.clock for k, c in want.items() if k not in have]
+    def key(c: ClockRow) -> tuple[str, int, int]:
+        return c.clock, c.hop, c.instance
+
+    wants = {v: {key(c): c for c in d.all_clocks()} for v, d in derivations.items()}
+    have = {key(c): c for c in state.all_clocks()}
+    out: list[tuple[ClockRow | None, ClockRow | None]] = []
+    for k, c in have.items():
+        want = wants.get(c.calendar_version)
+        if want is not None and (k not in want or columns(want[k]) != columns(c)):
+            out.append((c, want.get(k)))
+    return out + [(None, c) for k, c in wants.get(current, {}).items() if k not in have]
 
 
 # -- the scanner -------------------------------------------------------------------------------

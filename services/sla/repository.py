@@ -85,6 +85,34 @@ _READ_CALENDAR = (
     " GROUP BY r.revision")
 
 
+# The scanner's claim, in two steps so that its cost does not depend on the backlog:
+# ``due`` reads the first ``$1`` due timers in fire order straight off ``timers_pending_fire``
+# (the partial index of pending timers on ``fire_at``: an ordered index scan that stops after
+# ``$1`` unlocked rows), then ``c`` locks only their clocks, by primary key. The bound is
+# ``(SELECT now())``, an init-plan parameter: the planner cannot estimate how many timers are
+# due from it, so it keeps the ordered scan (with ``now()`` itself it estimated the backlog
+# from statistics, and under-estimating it chose a bitmap scan + sort of every due timer).
+# The clocks likewise come by ``id = ANY (ARRAY(…))``, an index lookup per id (``IN (SELECT
+# …)`` let the planner hash-join a sequential scan of every clock).
+# A due timer whose clock is locked elsewhere is left pending (its lock ends with the
+# transaction) for the next scan.
+CLAIM_DUE = """
+WITH due AS MATERIALIZED (
+    SELECT id, clock_id, kind, due_at, point, fire_at FROM timers
+    WHERE fired_at IS NULL AND cancelled_at IS NULL AND fire_at <= (SELECT now())
+    ORDER BY fire_at LIMIT $1 FOR UPDATE SKIP LOCKED
+), c AS MATERIALIZED (
+    SELECT id, complaint_id, clock, hop, instance, opd_code, deadline, calendar_version,
+           policy_version, started_at FROM clocks
+    WHERE id = ANY (ARRAY(SELECT clock_id FROM due)) FOR UPDATE SKIP LOCKED
+)
+SELECT due.id, due.kind, due.due_at, due.point, c.complaint_id, c.clock, c.hop, c.instance,
+       c.opd_code, c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id,
+       c.started_at, now() AS now
+FROM due JOIN c ON c.id = due.clock_id ORDER BY due.fire_at, due.id
+"""
+
+
 class PgSlaRepository:
     """The sla repository on one unit of work (``PgUnitOfWork(pool, PgSlaRepository)``)."""
 
@@ -188,29 +216,39 @@ class PgSlaRepository:
             " AND deadline >= $1", since)
         return [r["complaint_id"] for r in rows]
 
-    # -- calendar (``calendars.CalendarStore``) ---------------------------------------------
+    async def complaints_with_clocks(self, *, open_only: bool, after: uuid.UUID | None,
+                                     limit: int) -> list[uuid.UUID]:
+        """One page of the complaints with a clock (a running one if ``open_only``), in id
+        order after ``after`` (verification walks them all). A plain ``complaint_id > $2``
+        (the nil UUID, never a complaint's, for the first page) keeps each page an ordered
+        range scan of the clocks' unique index, however many pages there are."""
+        rows = await self._conn.fetch(
+            "SELECT DISTINCT complaint_id FROM clocks WHERE (NOT $1 OR stopped_at IS NULL)"
+            " AND complaint_id > $2 ORDER BY complaint_id LIMIT $3",
+            open_only, after or uuid.UUID(int=0), limit)
+        return [r["complaint_id"] for r in rows]
+
+    # -- calendar (``calendars.CalendarVersionStore``) --------------------------------------
     async def read_calendar(self) -> CalendarSnapshot:
         return await read_calendar(self._conn)
 
+    async def read_calendar_version(self, revision: int) -> CalendarSnapshot | None:
+        return await read_calendar_version(self._conn, revision)
+
     # -- the scanner -------------------------------------------------------------------------
     async def claim_due_timers(self, limit: int) -> list[DueTimer]:
-        """Claim up to ``limit`` due timers and mark them fired, in the unit of work.
+        """Claim up to ``limit`` due timers and mark them fired, in the unit of work
+        (``CLAIM_DUE``: the due timers first, then their clocks).
 
-        ``FOR UPDATE OF t, c SKIP LOCKED``: concurrent scanners claim disjoint rows, and a row
-        being fired or a clock being changed elsewhere is skipped rather than waited for (the
-        next scan takes it), so a handler (clock row, then its timers) never deadlocks with a
+        ``SKIP LOCKED`` on both: concurrent scanners claim disjoint rows, and a timer being
+        fired or a clock being changed elsewhere is skipped rather than waited for (the next
+        scan takes it), so a handler (clock row, then its timers) never deadlocks with a
         scanner, and the scanner may stop an elapsed reply-window clock.
         A warning whose deadline has already passed is cancelled, not fired: after the
         breach, a warning is noise.
         """
         conn = self._conn
-        rows = await conn.fetch(
-            "SELECT t.id, t.kind, t.due_at, t.point, c.complaint_id, c.clock, c.hop, c.instance,"
-            "  c.opd_code, c.deadline, c.calendar_version, c.policy_version, c.id AS clock_id,"
-            "  c.started_at, now() AS now"
-            " FROM timers t JOIN clocks c ON c.id = t.clock_id"
-            " WHERE t.fired_at IS NULL AND t.cancelled_at IS NULL AND t.fire_at <= now()"
-            " ORDER BY t.fire_at LIMIT $1 FOR UPDATE OF t, c SKIP LOCKED", limit)
+        rows = await conn.fetch(CLAIM_DUE, limit)
         if not rows:
             return []
         stale = [r["id"] for r in rows if r["kind"] == "warning" and r["deadline"] <= r["now"]]
@@ -361,6 +399,18 @@ async def read_calendar(conn: asyncpg.Connection) -> CalendarSnapshot:
     return CalendarSnapshot(row["revision"],
                             {date.fromisoformat(k): v for k, v in row["overrides"].items()},
                             frozenset(row["confirmed"]))
+
+
+async def read_calendar_version(conn: asyncpg.Connection, revision: int) -> CalendarSnapshot | None:
+    """The override table and confirmed years as they were at ``revision`` (migration 0011)."""
+    row = await conn.fetchrow(
+        "SELECT overrides, confirmed_years FROM calendar_versions"
+        " WHERE revision = $1", revision)
+    if row is None:
+        return None
+    return CalendarSnapshot(revision, {date.fromisoformat(k): v
+                                       for k, v in row["overrides"].items()},
+                            frozenset(row["confirmed_years"]))
 
 
 async def load_policies(conn: asyncpg.Connection) -> dict[str, Policy]:
