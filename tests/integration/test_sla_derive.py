@@ -10,12 +10,14 @@ import os
 import shutil
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from services.sla import domain, usecases
 from services.sla.app import MIGRATIONS
@@ -79,13 +81,96 @@ def test_the_stored_rows_equal_derive_from_the_stored_facts(settings, order):
             async with pool.acquire() as conn:
                 clocks, timers, facts = await _stored(conn, cid)
             async with uow() as tx:  # the calendar, policies and ladders the messages read
-                _, stamp = await tx.repo.load(cid, None, "", with_pauses=False)
+                _, stamp = await tx.repo.load(cid, None, "")
                 calendar, policies = await calendars.resolve(tx.repo, stamp)
             derived_clocks, derived_timers = derived_rows(  # the stored facts, as read back
                 facts, calendar, policies, calendars.ladders(stamp.ladder_rows))
             assert {k: replace(v, complaint_id=CID) for k, v in clocks.items()} \
                 == derived_clocks
             assert timers == derived_timers
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+
+
+async def _stored_all(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, ...]:
+    """Every stored row of the complaint as derive's rows are compared: its clocks, the live
+    (not cancelled) timers of all of them, its pauses; with its facts and firing log."""
+    await conn.execute(f'SET search_path TO "{SCHEMA}", public')
+    clocks = {r["id"]: ClockRow(*r) for r in await conn.fetch(
+        "SELECT id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
+        " working_days, warn_at, calendar_version, policy_version, instance, initial_deadline,"
+        " initial_warn_at, paused_working_days, paused_at, policy_key, stop_reason,"
+        " final_response_at, closed_at, category FROM clocks WHERE complaint_id = $1", cid)}
+    timers = [Timer(r["id"], r["clock_id"], r["kind"], r["due_at"], r["fired_at"],
+                    r["cancelled_at"], point=r["point"], fire_at=r["fire_at"])
+              for r in await conn.fetch(
+                  "SELECT * FROM timers WHERE clock_id = ANY($1::bigint[])", list(clocks))]
+    pauses = [domain.PauseRow(*r) for r in await conn.fetch(
+        "SELECT clock_id, deferred_at, resumed_at, working_days, deadline_before,"
+        " deadline_after, calendar_version FROM clock_pauses WHERE clock_id = ANY($1::bigint[])",
+        list(clocks))]
+    facts = [Fact(*r) for r in await conn.fetch(
+        "SELECT kind, at, hop, deferred_at, detail, recorded_at FROM facts"
+        " WHERE complaint_id = $1 ORDER BY at", cid)]
+    log = [domain.Firing(*r) for r in await conn.fetch(
+        "SELECT clock, hop, instance, kind, point, due_at, fired_at, fire_at FROM firings"
+        " WHERE complaint_id = $1", cid)]
+    return rows_of(list(clocks.values()), timers, pauses), facts, log
+
+
+def rows_of(clocks: list[ClockRow], timers: list[Timer],
+            pauses: list[domain.PauseRow]) -> tuple[Any, ...]:
+    by_id = {c.id: c for c in clocks}
+
+    def key(clock_id: int) -> tuple[object, ...]:
+        c = by_id[clock_id]
+        return (c.clock, c.hop, c.instance)
+
+    return ({k: replace(c, complaint_id=CID) for k, c in clock_rows(clocks).items()},
+            {(key(t.clock_id), t.kind, t.point, t.due_at, t.fire_at or t.due_at, t.fired_at)
+             for t in timers if t.cancelled_at is None},
+            {(key(p.clock_id), p.deferred_at, p.resumed_at, p.working_days, p.deadline_before,
+              p.deadline_after) for p in pauses})
+
+
+@examples(max_examples=int(os.environ.get("SP4N_PG_PROPERTY_EXAMPLES", "15")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=deliveries(), late=st.integers(0, 40), scan=st.booleans())
+def test_every_stored_row_equals_derive_from_scratch_over_facts_and_log(settings, order, late,
+                                                                        scan):
+    """The rows written are derive's by construction (``domain.diff``): after any delivery
+    order with duplicates, processed ``late`` days on (clocks created past their deadline and
+    late stops fire at once) and then, maybe, scanned until nothing is due (the database's
+    time is long after every deadline), every clock, every live timer of every clock (fired
+    ones too) and every pause row read back from PostgreSQL equals ``derive`` from scratch over
+    the facts and the firing log read back."""
+    async def go() -> None:
+        await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+        pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+        try:
+            cid, seen = uuid.uuid4(), {}
+            uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
+                "Asia/Pontianak")
+            now = T0 + timedelta(days=late)
+            for event in order:
+                copy = seen.setdefault(event.id, _as(cid, event))
+                await usecases.on_complaint_event(copy, uow=uow, calendars=calendars, now=now)
+            if scan:
+                while (await usecases.fire_due_timers(100, uow=uow)).events:
+                    pass
+            async with pool.acquire() as conn:
+                stored, facts, log = await _stored_all(conn, cid)
+                if scan:
+                    now = await conn.fetchval("SELECT now()")
+            async with uow() as tx:
+                _, stamp = await tx.repo.load(cid, None, "")
+                calendar, policies = await calendars.resolve(tx.repo, stamp)
+            derived = domain.derive(cid, facts, calendar, policies, now,
+                                    ladders=calendars.ladders(stamp.ladder_rows), firings=log)
+            assert stored == rows_of(derived.all_clocks(), derived.changes().timer_inserts,
+                                     derived.changes().new_pauses)
         finally:
             await pool.close()
 
@@ -178,7 +263,7 @@ async def test_each_firing_is_logged_with_its_event_and_derive_reads_the_log(set
             clocks, timers, facts = await _stored(conn, cid)
         assert len(log) == fired_timers == len(mine)
         async with uow() as tx:
-            state, stamp = await tx.repo.load(cid, None, "", with_pauses=False)
+            state, stamp = await tx.repo.load(cid, None, "")
             calendar, policies = await calendars.resolve(tx.repo, stamp)
         assert sorted(state.firings, key=lambda f: f.key) == sorted(log, key=lambda f: f.key)
         derived = domain.derive(cid, facts, calendar, policies, T0 + (day(40) - T0),

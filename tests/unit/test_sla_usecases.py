@@ -18,7 +18,15 @@ from services.sla import usecases
 from services.sla.calendar import WorkingCalendar
 from services.sla.calendars import CalendarSnapshot, CalendarSource, CalendarStamp
 from services.sla.clocks import Fact, StopReason
-from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, Firing, PauseRow, Timer
+from services.sla.domain import (
+    ClockChanges,
+    ClockRow,
+    ComplaintClocks,
+    DueTimer,
+    Firing,
+    PauseRow,
+    Timer,
+)
 from services.sla.policy import default_policies
 from shared.events import (
     CloudEvent,
@@ -61,14 +69,13 @@ class FakeSlaRepository:
         assert self.tx is not None
         return await self.tx.claim()  # the inbox half of the merged statement
 
-    async def load(self, complaint_id: uuid.UUID, fact: Fact | None, event_id: str, *,
-                   with_pauses: bool) -> tuple[ComplaintClocks, CalendarStamp]:
+    async def load(self, complaint_id: uuid.UUID, fact: Fact | None,
+                   event_id: str) -> tuple[ComplaintClocks, CalendarStamp]:
         mine = [c for c in self.clocks.values() if c.complaint_id == complaint_id]
-        running = {c.id for c in mine if c.stopped_at is None}
+        ids = {c.id for c in mine}
         timers = [replace(t, changed=False) for t in self.timers.values()
-                  if t.clock_id in running and t.cancelled_at is None]
-        pauses = {(p.clock_id, p.deferred_at) for p in self.pauses
-                  if with_pauses and p.clock_id in {c.id for c in mine}}
+                  if t.clock_id in ids and t.cancelled_at is None]
+        pauses = [p for p in self.pauses if p.clock_id in ids]
         facts = self.facts.setdefault(complaint_id, [])
         state = ComplaintClocks(complaint_id, sorted(mine, key=lambda c: c.id), timers,
                                 sorted(facts, key=lambda f: f.at), pauses,
@@ -79,8 +86,8 @@ class FakeSlaRepository:
             state.record_fact(fact)
         return state, CalendarStamp(self.calendar.revision, self.policy_rows, self.ladder_rows)
 
-    async def save(self, state: ComplaintClocks) -> None:
-        c = state.changes()
+    async def save(self, state: ComplaintClocks, changes: ClockChanges | None = None) -> None:
+        c = state.changes() if changes is None else changes
         if not c:
             return
         self.saves += 1
@@ -101,7 +108,10 @@ class FakeSlaRepository:
             self.timers[timer_id] = replace(t, id=timer_id, clock_id=ids.get(t.clock_id, t.clock_id),
                                             changed=False)
             self.log_firing(self.timers[timer_id])
-        self.pauses += [replace(p, clock_id=ids.get(p.clock_id, p.clock_id)) for p in c.new_pauses]
+        written = [replace(p, clock_id=ids.get(p.clock_id, p.clock_id)) for p in c.new_pauses]
+        gone_pauses = set(c.deleted_pauses) | {(p.clock_id, p.deferred_at) for p in written}
+        self.pauses = [p for p in self.pauses
+                       if (p.clock_id, p.deferred_at) not in gone_pauses] + written
         gone = set(c.deleted_clocks)
         for clock_id in gone:
             del self.clocks[clock_id]
@@ -325,7 +335,7 @@ async def test_a_failing_save_commits_nothing_and_the_redelivery_is_processed() 
     event = submitted(cid)
     save = sla.repo.save
 
-    async def failing(state: ComplaintClocks) -> None:
+    async def failing(state: ComplaintClocks, changes: ClockChanges | None = None) -> None:
         raise RuntimeError("connection lost")
 
     sla.repo.save = failing  # type: ignore[method-assign]
