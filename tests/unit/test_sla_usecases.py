@@ -374,3 +374,29 @@ async def test_scanner_fires_due_timers_once_and_skips_a_warning_past_its_deadli
     again = await usecases.fire_due_timers(100, uow=sla.uow)
     assert again.events == [] and again.alerts == []
     assert await usecases.open_clock_counts(uow=sla.uow) == {"verification": 1, "completion": 1}
+
+
+async def test_a_message_after_a_kept_calendar_change_keeps_the_deadlines_it_would_move() -> None:
+    """The stored rows are derive's, except a clock computed under an older calendar version
+    whose deadline the current calendar would move (an operator's change with
+    keep_deadlines: derive knows the current overrides only): it keeps its deadline, version
+    and timers. A clock the change does not move, and a clock started now, are derive's."""
+    sla, cid = Sla(), uuid.uuid4()
+    await sla(submitted(cid), T0)
+    before = sla.repo.clocks_of(cid)
+    timers = {(c, t.kind): (t.due_at, t.pending) for c, _, t in sla.repo.timers_of(cid)}
+    closed = CALENDAR.nth_working_day_after(T0.date(), 3)
+    sla.repo.calendar = CalendarSnapshot(1, {closed: False})
+    routed_at = T0 + timedelta(hours=3)
+    out = await sla(routed(cid, routed_at), routed_at)
+    assert out.drift == []
+    after = sla.repo.clocks_of(cid)
+    for key in (("verification", 0), ("completion", 0)):  # the closure would move both
+        assert (after[key].deadline, after[key].calendar_version) == (
+            before[key].deadline, before[key].calendar_version)
+    assert after[("verification", 0)].stopped_at == routed_at  # met, as the routing says
+    assert {(c, t.kind): (t.due_at, t.pending) for c, _, t in sla.repo.timers_of(cid)
+            if c == "completion"} == {k: v for k, v in timers.items() if k[0] == "completion"}
+    opd = after[("opd_response", 1)]
+    assert opd.calendar_version.endswith("+ovr-1")
+    assert opd.deadline == WorkingCalendar(WIB, {closed: False}).deadline(routed_at, 5)
