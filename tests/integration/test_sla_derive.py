@@ -153,10 +153,13 @@ def test_every_stored_row_equals_derive_from_scratch_over_facts_and_log(settings
     async def go() -> None:
         now = T0 + timedelta(days=late)
         async with _delivered(settings, order, now) as (pool, cid, uow, calendars, _):
-            if scan:
-                while (await usecases.fire_due_timers(100, uow=uow)).events:
-                    pass
             async with pool.acquire() as conn:
+                await conn.execute(f'SET search_path TO "{SCHEMA}", public')
+                while scan and await conn.fetchval(
+                        "SELECT count(*) FROM timers t JOIN clocks c ON c.id = t.clock_id"
+                        " WHERE c.complaint_id = $1 AND t.fired_at IS NULL"
+                        " AND t.cancelled_at IS NULL AND t.fire_at <= now()", cid):
+                    await usecases.fire_due_timers(100, uow=uow)
                 clocks, timers, pauses, facts, log = await _read(conn, cid)
                 if scan:
                     now = await conn.fetchval("SELECT now()")
