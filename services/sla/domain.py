@@ -334,11 +334,12 @@ class ComplaintClocks:
         """The timers this message fired at once (``apply``: a late stop's breach, a clock
         created past its deadline, a reply window a late close made elapse), as the firing log
         will have them once it commits: what ``derive`` must be given besides the loaded log
-        for its rows to carry them (and their events)."""
+        for its rows to carry them (and their events). Also one a change this message applied
+        next has superseded already (cancelled: it fired all the same)."""
         was_pending = {t.id for t in self._loaded_timers if t.fired_at is None}
         out = []
         for t in self._timers:
-            if t.fired_at is None or t.due_at is None or t.cancelled_at is not None \
+            if t.fired_at is None or t.due_at is None \
                     or (t.id is not None and t.id not in was_pending):
                 continue
             c = self._clocks[t.clock_id]
@@ -794,6 +795,11 @@ class ComplaintClocks:
                 t.due_at is not None and t.due_at < past for t in self._timers
                 if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None):
             fired = fired - {"breach"}
+            # The fired breach gives way to the new deadline's (one live timer per clock, kind
+            # and point, as the index has it; the firing stays in the log, as in ``derive``).
+            for t in self._timers:
+                if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None:
+                    t.cancelled_at, t.changed = now, True
         policy = self._policies.get(self._clocks[clock_id].policy_key)
         fired_now = []
         for plan in clocks.resumed_timers(moved, now, fired):

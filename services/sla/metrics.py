@@ -53,8 +53,9 @@ class SlaMetrics:
             buckets=LAG_BUCKETS, registry=registry)
 
     def record(self, outcome: Outcome) -> None:
-        """Count the alerts (and drifted clocks) of a committed ``usecases.Outcome``."""
-        for clock in outcome.drift:
+        """Count the alerts (and drifted or superseded clocks) of a committed
+        ``usecases.Outcome``."""
+        for clock in outcome.drift + outcome.superseded:
             self.derive_drift.labels(clock).inc()
         for alert in outcome.alerts:
             if alert.kind == "breach":

@@ -80,9 +80,11 @@ class Outcome:
     events: list[CloudEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     duplicate: bool = False
-    # Clocks whose events (``apply``'s decisions) disagree with the rows written (derive's):
-    # ``domain.drift`` and ``domain.unlogged``.
+    # Clocks ``apply`` decided the events of from a view unlike the rows written (derive's),
+    # ``domain.drift``; and clocks of firings it made that those rows supersede (an alert for
+    # a deadline the facts had moved on already: a decision-order artifact), ``domain.unlogged``.
     drift: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
 
 
 # -- inbound events ------------------------------------------------------------------------
@@ -122,13 +124,14 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
         # The rows written are derive's by construction; what can still differ is what
         # ``apply`` decided (the events, and the firings derive's rows log) from derive's rows:
         # a sanity check on the events, counted by the metric.
-        drifted = drift(state, derived, calendar) + [f.clock for f in unlogged(fired, derived)]
-        if drifted:
+        drifted = drift(state, derived, calendar)
+        superseded = [f.clock for f in unlogged(fired, derived)]
+        if drifted or superseded:
             log.warning("events of %s disagree with the derived clocks: %s", complaint_id,
-                        ", ".join(sorted(set(drifted))))
+                        ", ".join(sorted(set(drifted + superseded))))
         tx.stage(*state.events)
         await tx.repo.save(state, diff(state, derived, calendar, now))
-    return Outcome(state.events, state.alerts, drift=drifted)
+    return Outcome(state.events, state.alerts, drift=drifted, superseded=superseded)
 
 
 # -- timers --------------------------------------------------------------------------------
