@@ -35,7 +35,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Literal
 
@@ -193,6 +193,11 @@ class Fact:
     # ``submitted``: the classification's policy, which a correction found not to apply (the
     # clock stopped before it, learnt later) gives back.
     detail: str | None = None
+    # When sla first recorded it (the processing time of the message that brought it; kept on
+    # the ``facts`` row): what a clock's creation is judged against when derive decides which
+    # warning points had already passed (``domain.derive``), so that is stored data, not the
+    # time of the derivation. Not part of the fact's identity. None: not stored (yet).
+    recorded_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,15 @@
 no SQL, no connection; the PostgreSQL mapper (``repository``) loads and saves them.
 
 ``ComplaintClocks`` is what one message sees and changes of a complaint: its clocks (all of
-them, running or not), the live timers of the running ones, its lifecycle facts and the
+them, running or not), their live (not cancelled) timers, its lifecycle facts and the
 DITUNDA periods already applied. ``apply`` decides, from one lifecycle event, which clocks stop
 or are cancelled, pause, resume and start (each created already stopped, paused or moved when
-later facts arrived first), which timers fire at once, and the events that say so; the mapper
-writes back ``changes()`` and the events in one statement.
+later facts arrived first), which timers fire at once, and the events that say so. What is
+written back is not its patches but ``diff``: the difference between the rows it was loaded
+with and the rows ``derive`` gives from the facts, the calendar, the policies and the firing
+log with those firings (the stored rows are a cache of ``derive``); the mapper writes that and
+the events in one statement (``changes()``, the patches, only for an operator's calendar
+change, which ``recompute_deadlines`` derives itself).
 
 Invariants (besides those of ``clocks``):
 - A clock is created at most once per (clock kind, hop, instance): a re-published event adds
@@ -158,13 +162,16 @@ class ClockChanges:
     changed_clocks: list[ClockRow]
     timer_updates: list[Timer]  # existing timers fired or cancelled
     timer_inserts: list[Timer]
-    new_pauses: list[PauseRow]
+    new_pauses: list[PauseRow]  # written, or rewritten when the clock has that period stored
     # Stored clocks the facts no longer call for (ids), deleted with their timers and pauses.
     deleted_clocks: list[int] = field(default_factory=list)
+    # Stored pauses (clock id, deferred_at) of kept clocks the facts no longer call for.
+    deleted_pauses: list[tuple[int, datetime]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.new_clocks or self.changed_clocks or self.timer_updates
-                    or self.timer_inserts or self.new_pauses or self.deleted_clocks)
+                    or self.timer_inserts or self.new_pauses or self.deleted_clocks
+                    or self.deleted_pauses)
 
 
 @dataclass(frozen=True)
@@ -255,18 +262,22 @@ class ComplaintClocks:
     changes them (see the module docstring)."""
 
     def __init__(self, complaint_id: uuid.UUID, clocks: list[ClockRow], timers: list[Timer],
-                 facts: list[Fact], pauses: set[tuple[int, datetime]],
+                 facts: list[Fact], pauses: list[PauseRow],
                  firings: list[Firing] | None = None) -> None:
         self.complaint_id = complaint_id
         self.facts = facts
         self.firings = list(firings or [])  # the complaint's firing log, as loaded
         # derive only: what fired comes from the log, not from ``now`` (None: a message)
         self._log: dict[FiringKey, datetime] | None = None
-        self._skip_now: datetime | None = None  # derive only: the ``now`` warning points skip by
+        # derive only: what warning points skip by (when the fact replayed was recorded)
+        self._skip_now: datetime | None = None
         self._clocks: dict[int, ClockRow] = {c.id: c for c in clocks}  # existing by id, then new
         self._loaded = dict(self._clocks)
         self._timers = timers
-        self._pauses = set(pauses)
+        # The rows as loaded, for ``diff`` (``apply`` changes the timers in place).
+        self._loaded_timers = [replace(t) for t in timers]
+        self._loaded_pauses = list(pauses)
+        self._pauses = {(p.clock_id, p.deferred_at) for p in pauses}
         self._new_pauses: list[PauseRow] = []
         self._deleted: list[int] = []
         self.effects = Effects()
@@ -319,6 +330,23 @@ class ComplaintClocks:
         live = [t for t in self._timers if t.clock_id == clock_id and t.cancelled_at is None]
         return ({t.kind for t in live if t.fired_at is None},
                 {t.kind for t in live if t.fired_at is not None})
+
+    def firings_made(self) -> list[Firing]:
+        """The timers this message fired at once (``apply``: a late stop's breach, a clock
+        created past its deadline, a reply window a late close made elapse), as the firing log
+        will have them once it commits: what ``derive`` must be given besides the loaded log
+        for its rows to carry them (and their events). Also one a change this message applied
+        next has superseded already (cancelled: it fired all the same)."""
+        was_pending = {t.id for t in self._loaded_timers if t.fired_at is None}
+        out = []
+        for t in self._timers:
+            if t.fired_at is None or t.due_at is None \
+                    or (t.id is not None and t.id not in was_pending):
+                continue
+            c = self._clocks[t.clock_id]
+            out.append(Firing(c.clock, c.hop, c.instance, t.kind, t.point, t.due_at, t.fired_at,
+                              t.fire_at or t.due_at))
+        return out
 
     def changes(self) -> ClockChanges:
         return ClockChanges(
@@ -460,6 +488,21 @@ class ComplaintClocks:
                 # cannot undo it, whenever it happened (``_restop``).
                 self._clocks[row.id] = replace(row, stopped_at=row.deadline,
                                                stop_reason="stopped")
+        # One live timer per (clock, kind, point), as the table's index has it: a firing for a
+        # deadline a change has moved since (history, which the log keeps) gives way to the
+        # timer of the current deadline — a pending one before a fired one, then the later.
+        live: dict[tuple[int, str, str], Timer] = {}
+        for t in self._timers:
+            if t.cancelled_at is not None:
+                continue
+            k = (t.clock_id, t.kind, t.point)
+            other = live.get(k)
+            if other is None:
+                live[k] = t
+                continue
+            keep = max(t, other, key=lambda x: (x.fired_at is None, x.due_at or now))
+            (other if keep is t else t).cancelled_at = now
+            live[k] = keep
 
     # -- decisions ---------------------------------------------------------------------------
     def apply(self, fact: Fact | None, calendar: WorkingCalendar,
@@ -753,6 +796,11 @@ class ComplaintClocks:
                 t.due_at is not None and t.due_at < past for t in self._timers
                 if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None):
             fired = fired - {"breach"}
+            # The fired breach gives way to the new deadline's (one live timer per clock, kind
+            # and point, as the index has it; the firing stays in the log, as in ``derive``).
+            for t in self._timers:
+                if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None:
+                    t.cancelled_at, t.changed = now, True
         policy = self._policies.get(self._clocks[clock_id].policy_key)
         fired_now = []
         for plan in clocks.resumed_timers(moved, now, fired):
@@ -789,6 +837,7 @@ class ComplaintClocks:
                                                           policy.warn_points, calendar):
                 if ("warning", point) in fired | pending:
                     continue
+                # derive: by when the fact planning it was recorded (``derive``)
                 if instant <= (self._skip_now or now) and (
                         self._log is None
                         or self._firing_key(clock_id, "warning", point, instant) not in self._log):
@@ -1105,15 +1154,17 @@ def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar
     is fired iff the log has it (same clock, kind, point and due time), every other timer the
     facts call for is still to fire, however long ago it came due (the scanner's job), and a
     reply window or DITUNDA is stopped by its elapse or expiry only when the log has that;
-    ``now`` then only decides which warning points a clock created after them skips (as a
-    message does). Without it (None), the replay fires at ``now`` what is due by then."""
-    state = ComplaintClocks(complaint_id, [], [], [], set())
+    a warning point already past when the clock was created (or planned again) is skipped,
+    judged by when sla recorded the fact that did it (``Fact.recorded_at``, stored data), so
+    the timers do not depend on when the derivation runs; ``now`` then only drops the
+    warnings of clocks whose deadline has passed by it (noise: the scanner cancels them).
+    Without it (None), the replay fires at ``now`` what is due by then."""
+    state = ComplaintClocks(complaint_id, [], [], [], [])
     state._pinned = dict(pinned or {})
     state.effects.silent = True
     if firings is not None:
         state._log = {f.key: f.fired_at for f in firings}
         state.firings = list(firings)
-        state._skip_now = now
     # A routing that never took (the facts after it tell) is no fact for the clocks at all,
     # not even until those facts come in the replay.
     effective = clocks.effective_facts(facts)
@@ -1121,6 +1172,8 @@ def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar
     for fact in sorted(facts, key=lambda f: (f.at, f.kind != "submitted")):
         state.record_fact(fact)
         took = fact.kind != "routed" or fact in effective
+        if firings is not None:
+            state._skip_now = fact.recorded_at or now
         state.apply(fact if took else None, calendar, policies, replay_now, met_by,
                     ladders=ladders, office_hours=office_hours)
     if firings is not None:
@@ -1170,6 +1223,120 @@ def drifted(state: ComplaintClocks, derivations: Mapping[str, ComplaintClocks],
         if want is not None and (k not in want or columns(want[k]) != columns(c)):
             out.append((c, want.get(k)))
     return out + [(None, c) for k, c in wants.get(current, {}).items() if k not in have]
+
+
+def unlogged(fired: list[Firing], derived: ComplaintClocks) -> list[Firing]:
+    """The firings ``apply`` made (its events say so) that ``derived`` has no live fired timer
+    for: derive, from the facts, has that deadline moved on already (e.g. a submission
+    processed past its deadline after a reclassification made before it)."""
+    have = {derived._firing_key(t.clock_id, t.kind, t.point, t.due_at)
+            for t in derived._timers if t.fired_at is not None and t.due_at is not None
+            and t.cancelled_at is None}
+    return [f for f in fired if f.key not in have]
+
+
+def _deadline_columns(c: ClockRow) -> tuple[object, ...]:
+    return (c.deadline, c.warn_at, c.initial_deadline, c.initial_warn_at, c.paused_working_days)
+
+
+def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCalendar,
+         now: datetime) -> ClockChanges:
+    """What to write so that the stored rows are ``derived``'s (``derive`` over the facts, the
+    calendar, the pinned policies and the firing log, this message's firings included): the
+    difference between the rows ``state`` was loaded with — every clock, the live (not
+    cancelled) timers, the pauses — and ``derived``'s, clocks matched by (kind, hop,
+    instance), timers by (clock, kind, point). A clock derive has and storage lacks is
+    inserted with its timers and pauses, one storage has and derive no longer calls for is
+    deleted with them, a changed one is updated; a stored timer whose due or emission time
+    derive no longer has is cancelled (a fired one too: its firing stays in the log, and the
+    index allows one live timer per clock, kind and point) and derive's inserted; a pending
+    one derive has fired (this message fired it) is marked fired.
+
+    The one exception: a stored clock computed under an older calendar version whose deadline
+    the current calendar would move keeps it (the override table holds the current version
+    only, so derive cannot recompute it), as ``apply`` leaves it — ``apply``'s changes of it
+    and of its timers and pauses are written. A clock whose deadline the current calendar
+    does not move keeps the version that computed it."""
+    loaded = {(c.clock, c.hop, c.instance): c for c in state._loaded.values()}
+    want = {(c.clock, c.hop, c.instance): c for c in derived.all_clocks()}
+    new_clocks: list[ClockRow] = []
+    changed: list[ClockRow] = []
+    ids: dict[int, int] = {}  # derived id → stored id, or the provisional id of an insert
+    kept: set[int] = set()  # stored clocks as ``apply`` leaves them (older calendar)
+    for key, d in want.items():
+        s = loaded.get(key)
+        if s is None:
+            ids[d.id] = -1 - len(new_clocks)
+            new_clocks.append(replace(d, id=ids[d.id]))
+            continue
+        if _deadline_columns(d) != _deadline_columns(s) \
+                and s.calendar_version != calendar.version and s.id in state._clocks:
+            kept.add(s.id)
+            continue
+        ids[d.id] = s.id
+        row = replace(d, id=s.id)
+        if _deadline_columns(row) == _deadline_columns(s):
+            row = replace(row, calendar_version=s.calendar_version)
+        if row != s:
+            changed.append(row)
+    deleted = [s.id for k, s in loaded.items() if k not in want]
+
+    stored: dict[tuple[int, str, str], Timer] = {
+        (t.clock_id, t.kind, t.point): t for t in state._loaded_timers
+        if t.cancelled_at is None and t.clock_id not in kept}
+    updates: list[Timer] = []
+    inserts: list[Timer] = []
+    for t in derived._timers:
+        if t.cancelled_at is not None or t.clock_id not in ids:  # (not in: kept)
+            continue
+        clock_id = ids[t.clock_id]
+        have = stored.pop((clock_id, t.kind, t.point), None)
+        if have is not None and have.due_at == t.due_at \
+                and (have.fire_at or have.due_at) == (t.fire_at or t.due_at) \
+                and (have.fired_at is None or t.fired_at is not None):
+            if have.fired_at is None and t.fired_at is not None:
+                updates.append(replace(have, fired_at=t.fired_at, changed=True))
+            continue
+        if have is not None:
+            updates.append(replace(have, cancelled_at=now, changed=True))
+        inserts.append(replace(t, id=None, clock_id=clock_id, cancelled_at=None, changed=False))
+    updates += [replace(t, cancelled_at=now, changed=True) for t in stored.values()
+                if t.clock_id not in deleted]
+    # A firing this message made (its event is staged) that derive's live timers do not
+    # carry — the facts have already moved that deadline on (``unlogged``) — is still
+    # history: written as a fired timer, cancelled at once, so the log has it and derive
+    # reads it from then on.
+    by_key: dict[tuple[str, int, int], int] = {
+        (c.clock, c.hop, c.instance): ids[c.id] for c in derived.all_clocks() if c.id in ids}
+    for f in unlogged(state.firings_made(), derived):
+        into = by_key.get((f.clock, f.hop, f.instance))
+        if into is not None:  # (None: a clock derive does not have: nowhere to keep it)
+            inserts.append(Timer(None, into, f.kind, f.due_at,  # type: ignore[arg-type]
+                                 f.fired_at, now, point=f.point,
+                                 fire_at=None if f.fire_at == f.due_at else f.fire_at))
+
+    have_pauses = {(p.clock_id, p.deferred_at): p for p in state._loaded_pauses
+                   if p.clock_id not in kept}
+    pauses: dict[tuple[int, datetime], PauseRow] = {}
+    for p in derived._new_pauses:
+        if p.clock_id in ids:
+            pause = replace(p, clock_id=ids[p.clock_id])
+            pauses[(pause.clock_id, pause.deferred_at)] = pause
+    for k, pause in list(pauses.items()):
+        old = have_pauses.pop(k, None)
+        if old is not None and replace(pause, calendar_version=old.calendar_version) == old:
+            del pauses[k]
+    dropped = [k for k in have_pauses if k[0] not in deleted]
+
+    if kept:  # apply's own changes of the clocks it keeps
+        mine = state.changes()
+        changed += [c for c in mine.changed_clocks if c.id in kept]
+        updates += [t for t in mine.timer_updates if t.clock_id in kept]
+        inserts += [t for t in mine.timer_inserts if t.clock_id in kept]
+        pauses.update({(p.clock_id, p.deferred_at): p for p in mine.new_pauses
+                       if p.clock_id in kept})
+    return ClockChanges(new_clocks, changed, updates, inserts, list(pauses.values()), deleted,
+                        dropped)
 
 
 # -- the scanner -------------------------------------------------------------------------------

@@ -44,16 +44,18 @@ class SlaMetrics:
             "calendar knows (confirm it: sp4n calendar confirm YEAR)", registry=registry)
         self.derive_drift = Counter(
             "sp4n_sla_derive_drift",
-            "Clocks a message left unlike their derivation from the complaint's facts (should "
-            "stay 0; see the sla log)", ["clock"], registry=registry)
+            "Clocks whose events a message decided unlike the rows derived from the "
+            "complaint's facts, which it writes (should stay 0; see the sla log)", ["clock"],
+            registry=registry)
         self.detection_lag = Histogram(
             "sp4n_sla_breach_detection_lag_seconds",
             "Breach fire time minus due time (or creation time, if created already due)",
             buckets=LAG_BUCKETS, registry=registry)
 
     def record(self, outcome: Outcome) -> None:
-        """Count the alerts (and drifted clocks) of a committed ``usecases.Outcome``."""
-        for clock in outcome.drift:
+        """Count the alerts (and drifted or superseded clocks) of a committed
+        ``usecases.Outcome``."""
+        for clock in outcome.drift + outcome.superseded:
             self.derive_drift.labels(clock).inc()
         for alert in outcome.alerts:
             if alert.kind == "breach":

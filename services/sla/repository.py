@@ -17,7 +17,15 @@ import asyncpg
 
 from services.sla.calendars import CalendarSnapshot, CalendarStamp, parse_ladder
 from services.sla.clocks import Fact, LadderStep, StopReason
-from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, Firing, PauseRow, Timer
+from services.sla.domain import (
+    ClockChanges,
+    ClockRow,
+    ComplaintClocks,
+    DueTimer,
+    Firing,
+    PauseRow,
+    Timer,
+)
 from services.sla.policy import Policy
 from shared.events import CloudEvent
 from shared.outbox import OUTBOX_INSERT_ARRAYS, outbox_arrays
@@ -34,40 +42,44 @@ _CLOCK_COLS = ("id, complaint_id, clock, hop, opd_code, started_at, deadline, st
 # Every timer marked fired (here by the scanner, or in ``_SAVE`` by a message) is copied into
 # the firing log by the ``timers`` triggers of migration 0009, in the same statement.
 
-# A lifecycle event costs three statements besides BEGIN/COMMIT (four when a resume replaces
-# cancelled timers): ``claim`` (inbox + complaint lock), ``load`` (fact + every clock, live
-# timer and fact of the complaint + calendar revision + policies), ``save`` (every clock,
-# timer, pause and outbox row the event changed). A redelivery costs ``claim`` alone.
+# A lifecycle event costs three statements besides BEGIN/COMMIT (four when a timer replaces
+# one of the same clock, kind and point: a moved deadline): ``claim`` (inbox + complaint lock),
+# ``load`` (fact + every clock, live timer, pause, fact and firing of the complaint + calendar
+# revision + policies), ``save`` (the difference between the rows loaded and the rows derived
+# from the facts, ``domain.diff``, and the outbox rows). A redelivery costs ``claim`` alone.
 
 _CLAIM = (f"WITH first AS ({INBOX_INSERT})"
           " SELECT pg_advisory_xact_lock($3, hashtext($4)) FROM first")
 
 # Locks: the clock rows (all of the complaint's, so a row a scanner changes while we wait is
-# read in its committed version, never missed), then the live timers of the running ones (FOR
+# read in its committed version, never missed), then their live (not cancelled) timers (FOR
 # UPDATE returns their committed version too: a breach the scanner fired meanwhile is seen as
-# fired). Facts, pauses, calendar and policies are only written under the complaint lock or by
-# an operator: the statement's snapshot, taken after the lock, is current for them.
+# fired). Every clock's, running or not: ``domain.diff`` compares them all with derive's.
+# Facts, pauses, calendar and policies are only written under the complaint lock or by an
+# operator: the statement's snapshot, taken after the lock, is current for them.
 _LOAD = f"""
 WITH new_fact AS (
-    INSERT INTO facts (complaint_id, kind, at, hop, deferred_at, event_id, detail)
-    SELECT $1, $2, $3, $4, $5, $6, $8 WHERE $2::text IS NOT NULL
+    INSERT INTO facts (complaint_id, kind, at, hop, deferred_at, event_id, detail, recorded_at)
+    SELECT $1, $2, $3, $4, $5, $6, $8, coalesce($7, now()) WHERE $2::text IS NOT NULL
     ON CONFLICT DO NOTHING
 ), c AS MATERIALIZED (
     SELECT {_CLOCK_COLS} FROM clocks WHERE complaint_id = $1 ORDER BY id FOR UPDATE
 ), t AS MATERIALIZED (
-    SELECT id, clock_id, kind, fired_at, point FROM timers
-    WHERE clock_id IN (SELECT id FROM c WHERE stopped_at IS NULL) AND cancelled_at IS NULL
+    SELECT id, clock_id, kind, due_at, fired_at, point, fire_at FROM timers
+    WHERE clock_id IN (SELECT id FROM c) AND cancelled_at IS NULL
     ORDER BY id FOR UPDATE
 )
 SELECT (SELECT array_agg(ROW({_CLOCK_COLS}) ORDER BY id) FROM c) AS clocks,
-       (SELECT array_agg(ROW(id, clock_id, kind, fired_at, point) ORDER BY id) FROM t) AS timers,
-       (SELECT array_agg(ROW(kind, at, hop, deferred_at, detail) ORDER BY at) FROM facts
-         WHERE complaint_id = $1) AS facts,
+       (SELECT array_agg(ROW(id, clock_id, kind, due_at, fired_at, point, fire_at) ORDER BY id)
+          FROM t) AS timers,
+       (SELECT array_agg(ROW(kind, at, hop, deferred_at, detail, recorded_at) ORDER BY at)
+          FROM facts WHERE complaint_id = $1) AS facts,
        (SELECT array_agg(ROW(clock, hop, instance, kind, point, due_at, fired_at, fire_at)
                          ORDER BY fired_at) FROM firings
          WHERE complaint_id = $1) AS firings,
-       (SELECT array_agg(ROW(clock_id, deferred_at)) FROM clock_pauses
-         WHERE $7 AND clock_id IN (SELECT id FROM c)) AS pauses,
+       (SELECT array_agg(ROW(clock_id, deferred_at, resumed_at, working_days, deadline_before,
+                             deadline_after, calendar_version)) FROM clock_pauses
+         WHERE clock_id IN (SELECT id FROM c)) AS pauses,
        (SELECT revision FROM calendar_revision) AS calendar_revision,
        (SELECT array_agg(ROW(clock, working_days, warn_before_working_days, version,
                              coalesce(warn_points, ARRAY[]::text[])) ORDER BY clock)
@@ -132,17 +144,20 @@ class PgSlaRepository:
         self._tx.set_claimed(first)
         return first
 
-    async def load(self, complaint_id: uuid.UUID, fact: Fact | None, event_id: str, *,
-                   with_pauses: bool) -> tuple[ComplaintClocks, CalendarStamp]:
-        """Keep ``fact`` and read, locked, what the complaint's clocks are now, with the calendar
-        revision and the policy rows. Call under the complaint lock (``claim``)."""
+    async def load(self, complaint_id: uuid.UUID, fact: Fact | None,
+                   event_id: str) -> tuple[ComplaintClocks, CalendarStamp]:
+        """Keep ``fact`` (recorded at its ``recorded_at``, else the transaction's time) and
+        read, locked, what the complaint's clocks are now, with the calendar revision and the
+        policy rows. Call under the complaint lock (``claim``)."""
         r = await self._conn.fetchrow(
             _LOAD, complaint_id, fact and fact.kind, fact and fact.at, fact.hop if fact else 0,
-            fact and fact.deferred_at, event_id, with_pauses, fact and fact.detail)
+            fact and fact.deferred_at, event_id, fact and fact.recorded_at,
+            fact and fact.detail)
         state = ComplaintClocks(
             complaint_id, [ClockRow(*c) for c in r["clocks"] or ()],
-            [Timer(t[0], t[1], t[2], fired_at=t[3], point=t[4]) for t in r["timers"] or ()],
-            [Fact(*f) for f in r["facts"] or ()], {(p[0], p[1]) for p in r["pauses"] or ()},
+            [Timer(t[0], t[1], t[2], t[3], t[4], point=t[5], fire_at=t[6])
+             for t in r["timers"] or ()],
+            [Fact(*f) for f in r["facts"] or ()], [PauseRow(*p) for p in r["pauses"] or ()],
             [Firing(*f) for f in r["firings"] or ()])
         if fact is not None:
             state.record_fact(fact)  # not in the statement's snapshot when it inserted it
@@ -151,11 +166,12 @@ class PgSlaRepository:
             tuple((p[0], p[1], p[2], p[3], tuple(p[4])) for p in r["policies"] or ()),
             tuple((x[0], x[1], x[2], x[3], x[4]) for x in r["ladders"] or ()))
 
-    async def save(self, state: ComplaintClocks) -> None:
-        """Write every change and the events staged on the unit of work: one statement, or two
-        when a timer replaces a cancelled one of the same clock and kind (the cancellation must
-        come first for the one-live-timer-per-kind index)."""
-        c = state.changes()
+    async def save(self, state: ComplaintClocks, changes: ClockChanges | None = None) -> None:
+        """Write ``changes`` (by default ``state.changes()``, the aggregate's own) and the
+        events staged on the unit of work: one statement, or two when a timer replaces a
+        cancelled one of the same clock, kind and point (the cancellation must come first for
+        the one-live-timer-per-(clock, kind, point) index)."""
+        c = state.changes() if changes is None else changes
         if not c and not self._tx.has_staged:
             return
         events = self._tx.take_staged()
@@ -166,7 +182,8 @@ class PgSlaRepository:
                              0, len(changed))
             changed, timer_updates = [], []
         await self._save(_save_args(state.complaint_id, new, changed, timer_updates,
-                                    c.timer_inserts, c.new_pauses, events, c.deleted_clocks),
+                                    c.timer_inserts, c.new_pauses, events, c.deleted_clocks,
+                                    c.deleted_pauses),
                          len(new), len(changed), len(c.deleted_clocks))
 
     async def _save(self, args: list[Any], inserted: int, updated: int, deleted: int = 0) -> None:
@@ -332,7 +349,7 @@ WITH nc AS (
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
     ORDER BY n.ord
-), np AS (
+), np AS (  -- a period the clock has stored already is rewritten as derived
     INSERT INTO clock_pauses (clock_id, deferred_at, resumed_at, working_days, deadline_before,
         deadline_after, calendar_version)
     SELECT coalesce(ids.id, n.ref), n.deferred_at, n.resumed_at, n.working_days,
@@ -343,6 +360,13 @@ WITH nc AS (
              calendar_version)
     LEFT JOIN ids ON ids.ref = n.ref
     WHERE n.ref > 0 OR ids.id IS NOT NULL
+    ON CONFLICT (clock_id, deferred_at) DO UPDATE SET resumed_at = EXCLUDED.resumed_at,
+        working_days = EXCLUDED.working_days, deadline_before = EXCLUDED.deadline_before,
+        deadline_after = EXCLUDED.deadline_after, calendar_version = EXCLUDED.calendar_version
+), xp AS (  -- periods a kept clock no longer has
+    DELETE FROM clock_pauses p
+    USING unnest($59::bigint[], $60::timestamptz[]) AS x(clock_id, deferred_at)
+    WHERE p.clock_id = x.clock_id AND p.deferred_at = x.deferred_at
 ), dt AS (  -- a clock the facts no longer call for goes with its timers and pauses (the
             -- foreign keys are checked at the end of the statement, after all three)
     DELETE FROM timers WHERE clock_id = ANY($58::bigint[])
@@ -362,7 +386,8 @@ def _cols(rows: list[Any], *names: str) -> list[list[Any]]:
 
 def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[ClockRow],
                timer_updates: list[Timer], timer_inserts: list[Timer], pauses: list[PauseRow],
-               events: list[CloudEvent], deleted: list[int] | None = None) -> list[Any]:
+               events: list[CloudEvent], deleted: list[int] | None = None,
+               deleted_pauses: list[tuple[int, datetime]] | None = None) -> list[Any]:
     return [
         complaint_id,
         *_cols(new, "clock", "hop", "instance", "policy_key", "opd_code", "started_at",
@@ -381,6 +406,7 @@ def _save_args(complaint_id: uuid.UUID, new: list[ClockRow], changed: list[Clock
         [r.category for r in new], [r.category for r in changed],
         *_cols(timer_inserts, "point", "fire_at"),
         deleted or [],
+        [p[0] for p in deleted_pauses or ()], [p[1] for p in deleted_pauses or ()],
     ]
 
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from typing import Protocol, get_args
 
@@ -26,7 +26,17 @@ from services.sla.clocks import (
     StopReason,
     validate_points,
 )
-from services.sla.domain import Alert, ComplaintClocks, DueTimer, derive, drift, fire_timers
+from services.sla.domain import (
+    Alert,
+    ClockChanges,
+    ComplaintClocks,
+    DueTimer,
+    derive,
+    diff,
+    drift,
+    fire_timers,
+    unlogged,
+)
 from shared.events import ClockKind, CloudEvent, EscalationTarget
 from shared.uow import Tx
 
@@ -37,10 +47,11 @@ class SlaRepository(CalendarStore, Protocol):
 
     async def claim(self, complaint_id: uuid.UUID) -> bool: ...
 
-    async def load(self, complaint_id: uuid.UUID, fact: Fact | None, event_id: str, *,
-                   with_pauses: bool) -> tuple[ComplaintClocks, CalendarStamp]: ...
+    async def load(self, complaint_id: uuid.UUID, fact: Fact | None,
+                   event_id: str) -> tuple[ComplaintClocks, CalendarStamp]: ...
 
-    async def save(self, state: ComplaintClocks) -> None: ...
+    async def save(self, state: ComplaintClocks,
+                   changes: ClockChanges | None = None) -> None: ...
 
     async def claim_due_timers(self, limit: int) -> list[DueTimer]: ...
 
@@ -69,7 +80,11 @@ class Outcome:
     events: list[CloudEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     duplicate: bool = False
-    drift: list[str] = field(default_factory=list)  # clocks unlike derive's (``domain.drift``)
+    # Clocks ``apply`` decided the events of from a view unlike the rows written (derive's),
+    # ``domain.drift``; and clocks of firings it made that those rows supersede (an alert for
+    # a deadline the facts had moved on already: a decision-order artifact), ``domain.unlogged``.
+    drift: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
 
 
 # -- inbound events ------------------------------------------------------------------------
@@ -77,38 +92,46 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
                              now: datetime,
                              completion_met_by: CompletionMetBy = "final_response",
                              office_hours: OfficeHours | None = None) -> Outcome:
-    """Apply one lifecycle event to the complaint's clocks (``domain.ComplaintClocks.apply``):
-    record it as a fact, stop or cancel the running clocks it ends, pause or resume, then start
-    the clocks it starts.
+    """Apply one lifecycle event to the complaint's clocks: record it as a fact (with the time
+    sla recorded it, ``now``), decide its events (``domain.ComplaintClocks.apply``: which
+    clocks stop or are cancelled, pause, resume and start, which timers fire at once), then
+    write the rows ``domain.derive`` gives from the facts, the calendar, the policies and the
+    firing log with this message's firings: the stored clocks, timers and pauses are a cache
+    of that function, rewritten where they differ (``domain.diff``), never patched.
 
-    Round trips: the inbox record with the complaint lock, one read of the complaint's clocks
-    (with the fact, the calendar revision and the policies), the decisions in memory, one write
-    of every change and event (the events are staged before ``save``, which writes them in its
-    statement)."""
+    Round trips: the inbox record with the complaint lock, one read of the complaint's rows
+    (with the fact, the firing log, the calendar revision and the policies), the decisions
+    and the derivation in memory, one write of the difference and the events (staged before
+    ``save``, which writes them in its statement)."""
     data = event.parse_data()
     complaint_id = data.complaint_id
     fact = clocks.fact_of(data)
+    if fact is not None:
+        fact = replace(fact, recorded_at=now)
     async with uow(event) as tx:
         if not await tx.repo.claim(complaint_id):
             return Outcome(duplicate=True)
-        state, stamp = await tx.repo.load(
-            complaint_id, fact, event.id,
-            with_pauses=fact is not None and fact.kind in ("deferred", "resumed"))
+        state, stamp = await tx.repo.load(complaint_id, fact, event.id)
         calendar, policies = await calendars.resolve(tx.repo, stamp)
         ladders = calendars.ladders(stamp.ladder_rows)
         state.apply(fact, calendar, policies, now, completion_met_by, ladders=ladders,
                     office_hours=office_hours)
-        # The clocks as the message leaves them must be what its facts give from scratch.
+        fired = state.firings_made()
         derived = derive(complaint_id, state.facts, calendar, policies, now, completion_met_by,
                          ladders=ladders, office_hours=office_hours,
-                         pinned=state.pinned_policies(policies), firings=state.firings)
+                         pinned=state.pinned_policies(policies),
+                         firings=state.firings + fired)
+        # The rows written are derive's by construction; what can still differ is what
+        # ``apply`` decided (the events, and the firings derive's rows log) from derive's rows:
+        # a sanity check on the events, counted by the metric.
         drifted = drift(state, derived, calendar)
-        if drifted:
-            log.warning("clocks of %s differ from their derivation: %s", complaint_id,
-                        ", ".join(sorted(set(drifted))))
+        superseded = [f.clock for f in unlogged(fired, derived)]
+        if drifted or superseded:
+            log.warning("events of %s disagree with the derived clocks: %s", complaint_id,
+                        ", ".join(sorted(set(drifted + superseded))))
         tx.stage(*state.events)
-        await tx.repo.save(state)
-    return Outcome(state.events, state.alerts, drift=drifted)
+        await tx.repo.save(state, diff(state, derived, calendar, now))
+    return Outcome(state.events, state.alerts, drift=drifted, superseded=superseded)
 
 
 # -- timers --------------------------------------------------------------------------------
@@ -170,7 +193,7 @@ async def change_calendar(day: date, working: bool | None, reason: str, changed_
     for complaint_id in ids:
         async with uow() as tx:
             await tx.repo.lock(complaint_id)
-            state, stamp = await tx.repo.load(complaint_id, None, "", with_pauses=False)
+            state, stamp = await tx.repo.load(complaint_id, None, "")
             calendar, policies = await calendars.resolve(tx.repo, stamp)
             moved = state.recompute_deadlines(
                 calendar, policies, now, note=reason.strip(), changed_by=changed_by.strip(),

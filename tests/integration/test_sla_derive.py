@@ -6,16 +6,20 @@ duplicates (the unit property in ``tests/unit/test_sla_order.py``, with fewer ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from services.sla import domain, usecases
 from services.sla.app import MIGRATIONS
@@ -36,7 +40,8 @@ SCHEMA = "sla_derive_test"
 CID = uuid.UUID(int=10)  # the complaint of ``deliveries``
 
 
-async def _stored(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, Any, list[Fact]]:
+async def _read(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, ...]:
+    """The complaint's stored rows: clocks by id, all its timers, pauses, facts, firing log."""
     await conn.execute(f'SET search_path TO "{SCHEMA}", public')
     clocks = {r["id"]: ClockRow(*r) for r in await conn.fetch(
         "SELECT id, complaint_id, clock, hop, opd_code, started_at, deadline, stopped_at,"
@@ -47,9 +52,21 @@ async def _stored(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, Any, l
                     r["cancelled_at"], point=r["point"], fire_at=r["fire_at"])
               for r in await conn.fetch(
                   "SELECT * FROM timers WHERE clock_id = ANY($1::bigint[])", list(clocks))]
+    pauses = [domain.PauseRow(*r) for r in await conn.fetch(
+        "SELECT clock_id, deferred_at, resumed_at, working_days, deadline_before,"
+        " deadline_after, calendar_version FROM clock_pauses WHERE clock_id = ANY($1::bigint[])",
+        list(clocks))]
     facts = [Fact(*r) for r in await conn.fetch(
-        "SELECT kind, at, hop, deferred_at, detail FROM facts WHERE complaint_id = $1"
-        " ORDER BY at", cid)]
+        "SELECT kind, at, hop, deferred_at, detail, recorded_at FROM facts"
+        " WHERE complaint_id = $1 ORDER BY at", cid)]
+    log = [domain.Firing(*r) for r in await conn.fetch(
+        "SELECT clock, hop, instance, kind, point, due_at, fired_at, fire_at FROM firings"
+        " WHERE complaint_id = $1", cid)]
+    return clocks, timers, pauses, facts, log
+
+
+async def _stored(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, Any, list[Fact]]:
+    clocks, timers, _, facts, _ = await _read(conn, cid)
     return clock_rows(list(clocks.values())), live_timers(clocks, timers), facts
 
 
@@ -59,35 +76,99 @@ def _as(cid: uuid.UUID, event: CloudEvent) -> CloudEvent:
     return event.model_copy(update={"data": data.model_dump(mode="json"), "subject": str(cid)})
 
 
+@contextlib.asynccontextmanager
+async def _delivered(settings: Any, order: list[CloudEvent],
+                     now: datetime) -> AsyncIterator[tuple[Any, ...]]:
+    """``order`` delivered for a new complaint at ``now`` through ``PgSlaRepository``; yields
+    (pool, complaint, unit of work, calendar source, drift of every message)."""
+    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+    try:
+        cid, seen, drift = uuid.uuid4(), {}, []
+        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
+            "Asia/Pontianak")
+        for event in order:  # a redelivery keeps its id: the same copy
+            copy = seen.setdefault(event.id, _as(cid, event))
+            drift += (await usecases.on_complaint_event(copy, uow=uow, calendars=calendars,
+                                                        now=now)).drift
+        yield pool, cid, uow, calendars, drift
+    finally:
+        await pool.close()
+
+
+async def _inputs(uow: Any, calendars: CalendarSource, cid: uuid.UUID) -> tuple[Any, ...]:
+    """The calendar, policies and ladders the messages read."""
+    async with uow() as tx:
+        _, stamp = await tx.repo.load(cid, None, "")
+        calendar, policies = await calendars.resolve(tx.repo, stamp)
+    return calendar, policies, calendars.ladders(stamp.ladder_rows)
+
+
 @examples(max_examples=int(os.environ.get("SP4N_PG_PROPERTY_EXAMPLES", "15")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order=deliveries())
 def test_the_stored_rows_equal_derive_from_the_stored_facts(settings, order):
     # A sync test: each example runs its own event loop (and pool) against the one schema.
     async def go() -> None:
-        await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-        pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
-        try:
-            cid, seen = uuid.uuid4(), {}
-            uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
-                "Asia/Pontianak")
-            for event in order:  # a redelivery keeps its id: the same copy
-                copy = seen.setdefault(event.id, _as(cid, event))
-                out = await usecases.on_complaint_event(copy, uow=uow, calendars=calendars,
-                                                        now=T0)
-                assert out.drift == []
+        async with _delivered(settings, order, T0) as (pool, cid, uow, calendars, drift):
+            assert drift == []
             async with pool.acquire() as conn:
                 clocks, timers, facts = await _stored(conn, cid)
-            async with uow() as tx:  # the calendar, policies and ladders the messages read
-                _, stamp = await tx.repo.load(cid, None, "", with_pauses=False)
-                calendar, policies = await calendars.resolve(tx.repo, stamp)
             derived_clocks, derived_timers = derived_rows(  # the stored facts, as read back
-                facts, calendar, policies, calendars.ladders(stamp.ladder_rows))
+                facts, *await _inputs(uow, calendars, cid))
             assert {k: replace(v, complaint_id=CID) for k, v in clocks.items()} \
                 == derived_clocks
             assert timers == derived_timers
-        finally:
-            await pool.close()
+
+    asyncio.run(go())
+
+
+def rows_of(clocks: list[ClockRow], timers: list[Timer],
+            pauses: list[domain.PauseRow]) -> tuple[Any, ...]:
+    """Clocks by (kind, hop, instance); live timers and pauses by their clock's key."""
+    by_id = {c.id: c for c in clocks}
+
+    def key(clock_id: int) -> tuple[object, ...]:
+        c = by_id[clock_id]
+        return (c.clock, c.hop, c.instance)
+
+    return ({k: replace(c, complaint_id=CID) for k, c in clock_rows(clocks).items()},
+            {(key(t.clock_id), t.kind, t.point, t.due_at, t.fire_at or t.due_at, t.fired_at)
+             for t in timers if t.cancelled_at is None},
+            {(key(p.clock_id), p.deferred_at, p.resumed_at, p.working_days, p.deadline_before,
+              p.deadline_after) for p in pauses})
+
+
+@examples(max_examples=int(os.environ.get("SP4N_PG_PROPERTY_EXAMPLES", "15")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=deliveries(), late=st.integers(0, 40), scan=st.booleans())
+def test_every_stored_row_equals_derive_from_scratch_over_facts_and_log(settings, order, late,
+                                                                        scan):
+    """The rows written are derive's by construction (``domain.diff``): after any delivery
+    order with duplicates, processed ``late`` days on (clocks created past their deadline and
+    late stops fire at once) and then, maybe, scanned until nothing is due (the database's
+    time is long after every deadline), every clock, every live timer of every clock (fired
+    ones too) and every pause row read back from PostgreSQL equals ``derive`` from scratch over
+    the facts and the firing log read back."""
+    async def go() -> None:
+        now = T0 + timedelta(days=late)
+        async with _delivered(settings, order, now) as (pool, cid, uow, calendars, _):
+            async with pool.acquire() as conn:
+                await conn.execute(f'SET search_path TO "{SCHEMA}", public')
+                while scan and await conn.fetchval(
+                        "SELECT count(*) FROM timers t JOIN clocks c ON c.id = t.clock_id"
+                        " WHERE c.complaint_id = $1 AND t.fired_at IS NULL"
+                        " AND t.cancelled_at IS NULL AND t.fire_at <= now()", cid):
+                    await usecases.fire_due_timers(100, uow=uow)
+                clocks, timers, pauses, facts, log = await _read(conn, cid)
+                if scan:
+                    now = await conn.fetchval("SELECT now()")
+            calendar, policies, ladders = await _inputs(uow, calendars, cid)
+            derived = domain.derive(cid, facts, calendar, policies, now, ladders=ladders,
+                                    firings=log)
+            assert rows_of(list(clocks.values()), timers, pauses) == rows_of(
+                derived.all_clocks(), derived.changes().timer_inserts,
+                derived.changes().new_pauses)
 
     asyncio.run(go())
 
@@ -178,7 +259,7 @@ async def test_each_firing_is_logged_with_its_event_and_derive_reads_the_log(set
             clocks, timers, facts = await _stored(conn, cid)
         assert len(log) == fired_timers == len(mine)
         async with uow() as tx:
-            state, stamp = await tx.repo.load(cid, None, "", with_pauses=False)
+            state, stamp = await tx.repo.load(cid, None, "")
             calendar, policies = await calendars.resolve(tx.repo, stamp)
         assert sorted(state.firings, key=lambda f: f.key) == sorted(log, key=lambda f: f.key)
         derived = domain.derive(cid, facts, calendar, policies, T0 + (day(40) - T0),

@@ -46,7 +46,7 @@ async def _due_clock(pool, *, kind: str, due_at: datetime, deadline: datetime) -
     cid = uuid.uuid4()
     start = ClockStart("opd_response", 1, "opd_response", due_at - timedelta(days=10), opd_code="PUPR")
     async with _uow(pool)() as tx:
-        state, _ = await tx.repo.load(cid, None, "", with_pauses=False)
+        state, _ = await tx.repo.load(cid, None, "")
         clock_id = state.insert_clock(start, Deadline(5, deadline, None, "test-cal", 1))
         assert clock_id is not None
         state.insert_timer(clock_id, kind, due_at)  # type: ignore[arg-type]

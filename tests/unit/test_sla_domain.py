@@ -54,7 +54,7 @@ def apply(state: ComplaintClocks, data: EventData, now: datetime) -> None:
 
 
 def test_submission_creates_two_clocks_with_provisional_ids_and_their_timers() -> None:
-    state = ComplaintClocks(CID, [], [], [], set())
+    state = ComplaintClocks(CID, [], [], [], [])
     apply(state, submitted(), T0)
     c = state.changes()
     assert [(r.id, r.clock, r.deadline) for r in c.new_clocks][0] == (-1, "verification",
@@ -72,7 +72,7 @@ def test_submission_creates_two_clocks_with_provisional_ids_and_their_timers() -
 
 
 def test_insert_clock_refuses_an_existing_identity() -> None:
-    state = ComplaintClocks(CID, [running_verification()], [], [], set())
+    state = ComplaintClocks(CID, [running_verification()], [], [], [])
     start = ClockStart("verification", 0, "verification", T0)
     assert state.insert_clock(start, Deadline(3, VERIFICATION_DEADLINE, None, "v", 1)) is None
     assert state.insert_clock(ClockStart("opd_response", 1, "opd_response", T0),
@@ -92,7 +92,7 @@ def test_record_fact_keeps_it_once_in_utc_and_in_time_order() -> None:
 def test_a_late_stop_fires_the_pending_breach_and_cancels_the_warning() -> None:
     timers = [Timer(1, 10, "warning", T0 + timedelta(days=5)), Timer(2, 10, "breach",
                                                                       VERIFICATION_DEADLINE)]
-    state = ComplaintClocks(CID, [running_verification()], timers, [], set())
+    state = ComplaintClocks(CID, [running_verification()], timers, [], [])
     late = VERIFICATION_DEADLINE + timedelta(minutes=10)
     apply(state, routed(late), late)
     c = state.changes()
@@ -107,7 +107,7 @@ def test_a_late_stop_fires_the_pending_breach_and_cancels_the_warning() -> None:
 
 def test_a_late_stop_after_the_scanner_fired_the_breach_does_not_repeat_it() -> None:
     fired = Timer(2, 10, "breach", VERIFICATION_DEADLINE, fired_at=VERIFICATION_DEADLINE)
-    state = ComplaintClocks(CID, [running_verification()], [fired], [], set())
+    state = ComplaintClocks(CID, [running_verification()], [fired], [], [])
     late = VERIFICATION_DEADLINE + timedelta(days=1)
     apply(state, routed(late), late)
     assert state.alerts == [] and state.changes().timer_updates == []
@@ -116,7 +116,7 @@ def test_a_late_stop_after_the_scanner_fired_the_breach_does_not_repeat_it() -> 
 
 def test_a_stop_while_paused_is_judged_without_the_paused_working_days() -> None:
     paused_at = T0 + timedelta(days=1)
-    state = ComplaintClocks(CID, [running_verification(paused_at=paused_at)], [], [], set())
+    state = ComplaintClocks(CID, [running_verification(paused_at=paused_at)], [], [], [])
     stop_at = VERIFICATION_DEADLINE + timedelta(days=3)
     apply(state, routed(stop_at), stop_at)
     stopped = next(e for e in state.events if e.event_name == "sla.clock_stopped")

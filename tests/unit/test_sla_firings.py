@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from services.sla import clocks, domain, usecases
 from services.sla.calendars import CalendarSource
 from services.sla.policy import default_policies
-from shared.events import CloudEvent
+from shared.events import CloudEvent, make_event
 from tests.unit.test_sla_order import clock_rows, deliveries, live_timers
-from tests.unit.test_sla_scenarios import CID, routed, submitted
+from tests.unit.test_sla_scenarios import CID, reclassified, routed, submitted
 from tests.unit.test_sla_usecases import CALENDAR, T0, Sla
 
 LADDER = json.dumps([
@@ -120,3 +120,31 @@ def test_derive_with_the_log_fires_nothing_due_by_now() -> None:
     assert all(t.fired_at is not None for t in legacy.changes().timer_inserts
                if t.kind == "breach")
 
+
+
+def test_a_breach_fired_for_a_deadline_the_facts_moved_on_is_logged_and_superseded() -> None:
+    """A submission processed after its (aspirasi) deadline, and after a reclassification made
+    before that deadline: the message fires the breach at once before it applies the
+    correction (its event is out), while derive has the deadline moved from the start. The
+    firing is kept (a fired timer, cancelled at once: the log has it), counted as
+    superseded, and the live breach is the new deadline's, still to fire."""
+    async def go() -> None:
+        sla = Sla()
+        now = T0 + timedelta(days=16)  # past the aspirasi completion deadline (31 Mar)
+        await usecases.on_complaint_event(
+            make_event("test", reclassified(T0 + timedelta(minutes=30), pengawasan=False)),
+            uow=sla.uow, calendars=sla.calendars, now=now)
+        out = await usecases.on_complaint_event(make_event("test", submitted("aspirasi")),
+                                                uow=sla.uow, calendars=sla.calendars, now=now)
+        [breach] = [e for e in out.events if e.event_name == "sla.breached"
+                    and e.data["clock"] == "completion"]
+        assert out.superseded == ["completion"] and out.drift == []
+        [logged] = [f for f in sla.repo.firings[CID] if f.clock == "completion"]
+        assert logged.due_at == datetime.fromisoformat(breach.data["due_at"])
+        completion = next(c for c in sla.repo.clocks.values() if c.clock == "completion")
+        assert completion.deadline > logged.due_at
+        live = [t for t in sla.repo.timers.values() if t.clock_id == completion.id
+                and t.kind == "breach" and t.cancelled_at is None]
+        assert [(t.due_at, t.fired_at) for t in live] == [(completion.deadline, None)]
+
+    asyncio.run(go())

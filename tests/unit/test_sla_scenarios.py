@@ -310,7 +310,7 @@ async def test_a_closure_inside_the_open_window_moves_it_by_one_day_and_keep_doe
     """The calendar-change row of the table: recomputed against the new calendar version the
     deadline moves one working day; the operator's "keep" is not recomputing at all."""
     sla, _ = await run(Row("", [(submitted(), T0), (routed(T0), T0)], {}))
-    state, _stamp = await sla.repo.load(CID, None, "", with_pauses=False)
+    state, _stamp = await sla.repo.load(CID, None, "")
     opd = next(c for c in sla.repo.clocks.values() if c.clock == "opd_response")
     closure = CALENDAR.nth_working_day_after(T0.date(), 2)
     changed = WorkingCalendar(CALENDAR.tz, {closure: False}, override_revision=1)
@@ -324,7 +324,7 @@ async def test_a_closure_inside_the_open_window_moves_it_by_one_day_and_keep_doe
                and e.data["clock"] == "opd_response"]
     assert (event["reason"], event["note"], event["changed_by"]) == ("calendar_changed", "Banjir", "op")
     # Recomputing again under the same calendar moves nothing (a pure function of it).
-    again, _ = await sla.repo.load(CID, None, "", with_pauses=False)
+    again, _ = await sla.repo.load(CID, None, "")
     assert again.recompute_deadlines(changed, policies, T0, note=None, changed_by=None) == 0
 
 
@@ -336,7 +336,7 @@ async def test_a_closure_moves_the_resumed_completion_instance_too() -> None:
                  if (c.clock, c.instance) == ("completion", 1))
     closure = CALENDAR.nth_working_day_after(T0.date(), 8)
     changed = WorkingCalendar(CALENDAR.tz, {closure: False}, override_revision=1)
-    state, _stamp = await sla.repo.load(CID, None, "", with_pauses=False)
+    state, _stamp = await sla.repo.load(CID, None, "")
     assert state.recompute_deadlines(changed, default_policies(), day(6), note="Banjir",
                                      changed_by="op") >= 1
     await sla.repo.save(state)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 from services.sla import usecases
 from services.sla.clocks import OfficeHours, warning_instants
+from services.sla.domain import derive, facts_of
+from services.sla.policy import default_policies
 from shared.events import CloudEvent, ComplaintResponded, EventData, make_event
 from tests.unit.test_sla_scenarios import routed
 from tests.unit.test_sla_usecases import CALENDAR, WIB, Sla
@@ -129,3 +132,27 @@ async def test_quiet_hours_hold_staff_alerts_to_the_next_opening_but_not_the_bre
     monday = await scan(sla, at(2026, 12, 28, 7, 30))
     [escalated] = [e for e in monday if e.event_name == "sla.escalated"]
     assert datetime.fromisoformat(escalated.data["due_at"]) == deadline
+
+
+def test_derive_at_two_nows_gives_the_same_warning_points() -> None:
+    """Which warning points a clock skips (already past when sla learnt of it) is judged by
+    when sla recorded the fact that created it (``Fact.recorded_at``), not by when the
+    derivation runs: derive from scratch an hour after the creation and two days later plans
+    the same timers, and a point already past at the recording is skipped in both."""
+    policies = {k: replace(p, warn_points=("2hk", "1hk", "20%")) if k == "opd_response" else p
+                for k, p in default_policies().items()}
+    start = at(2026, 3, 2, 10)  # Mon; 5 HK → Mon 9 Mar 23:59; 20 % → Tue 3 Mar ~17:40
+    recorded = at(2026, 3, 4, 9)  # processed Wed: the 20 % point had passed
+    facts = [replace(f, recorded_at=recorded) for f in facts_of([routed(start)])]
+
+    def timers(now: datetime) -> set[tuple[str, str, datetime | None, bool]]:
+        state = derive(CID, facts, CALENDAR, policies, now, firings=[])
+        return {(t.kind, t.point, t.due_at, t.fired_at is not None)
+                for t in state.changes().timer_inserts if t.cancelled_at is None}
+
+    soon, later = timers(recorded + timedelta(hours=1)), timers(at(2026, 3, 6, 12))
+    assert soon == later
+    assert sorted(p for k, p, _, _ in soon if k == "warning") == ["1hk", "2hk"]
+    # Before, the derivation's ``now`` decided: two days later it skipped the 2hk point too.
+    assert at(2026, 3, 6, 12) > dict(warning_instants(
+        start, CALENDAR.deadline(start, 5), ("2hk",), CALENDAR))["2hk"]

@@ -18,7 +18,15 @@ from services.sla import usecases
 from services.sla.calendar import WorkingCalendar
 from services.sla.calendars import CalendarSnapshot, CalendarSource, CalendarStamp
 from services.sla.clocks import Fact, StopReason
-from services.sla.domain import ClockRow, ComplaintClocks, DueTimer, Firing, PauseRow, Timer
+from services.sla.domain import (
+    ClockChanges,
+    ClockRow,
+    ComplaintClocks,
+    DueTimer,
+    Firing,
+    PauseRow,
+    Timer,
+)
 from services.sla.policy import default_policies
 from shared.events import (
     CloudEvent,
@@ -61,14 +69,13 @@ class FakeSlaRepository:
         assert self.tx is not None
         return await self.tx.claim()  # the inbox half of the merged statement
 
-    async def load(self, complaint_id: uuid.UUID, fact: Fact | None, event_id: str, *,
-                   with_pauses: bool) -> tuple[ComplaintClocks, CalendarStamp]:
+    async def load(self, complaint_id: uuid.UUID, fact: Fact | None,
+                   event_id: str) -> tuple[ComplaintClocks, CalendarStamp]:
         mine = [c for c in self.clocks.values() if c.complaint_id == complaint_id]
-        running = {c.id for c in mine if c.stopped_at is None}
+        ids = {c.id for c in mine}
         timers = [replace(t, changed=False) for t in self.timers.values()
-                  if t.clock_id in running and t.cancelled_at is None]
-        pauses = {(p.clock_id, p.deferred_at) for p in self.pauses
-                  if with_pauses and p.clock_id in {c.id for c in mine}}
+                  if t.clock_id in ids and t.cancelled_at is None]
+        pauses = [p for p in self.pauses if p.clock_id in ids]
         facts = self.facts.setdefault(complaint_id, [])
         state = ComplaintClocks(complaint_id, sorted(mine, key=lambda c: c.id), timers,
                                 sorted(facts, key=lambda f: f.at), pauses,
@@ -79,8 +86,8 @@ class FakeSlaRepository:
             state.record_fact(fact)
         return state, CalendarStamp(self.calendar.revision, self.policy_rows, self.ladder_rows)
 
-    async def save(self, state: ComplaintClocks) -> None:
-        c = state.changes()
+    async def save(self, state: ComplaintClocks, changes: ClockChanges | None = None) -> None:
+        c = state.changes() if changes is None else changes
         if not c:
             return
         self.saves += 1
@@ -101,7 +108,10 @@ class FakeSlaRepository:
             self.timers[timer_id] = replace(t, id=timer_id, clock_id=ids.get(t.clock_id, t.clock_id),
                                             changed=False)
             self.log_firing(self.timers[timer_id])
-        self.pauses += [replace(p, clock_id=ids.get(p.clock_id, p.clock_id)) for p in c.new_pauses]
+        written = [replace(p, clock_id=ids.get(p.clock_id, p.clock_id)) for p in c.new_pauses]
+        gone_pauses = set(c.deleted_pauses) | {(p.clock_id, p.deferred_at) for p in written}
+        self.pauses = [p for p in self.pauses
+                       if (p.clock_id, p.deferred_at) not in gone_pauses] + written
         gone = set(c.deleted_clocks)
         for clock_id in gone:
             del self.clocks[clock_id]
@@ -325,7 +335,7 @@ async def test_a_failing_save_commits_nothing_and_the_redelivery_is_processed() 
     event = submitted(cid)
     save = sla.repo.save
 
-    async def failing(state: ComplaintClocks) -> None:
+    async def failing(state: ComplaintClocks, changes: ClockChanges | None = None) -> None:
         raise RuntimeError("connection lost")
 
     sla.repo.save = failing  # type: ignore[method-assign]
@@ -364,3 +374,29 @@ async def test_scanner_fires_due_timers_once_and_skips_a_warning_past_its_deadli
     again = await usecases.fire_due_timers(100, uow=sla.uow)
     assert again.events == [] and again.alerts == []
     assert await usecases.open_clock_counts(uow=sla.uow) == {"verification": 1, "completion": 1}
+
+
+async def test_a_message_after_a_kept_calendar_change_keeps_the_deadlines_it_would_move() -> None:
+    """The stored rows are derive's, except a clock computed under an older calendar version
+    whose deadline the current calendar would move (an operator's change with
+    keep_deadlines: derive knows the current overrides only): it keeps its deadline, version
+    and timers. A clock the change does not move, and a clock started now, are derive's."""
+    sla, cid = Sla(), uuid.uuid4()
+    await sla(submitted(cid), T0)
+    before = sla.repo.clocks_of(cid)
+    timers = {(c, t.kind): (t.due_at, t.pending) for c, _, t in sla.repo.timers_of(cid)}
+    closed = CALENDAR.nth_working_day_after(T0.date(), 3)
+    sla.repo.calendar = CalendarSnapshot(1, {closed: False})
+    routed_at = T0 + timedelta(hours=3)
+    out = await sla(routed(cid, routed_at), routed_at)
+    assert out.drift == []
+    after = sla.repo.clocks_of(cid)
+    for key in (("verification", 0), ("completion", 0)):  # the closure would move both
+        assert (after[key].deadline, after[key].calendar_version) == (
+            before[key].deadline, before[key].calendar_version)
+    assert after[("verification", 0)].stopped_at == routed_at  # met, as the routing says
+    assert {(c, t.kind): (t.due_at, t.pending) for c, _, t in sla.repo.timers_of(cid)
+            if c == "completion"} == {k: v for k, v in timers.items() if k[0] == "completion"}
+    opd = after[("opd_response", 1)]
+    assert opd.calendar_version.endswith("+ovr-1")
+    assert opd.deadline == WorkingCalendar(WIB, {closed: False}).deadline(routed_at, 5)
