@@ -2,7 +2,7 @@
 failures retried through the delayed-retry queues, permanent ones dead-lettered at once,
 consumers paused while the database is unreachable, 503 + Retry-After, intake ready and
 accepting without the broker, notify LISTENing again. Outages are made with a TCP proxy in
-front of the shared servers (``_proxy.TcpProxy``), never by stopping them."""
+front of the shared servers (``tests.faults.proxy.FaultProxy``), never by stopping them."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from shared.events import ComplaintSubmitted, Location, make_event
 from shared.settings import RetrySettings, Settings
 from shared.topology import INTAKE_SUBMISSIONS, ROUTING_SUBMITTED, QueueSpec, events_exchange
 from shared.uow import PgUnitOfWork
+from tests.faults.proxy import FaultProxy
 from tests.infra import delete_namespace, next_message
-from tests.integration._proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 SCHEMA = "failures_test"
@@ -245,7 +245,7 @@ class Probe:
 
 @pytest.fixture(scope="module")
 async def routing(fast, amqp):
-    async with TcpProxy.to(fast.database_url) as db_proxy, TcpProxy.to(fast.amqp_url) as mq_proxy:
+    async with FaultProxy.to(fast.database_url) as db_proxy, FaultProxy.to(fast.amqp_url) as mq_proxy:
         settings = fast.model_copy(update={"database_url": db_proxy.url(fast.database_url),
                                            "amqp_url": mq_proxy.url(fast.amqp_url)})
         app = build_routing(settings)
@@ -395,7 +395,7 @@ async def test_intake_stays_ready_and_accepting_without_the_broker(fast, amqp):
     themselves, the outbox publishes the complaint.submitted and the consumers re-attach.
     Its database link cut: a submission answers 503 with Retry-After, not a 500."""
     ns = fast.namespace
-    async with TcpProxy.to(fast.amqp_url) as mq_proxy, TcpProxy.to(fast.database_url) as db_proxy:
+    async with FaultProxy.to(fast.amqp_url) as mq_proxy, FaultProxy.to(fast.database_url) as db_proxy:
         settings: Settings = fast.model_copy(update={"amqp_url": mq_proxy.url(fast.amqp_url),
                                                      "database_url": db_proxy.url(fast.database_url)})
         app = build_intake(settings)
