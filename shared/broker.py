@@ -354,7 +354,7 @@ def broker_death(headers: Mapping[str, Any]) -> str | None:
     text = (f"{_text(d.get('reason'))} on {_text(d.get('queue'))}, "
             f"dead-lettered {d.get('count')} time(s) by the broker")
     delivered = headers.get("x-delivery-count")
-    return text if delivered is None else f"{text} after {delivered} redeliveries"
+    return text if delivered is None else f"{text}, x-delivery-count {delivered}"
 
 
 # Keeps a quarantined message's body (with its sender, for a replay) where the service keeps

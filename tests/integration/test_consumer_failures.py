@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -25,6 +26,8 @@ from services.notify.app import build_app as build_notify
 from services.routing.app import build_app as build_routing
 from shared.broker import (
     ATTEMPT_HEADER,
+    SENDER_HEADER,
+    Sent,
     declare_queue,
     declare_retry_queues,
     declare_topology,
@@ -188,6 +191,46 @@ async def test_a_retry_copy_carries_its_attempt_count_and_reason(fast, amqp):
         await broker.stop()
         async with amqp.channel() as ch:
             for name in (spec.name(ns), spec.dlq_name(ns), spec.retry_name(ns, 30.0)):
+                await ch.queue_delete(name, if_unused=False, if_empty=False)
+
+
+async def test_a_retried_message_keeps_its_validated_sender_and_never_a_claimed_one(fast, amqp):
+    """RabbitMQ refuses a user_id that is not the publisher's, so a retry copy (published by
+    the consumer) records the sender in a header instead: back from its retry step the
+    message still names its sender. A sender a publisher claims in that header is dropped."""
+    ns = fast.namespace
+    spec = QueueSpec("test", f"s{uuid.uuid4().hex[:8]}", ("test.sender",))
+    async with amqp.channel() as ch:
+        await declare_queue(ch, ns, spec, fast.delivery_limit)
+        await declare_retry_queues(ch, ns, spec, FAST.delays_s)
+    seen: dict[str, list[Sent]] = {"validated": [], "claimed": []}
+
+    async def handle(sent: Sent) -> None:
+        tries = seen[json.loads(sent.body)["kind"]]
+        tries.append(sent)
+        if len(tries) == 1:
+            raise TimeoutError
+
+    broker = make_broker(fast, CollectorRegistry(), "test")
+    subscribe(broker, fast, spec, handle, parse_sent=lambda sent: sent)
+    await broker.start()
+    user = urlsplit(fast.amqp_url).username
+    try:
+        await broker.publish(b'{"kind": "validated"}', exchange=events_exchange(ns),
+                             routing_key="test.sender", persist=True, user_id=user)
+        await broker.publish(b'{"kind": "claimed"}', exchange=events_exchange(ns),
+                             routing_key="test.sender", persist=True,
+                             headers={SENDER_HEADER: "sp4n-portal-someone-else"})
+        await until(lambda: _true(all(len(v) == 2 for v in seen.values())), "both retried once")
+        first, back = seen["validated"]
+        assert (first.user_id, first.exchange) == (user, events_exchange(ns).name)
+        assert (back.user_id, back.exchange, back.internal) == (user, "", True)
+        assert [(s.user_id, s.exchange) for s in seen["claimed"]] == [
+            (None, events_exchange(ns).name), (None, "")]
+    finally:
+        await broker.stop()
+        async with amqp.channel() as ch:
+            for name in (spec.name(ns), spec.dlq_name(ns), *(spec.retry_name(ns, d) for d in FAST.delays_s)):
                 await ch.queue_delete(name, if_unused=False, if_empty=False)
 
 

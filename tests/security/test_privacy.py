@@ -394,6 +394,12 @@ async def test_a_submission_past_the_delivery_limit_reaches_no_dlq_with_its_iden
     amqp = await aio_pika.connect(s.amqp_url)
     try:
         ch = await amqp.channel()
+        # The DLQ bound as it was before the quarantine existed (by the queue's own name):
+        # the topology's declaration moves that binding.
+        dlx = await ch.declare_exchange(dead_letter_exchange(ns).name,
+                                        aio_pika.ExchangeType.DIRECT, durable=True)
+        old_dlq = await ch.declare_queue(INTAKE_SUBMISSIONS.dlq_name(ns), durable=True)
+        await old_dlq.bind(dlx, routing_key=INTAKE_SUBMISSIONS.name(ns))
         await declare_topology(ch, ns, s.delivery_limit)
         inbound = await ch.get_exchange(inbound_exchange(ns).name)
         await inbound.publish(aio_pika.Message(
@@ -461,7 +467,6 @@ async def test_a_submission_past_the_delivery_limit_reaches_no_dlq_with_its_iden
                                      failed_id) == 0
             assert await message_count(ch, INTAKE_SUBMISSIONS.dlq_name(ns), 0, timeout=20) == 0
             # A second replay of the same reference (a duplicate) finds nothing to resubmit.
-            dlx = await ch.get_exchange(dead_letter_exchange(ns).name)
             await dlx.publish(aio_pika.Message(dead.body, headers={"x-sp4n-error": reason}),
                               routing_key=INTAKE_SUBMISSIONS.dlq_routing_key(ns))
             assert await message_count(ch, INTAKE_SUBMISSIONS.dlq_name(ns), 1) == 1
