@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
 
 
 @dataclass
-class Processes:
+class Processes(ABC):
     settings: Settings
     log_dir: Path
     ports: dict[str, int] = field(default_factory=dict)  # process name → port
@@ -54,9 +55,9 @@ class Processes:
     def service_of(self, name: str) -> str:
         return name
 
+    @abstractmethod
     def env_of(self, name: str) -> dict[str, str]:
         """The environment process ``name`` starts with."""
-        raise NotImplementedError
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
