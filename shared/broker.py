@@ -19,13 +19,21 @@ What happens to a message whose handler raises (``shared.failures.classify``):
   through its first retry step (delivery count 0), the returns so far added up in
   ``x-sp4n-returns``; only past ``retry.max_returns`` in total (a message that kills every
   consumer that takes it) does it go to the DLQ, with that reason.
+
+A message past its queue's delivery limit (its consumer crashed, was killed or nacked it
+again and again) is dead-lettered by the broker itself, body and headers as they were: into
+the DLQ, or for a queue whose bodies may hold personal data into its quarantine
+(``shared.topology``), where ``subscribe_quarantine`` has the service seal the body and
+dead-letter only what it returns in its stead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 import aio_pika
@@ -57,11 +65,66 @@ ATTEMPT_HEADER = "x-sp4n-attempt"
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 # The returns of a message's earlier copies (``DELIVERY_COUNT_HEADER`` of each refreshed copy).
 RETURNS_HEADER = "x-sp4n-returns"
+# The sender (``Sent.user_id``) of the message a retry copy stands for: the copy is published
+# by the consumer's own user, which RabbitMQ would refuse as another ``user_id``.
+SENDER_HEADER = "x-sp4n-sender"
 # What became of a failed message: a retry copy or a DLQ copy was published, or neither could
 # be (the broker is away) and the message is nacked back into its queue.
 Outcome = Literal["retried", "dead_lettered", "requeued"]
 # Told about every failed message: the queue, the classified failure and what was done.
 FailureObserver = Callable[[QueueSpec, Failure, Outcome], None]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message's body and who sent it, as far as the broker vouches for it.
+
+    ``exchange`` is the one the message was published to. The default exchange (``""``)
+    means it did not come from a publisher of the queue's own exchange: the broker put it
+    back from a retry step, or an operator replayed it (``sp4n dlq replay``), i.e. a user
+    with write permission on ``amq.default``, which no portal and no service has.
+    ``user_id`` is the publishing connection's user (RabbitMQ refuses any other); on a
+    message back from a retry step, the one the retry copy recorded (``SENDER_HEADER``)."""
+
+    body: bytes
+    user_id: str | None
+    exchange: str
+
+    @property
+    def internal(self) -> bool:
+        return self.exchange == ""
+
+
+def sent_of(raw: aio_pika.abc.AbstractIncomingMessage) -> Sent:
+    return _sent(raw.body, raw.user_id, raw.exchange or "", raw.headers or {})
+
+
+def quarantined_sent(raw: aio_pika.abc.AbstractIncomingMessage) -> Sent:
+    """``Sent`` of a message the broker dead-lettered, as it was when it entered its queue:
+    the latest ``x-death`` record names the exchange it had come through."""
+    headers = raw.headers or {}
+    death = latest_death(headers)
+    exchange = _text(death.get("exchange") or "") if death is not None else raw.exchange or ""
+    return _sent(raw.body, raw.user_id, exchange, headers)
+
+
+def latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The broker's latest dead-lettering record of a message (``x-death``, newest first)."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+        return deaths[0]
+    return None
+
+
+def _sent(body: bytes, user_id: str | None, exchange: str, headers: Mapping[str, Any]) -> Sent:
+    if user_id is None and exchange == "":
+        recorded = headers.get(SENDER_HEADER)
+        user_id = _text(recorded) if recorded else None
+    return Sent(body, user_id, exchange)
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class PoisonMessage(Exception):
@@ -129,7 +192,13 @@ async def declare_queue(channel: aio_pika.abc.AbstractChannel, ns: str, spec: Qu
     for key in spec.routing_keys:
         await q.bind(exchange, routing_key=key)
     dlq = await channel.declare_queue(spec.dlq_name(ns), durable=True)
-    await dlq.bind(ex_dlx, routing_key=spec.name(ns))
+    if spec.personal_data:
+        # Quarantine bound first, then the DLQ's old binding by the queue's name (from before
+        # the quarantine) removed: the broker's dead-letters are routable all along.
+        quarantine = await channel.declare_queue(spec.quarantine_name(ns), durable=True)
+        await quarantine.bind(ex_dlx, routing_key=spec.name(ns))
+        await dlq.unbind(ex_dlx, routing_key=spec.name(ns))
+    await dlq.bind(ex_dlx, routing_key=spec.dlq_routing_key(ns))
 
 
 async def declare_retry_queues(channel: aio_pika.abc.AbstractChannel, ns: str, spec: QueueSpec,
@@ -176,7 +245,7 @@ def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
 @overload
 def subscribe(broker: RabbitBroker, settings: Settings, spec: QueueSpec,
               handle: Callable[[T], Awaitable[None]], *,
-              parse_sent: Callable[[bytes, str | None], T],
+              parse_sent: Callable[[Sent], T],
               observe: FailureObserver | None = None) -> RabbitSubscriber: ...
 
 
@@ -187,13 +256,12 @@ def subscribe(
     handle: Callable[[Any], Awaitable[None]],
     parse: Callable[[bytes], Any] = parse_cloud_event,
     *,
-    parse_sent: Callable[[bytes, str | None], Any] | None = None,
+    parse_sent: Callable[[Sent], Any] | None = None,
     observe: FailureObserver | None = None,
 ) -> RabbitSubscriber:
     """Attach ``handle`` to the spec's queue; ``parse`` turns the body into its argument
     (a ``CloudEvent`` unless another parser is given). ``parse_sent``, when given, gets the
-    body and the message's ``user_id`` instead: RabbitMQ refuses a ``user_id`` that is not
-    the publishing connection's user, so it names the sender reliably. A failure is
+    body with its sender instead (``Sent``). A failure is
     dead-lettered or retried (module docstring) and reported to ``observe``. The retry
     queues must be declared (``declare_retry_queues``). Each subscriber has a channel of its
     own, so it can be paused alone (``shared.pause``)."""
@@ -215,7 +283,7 @@ def subscribe(
             return
         try:
             if parse_sent is not None:
-                await handle(parse_sent(msg.body, msg.raw_message.user_id))
+                await handle(parse_sent(sent_of(msg.raw_message)))
             else:
                 await handle(parse(msg.body))
         except Exception as exc:  # noqa: BLE001 - every failure is classified and handled
@@ -271,8 +339,9 @@ async def refresh_returned(broker: RabbitBroker, settings: Settings, spec: Queue
                            msg: RabbitMessage, observe: FailureObserver | None) -> None:
     """A message returned unacknowledged ``x-delivery-count`` times: give it back as a fresh
     copy (through the first retry step) before the queue's delivery limit dead-letters it, or
-    to the DLQ once its returns add up to ``retry.max_returns`` (module docstring). The caller
-    acks the original; raises (the message is requeued) when the copy was not taken."""
+    to the DLQ (a queue with personal data: its quarantine) once its returns add up to
+    ``retry.max_returns`` (module docstring). The caller acks the original; raises (the
+    message is requeued) when the copy was not taken."""
     ns = settings.namespace
     returns = _header_int(msg, RETURNS_HEADER) + _header_int(msg, DELIVERY_COUNT_HEADER)
     reason = (f"returned unacknowledged {returns} times (its consumer lost its link, was "
@@ -280,7 +349,13 @@ async def refresh_returned(broker: RabbitBroker, settings: Settings, spec: Queue
     failure = Failure(True, reason)
     outcome: Outcome = "requeued"
     try:
-        if returns >= settings.retry.max_returns:
+        if returns >= settings.retry.max_returns and spec.personal_data:
+            # Its body must not reach the DLQ: rejected, the broker dead-letters it into the
+            # quarantine, which the service seals (``subscribe_quarantine``).
+            log.warning("message on %s %s: rejected into its quarantine", spec.name(ns), reason)
+            await msg.reject(requeue=False)
+            outcome = "dead_lettered"
+        elif returns >= settings.retry.max_returns:
             await dead_letter(broker, ns, spec, msg, f"{reason}: a message that may kill "
                               f"its consumer; check the services' logs before replaying it")
             outcome = "dead_lettered"
@@ -317,6 +392,12 @@ async def schedule_retry(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: Ra
     if returns is not None:
         headers[RETURNS_HEADER] = returns
     headers[ATTEMPT_HEADER] = attempt
+    # Always set or removed here, so a publisher cannot name a sender of its choosing.
+    sender = sent_of(msg.raw_message).user_id
+    if sender is None:
+        headers.pop(SENDER_HEADER, None)
+    else:
+        headers[SENDER_HEADER] = sender
     headers["x-sp4n-error"] = reason[:2000]
     headers["x-sp4n-original-queue"] = spec.name(ns)
     confirmation = await broker.publish(
@@ -335,6 +416,62 @@ async def schedule_retry(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: Ra
         raise RuntimeError(f"retry queue {spec.retry_name(ns, delay)} did not take the message")
 
 
+def broker_death(headers: Mapping[str, Any]) -> str | None:
+    """Why the broker itself dead-lettered a message, from its latest ``x-death`` record (and
+    ``x-delivery-count`` when set); None if the broker never did. Names, counts only."""
+    d = latest_death(headers)
+    if d is None:
+        return None
+    text = (f"{_text(d.get('reason'))} on {_text(d.get('queue'))}, "
+            f"dead-lettered {d.get('count')} time(s) by the broker")
+    delivered = headers.get("x-delivery-count")
+    return text if delivered is None else f"{text}, x-delivery-count {delivered}"
+
+
+# Keeps a quarantined message's body (with its sender, for a replay) where the service keeps
+# such data, given the reason; returns what the DLQ gets in its stead.
+Seal = Callable[[Sent, str], Awaitable[bytes]]
+
+
+def subscribe_quarantine(broker: RabbitBroker, settings: Settings, spec: QueueSpec, seal: Seal, *,
+                         observe: FailureObserver | None = None) -> RabbitSubscriber:
+    """Consume the quarantine of a queue whose bodies may hold personal data: the messages the
+    broker dead-lettered as they were (``shared.topology``). Each is sealed (``seal``), its
+    stand-in is dead-lettered (confirmed), and only then it is acked.
+
+    Invariant: neither the body nor any of the original headers reaches the DLQ. A failure
+    (the database unreachable, the broker away, anything) puts the message back in the
+    quarantine after ``retry.probe_initial_s``, never into the DLQ as it was, and is
+    reported to ``observe`` (so the consumers pause while the database is unreachable): the
+    quarantine has no delivery limit, so the message waits there until it can be sealed."""
+    ns = settings.namespace
+    subscriber = broker.subscriber(
+        spec.quarantine(ns, declare=settings.migrates_at_startup), dead_letter_exchange(ns),
+        ack_policy=AckPolicy.MANUAL, channel=Channel(prefetch_count=settings.prefetch_count),
+        decoder=_raw_message, title=spec.quarantine_name(ns),
+        description=f"{spec.service} seals what the broker dead-lettered from {spec.name(ns)}")
+
+    @subscriber
+    async def _seal(msg: RabbitMessage) -> None:
+        death = broker_death(msg.headers or {}) or "dead-lettered by the broker"
+        reason = f"delivery limit reached (its consumer kept failing or crashing): {death}"
+        try:
+            stand_in = await seal(quarantined_sent(msg.raw_message), reason)
+            await dead_letter(broker, ns, spec, msg, reason, body=stand_in)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the message stays quarantined
+            failure = classify(exc)
+            log.error("sealing a quarantined message of %s failed, requeued: %s",
+                      spec.name(ns), failure.reason)
+            if observe is not None:
+                observe(spec, failure, "requeued")
+            await asyncio.sleep(settings.retry.probe_initial_s)  # no hot loop while it lasts
+            await msg.nack(requeue=True)
+            return
+        await msg.ack()
+
+    return subscriber
+
+
 async def _raw_message(msg: RabbitMessage) -> RabbitMessage:
     """Decoder that hands the handler the message itself; ``parse`` reads its body."""
     return msg
@@ -351,7 +488,7 @@ async def dead_letter(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: Rabbi
     await broker.publish(
         msg.body if body is None else body,
         exchange=dead_letter_exchange(ns),
-        routing_key=spec.name(ns),
+        routing_key=spec.dlq_routing_key(ns),
         persist=True,
         headers=headers,
         message_id=msg.message_id,

@@ -24,11 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from shared.broker import (
     Outcome,
+    Seal,
+    Sent,
     declare_retry_queues,
     declare_topology,
     make_broker,
     publish_event,
     subscribe,
+    subscribe_quarantine,
 )
 from shared.db import create_pool, migrate
 from shared.events import EVENT_MODELS, CloudEvent
@@ -137,12 +140,18 @@ class ServiceRuntime:
         self._checks[name] = (check, required)
 
     def consume_sent(self, spec: QueueSpec, handle: Callable[[T], Awaitable[None]],
-                     parse: Callable[[bytes, str | None], T]) -> None:
-        """Like ``consume``, but ``parse`` also gets the sender: the message's ``user_id``,
-        validated by RabbitMQ against the publishing connection's user (None: not set)."""
+                     parse: Callable[[Sent], T]) -> None:
+        """Like ``consume``, but ``parse`` gets the body with its sender (``Sent``: the
+        ``user_id`` RabbitMQ validated, the exchange it came through)."""
         self.consumed.append(spec)
         self.pause.add(subscribe(self.broker, self.settings, spec, handle, parse_sent=parse,
                                  observe=self._failed))
+
+    def quarantine(self, spec: QueueSpec, seal: Seal) -> None:
+        """Consume the quarantine of a queue with personal data (``shared.broker.
+        subscribe_quarantine``); paused with the other consumers."""
+        self.pause.add(subscribe_quarantine(self.broker, self.settings, spec, seal,
+                                            observe=self._failed))
 
     def add_loop(self, loop: Loop) -> None:
         """A background coroutine started after the broker, cancelled at shutdown."""

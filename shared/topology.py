@@ -4,6 +4,14 @@
 - One durable direct exchange ``{ns}.inbound`` where portals may publish submissions.
 - One durable quorum queue per (consuming service, event family), with a delivery limit
   and dead-lettering into ``{ns}.dlx``; one classic durable DLQ per queue.
+- A queue whose bodies may hold personal data (``QueueSpec.personal_data``: intake's
+  submissions, which carry the reporter's identity) has a quarantine queue
+  (``{queue}.quarantine``) as well. Invariant: no body of such a queue reaches its DLQ. The
+  broker's own dead-letters (delivery limit reached: a consumer that crashed or was killed
+  on the message again and again) carry the original body, so ``{ns}.dlx`` routes them, by
+  the queue's name, to the quarantine; the consuming service seals each body where it keeps
+  such data and puts only a reference into the DLQ, which it alone publishes to (routing
+  key ``{queue}.dlq``). The queue's own arguments stay as they are: only bindings differ.
 - Per consumed queue, one delayed-retry quorum queue per retry step
   (``{queue}.retry.{delay}``, e.g. ``sp4n.routing.submitted.v1.retry.5s``), bound to the
   direct exchange ``{ns}.retry``; declared by the consuming service (``shared.broker``).
@@ -54,12 +62,30 @@ class QueueSpec:
     family: str
     routing_keys: tuple[str, ...]
     inbound: bool = False  # bound to the inbound exchange instead of the events exchange
+    # Bodies may hold personal data: dead-letters go through a quarantine (module docstring).
+    personal_data: bool = False
 
     def name(self, ns: str) -> str:
         return f"{ns}.{self.service}.{self.family}.{QUEUE_GENERATION}"
 
     def dlq_name(self, ns: str) -> str:
         return f"{self.name(ns)}.dlq"
+
+    def dlq_routing_key(self, ns: str) -> str:
+        """The key the DLQ is bound by on ``{ns}.dlx``. The broker dead-letters with the
+        queue's name (``x-dead-letter-routing-key``): for a queue with personal data that
+        name leads to the quarantine instead, and only the service's reference reaches the
+        DLQ, by the DLQ's own name."""
+        return self.dlq_name(ns) if self.personal_data else self.name(ns)
+
+    def quarantine_name(self, ns: str) -> str:
+        return f"{self.name(ns)}.quarantine"
+
+    def quarantine(self, ns: str, *, declare: bool = True) -> RabbitQueue:
+        """Classic and durable like the DLQ, and without a delivery limit: a message there
+        waits for its service however often sealing it fails, never dropped."""
+        return RabbitQueue(self.quarantine_name(ns), declare=declare, durable=True,
+                           routing_key=self.name(ns))
 
     def exchange(self, ns: str) -> RabbitExchange:
         return inbound_exchange(ns) if self.inbound else events_exchange(ns)
@@ -83,7 +109,7 @@ class QueueSpec:
         )
 
     def dlq(self, ns: str) -> RabbitQueue:
-        return RabbitQueue(self.dlq_name(ns), durable=True, routing_key=self.name(ns))
+        return RabbitQueue(self.dlq_name(ns), durable=True, routing_key=self.dlq_routing_key(ns))
 
     def retry_name(self, ns: str, delay_s: float) -> str:
         return f"{self.name(ns)}.retry.{delay_label(delay_s)}"
@@ -112,7 +138,11 @@ class QueueSpec:
 
 
 # Every queue of the product, so tooling (readiness, DLQ replay, test clean-up) can enumerate them.
-INTAKE_SUBMISSIONS = QueueSpec("intake", "submissions", (SUBMISSION_ROUTING_KEY,), inbound=True)
+# Which queues hold personal data: only intake's submissions (a portal's body names the
+# reporter: name, NIK, phone, e-mail, and the citizen's own words). Every other queue carries
+# events, which hold none (``shared.events``).
+INTAKE_SUBMISSIONS = QueueSpec("intake", "submissions", (SUBMISSION_ROUTING_KEY,), inbound=True,
+                               personal_data=True)
 # Bindings may be added freely (they are not queue arguments); intake's own lifecycle
 # events are applied by intake directly, so its queue binds only what others decide.
 INTAKE_TIMELINE = QueueSpec(

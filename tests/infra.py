@@ -98,6 +98,8 @@ async def delete_namespace(amqp_url: str, ns: str, extra_retry_delays_s: tuple[f
         retry_steps = (*RetrySettings().delays_s, *extra_retry_delays_s)
         for spec in ALL_QUEUES:
             names = [spec.name(ns), spec.dlq_name(ns), *(spec.retry_name(ns, d) for d in retry_steps)]
+            if spec.personal_data:
+                names.append(spec.quarantine_name(ns))
             for name in names:
                 async with conn.channel() as ch:
                     await ch.queue_delete(name, if_unused=False, if_empty=False)
@@ -125,3 +127,15 @@ async def next_message(queue: aio_pika.abc.AbstractQueue, timeout: float = 5.0):
             return msg
         await asyncio.sleep(0.1)
     return None
+
+
+async def message_count(ch: aio_pika.abc.AbstractChannel, name: str, expected: int,
+                        timeout: float = 5.0) -> int:
+    """A queue's message count, polled until it is ``expected`` or ``timeout`` passed (the
+    broker counts a just-published or just-acked message a moment later)."""
+    for _ in range(int(timeout / 0.05)):
+        q = await ch.declare_queue(name, passive=True)
+        if q.declaration_result.message_count == expected:
+            break
+        await asyncio.sleep(0.05)
+    return q.declaration_result.message_count or 0

@@ -15,6 +15,7 @@ import click
 from aio_pika.abc import AbstractConnection
 
 from services.cli.common import pass_settings, run_async
+from shared.broker import broker_death
 from shared.settings import Settings
 from shared.topology import ALL_QUEUES, QueueSpec
 
@@ -101,12 +102,9 @@ def death_reason(headers: Mapping[str, Any]) -> str | None:
     """Why a message is in the DLQ: sp4n's own reason, else RabbitMQ's x-death record."""
     if headers.get("x-sp4n-error"):
         return str(headers["x-sp4n-error"])
-    deaths = headers.get("x-death") or []
-    if deaths:
-        d = deaths[0]
-        return (f"{d.get('reason')} on {d.get('queue')} after {d.get('count')} dead-lettering(s);"
-                " delivery limit reached (the handler kept failing: see the service's log)")
-    return None
+    death = broker_death(headers)
+    return None if death is None else (
+        f"{death}; delivery limit reached (the handler kept failing: see the service's log)")
 
 
 @click.group("dlq")
@@ -120,20 +118,23 @@ def dlq() -> None:
 @dlq.command("list")
 @pass_settings
 def dlq_list(settings: Settings) -> int:
-    """Every DLQ and how many messages it holds."""
+    """Every DLQ and how many messages it holds; also each quarantine (messages the broker
+    dead-lettered from a queue with personal data, which its service has not sealed yet)."""
     ns = settings.namespace
 
     async def go() -> int:
         conn = await aio_pika.connect(settings.amqp_url)
         try:
             for spec in ALL_QUEUES:
-                async with conn.channel() as ch:
-                    try:
-                        q = await ch.declare_queue(spec.dlq_name(ns), passive=True)
-                    except aio_pika.exceptions.ChannelClosed:
-                        click.echo(f"{spec.dlq_name(ns):<55} (not declared yet)")
-                        continue
-                    click.echo(f"{spec.dlq_name(ns):<55} {q.declaration_result.message_count} messages")
+                names = [spec.dlq_name(ns)] + ([spec.quarantine_name(ns)] if spec.personal_data else [])
+                for name in names:
+                    async with conn.channel() as ch:
+                        try:
+                            q = await ch.declare_queue(name, passive=True)
+                        except aio_pika.exceptions.ChannelClosed:
+                            click.echo(f"{name:<55} (not declared yet)")
+                            continue
+                        click.echo(f"{name:<55} {q.declaration_result.message_count} messages")
             return 0
         finally:
             await conn.close()

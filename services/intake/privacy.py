@@ -154,17 +154,18 @@ def claimed_source(body: bytes) -> str | None:
 
 
 async def store_failed_submission(pool: asyncpg.Pool, keyring: Keyring, body: bytes,
-                                  reason: str) -> uuid.UUID:
+                                  reason: str, sender: str | None = None) -> uuid.UUID:
     """Keep a submission that could not be accepted, its raw body sealed under its own data
-    key; returns the row id (what the DLQ message carries instead of the body)."""
+    key, with its sender (the broker user RabbitMQ validated; None: none named); returns the
+    row id (what the DLQ message carries instead of the body)."""
     failed_id = uuid.uuid4()
     owner = _failed_owner(failed_id)
     dek, wrapped = keyring.new_data_key(owner)
     await pool.execute(
-        "INSERT INTO failed_submissions (id, reason, source, key_id, wrapped_key, body)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO failed_submissions (id, reason, source, key_id, wrapped_key, body, sender)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         failed_id, reason[:2000], claimed_source(body), wrapped.key_id, wrapped.blob,
-        seal(dek, body, field_ad(owner, "body")))
+        seal(dek, body, field_ad(owner, "body")), sender)
     return failed_id
 
 
@@ -174,13 +175,20 @@ def dlq_reference(failed_id: uuid.UUID, reason: str) -> bytes:
                       ensure_ascii=False).encode()
 
 
-def is_dlq_reference(body: bytes) -> bool:
-    """A DLQ reference sent back to the submissions queue (``sp4n dlq replay``)."""
+def referenced_id(body: bytes) -> uuid.UUID | None:
+    """The failed submission a DLQ reference sent back to the submissions queue names
+    (``sp4n dlq replay``); None if ``body`` is no reference with a valid id. Only the id is
+    ever taken from it: any other field is a publisher's, not intake's."""
     try:
         data = json.loads(body)
     except ValueError:
-        return False
-    return isinstance(data, dict) and "failed_submission_id" in data and "title" not in data
+        return None
+    if not (isinstance(data, dict) and "failed_submission_id" in data and "title" not in data):
+        return None
+    try:
+        return uuid.UUID(str(data["failed_submission_id"]))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,7 @@ class FailedSubmission:
     reason: str
     source: str | None
     body: bytes | None = None  # decrypted, only from ``failed_submission``
+    sender: str | None = None  # only from ``failed_submission``
 
 
 async def list_failed_submissions(conn: asyncpg.Connection, limit: int = 50) -> list[FailedSubmission]:
@@ -208,7 +217,18 @@ async def failed_submission(conn: asyncpg.Connection, keyring: Keyring,
     owner = _failed_owner(failed_id)
     dek = keyring.unwrap(owner, WrappedKey(r["key_id"], r["wrapped_key"]))
     return FailedSubmission(r["id"], r["received_at"], r["reason"], r["source"],
-                            unseal(dek, r["body"], field_ad(owner, "body")))
+                            unseal(dek, r["body"], field_ad(owner, "body")), r["sender"])
+
+
+async def settle_failed_submission(pool: asyncpg.Pool, failed_id: uuid.UUID,
+                                   reason: str | None) -> None:
+    """A resubmitted failed submission: accepted (``reason`` None), so its copy is deleted
+    (the complaint holds the identity now, encrypted), or rejected again for ``reason``."""
+    if reason is None:
+        await pool.execute("DELETE FROM failed_submissions WHERE id = $1", failed_id)
+    else:
+        await pool.execute("UPDATE failed_submissions SET reason = $2 WHERE id = $1",
+                           failed_id, reason[:2000])
 
 
 async def purge_failed_submissions(conn: asyncpg.Connection, retention_days: int,

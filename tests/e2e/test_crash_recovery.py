@@ -4,9 +4,6 @@ shutdown) and restarted still route every complaint exactly once."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -32,32 +29,6 @@ def complaint(i: int) -> dict:
     }
 
 
-def restart(system: sp4n.RunningSystem, service: str) -> None:
-    """Start ``service`` again on its port, as the process supervisor would."""
-    old = system.procs[service]
-    env = sp4n.settings_env(system.settings, **{f"{s}_port": p for s, p in system.ports.items()})
-    env["SP4N_HOST"] = "127.0.0.1"
-    system.procs[service] = subprocess.Popen(
-        [sys.executable, "-m", f"services.{service}"], env=env, cwd=sp4n.ROOT,
-        stdout=system.logs[service].open("ab"), stderr=subprocess.STDOUT)
-    assert old.poll() is not None
-    for _ in range(200):
-        try:
-            if httpx.get(f"{system.url(service)}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if system.procs[service].poll() is not None:
-            raise AssertionError(system.log_tail(service))
-        time.sleep(0.1)
-    raise AssertionError(f"{service} not ready after restart:\n{system.log_tail(service)}")
-
-
-def kill(system: sp4n.RunningSystem, service: str) -> None:
-    system.procs[service].send_signal(signal.SIGKILL)
-    system.procs[service].wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def running(settings, tmp_path_factory):
     system = sp4n.start(settings, ["intake", "routing"], tmp_path_factory.mktemp("crash"))
@@ -69,13 +40,13 @@ async def test_killed_consumer_and_killed_publisher_lose_nothing(running, settin
     headers = {"Authorization": f"Bearer {portal_key}"}
     async with EventTap(settings.amqp_url, settings.namespace, ("complaint.routed",)) as tap:
         # 1. routing is dead while complaints arrive: they wait, durable, in its queue.
-        kill(running, "routing")
+        running.kill("routing")
         async with httpx.AsyncClient(base_url=running.url("intake"), headers=headers) as client:
             first = [(await client.post("/v1/complaints", json=complaint(i))).json()["complaint_id"]
                      for i in range(20)]
         await asyncio.sleep(0.5)
         assert tap.of("complaint.routed") == []
-        await asyncio.to_thread(restart, running, "routing")
+        await asyncio.to_thread(running.restart, "routing")
         for cid in first:
             await tap.wait_for("complaint.routed", cid, timeout=20)
 
@@ -84,10 +55,10 @@ async def test_killed_consumer_and_killed_publisher_lose_nothing(running, settin
         async with httpx.AsyncClient(base_url=running.url("intake"), headers=headers) as client:
             answers = await asyncio.gather(*(client.post("/v1/complaints", json=complaint(i))
                                              for i in range(40)))
-        kill(running, "intake")
+        running.kill("intake")
         second = [a.json()["complaint_id"] for a in answers if a.status_code == 202]
         assert len(second) == 40
-        await asyncio.to_thread(restart, running, "intake")
+        await asyncio.to_thread(running.restart, "intake")
         for cid in second:
             await tap.wait_for("complaint.routed", cid, timeout=20)
 
@@ -97,8 +68,8 @@ async def test_killed_consumer_and_killed_publisher_lose_nothing(running, settin
             third = [(await client.post("/v1/complaints", json=complaint(i))).json()["complaint_id"]
                      for i in range(40)]
         await asyncio.sleep(0.2)
-        kill(running, "routing")
-        await asyncio.to_thread(restart, running, "routing")
+        running.kill("routing")
+        await asyncio.to_thread(running.restart, "routing")
         for cid in third:
             await tap.wait_for("complaint.routed", cid, timeout=20)
         await asyncio.sleep(1.0)

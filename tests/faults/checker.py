@@ -98,11 +98,13 @@ def _event(body: bytes) -> CloudEvent:
 
 
 async def queue_depths(amqp_url: str, ns: str, retry_delays_s: tuple[float, ...] = ()) -> dict[str, int]:
-    """Messages ready in each work queue, delayed-retry queue and DLQ of the namespace
-    (passive declares; a retry queue not declared yet counts as empty)."""
+    """Messages ready in each work queue, delayed-retry queue, DLQ and quarantine of the
+    namespace (passive declares; a retry queue not declared yet counts as empty)."""
     names: list[str] = []
     for spec in ALL_QUEUES:
         names += [spec.name(ns), spec.dlq_name(ns)]
+        if spec.personal_data:
+            names.append(spec.quarantine_name(ns))
         retry_name = getattr(spec, "retry_name", None)  # where consumers retry with a delay
         if retry_name is not None:
             names += [retry_name(ns, d) for d in dict.fromkeys(retry_delays_s)]

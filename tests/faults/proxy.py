@@ -12,6 +12,10 @@ Faults, applied to all connections at once:
 Use it in-process (``FaultProxy``, asyncio) or as a separate process (``ProxyProcess``, which
 runs ``python -m tests.faults.proxy HOST:PORT`` and sends it one command per line on stdin):
 a separate process keeps forwarding even while the caller's event loop or GIL is busy.
+
+    async with FaultProxy.to(settings.database_url, 5432) as proxy:
+        url = proxy.url(settings.database_url)
+        ...; await proxy.cut(); ...; await proxy.restore()
 """
 
 from __future__ import annotations
@@ -51,6 +55,28 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
         self._tainted: set[asyncio.Task[None]] = set()  # links that dropped bytes
+
+    @classmethod
+    def to(cls, url: str, default_port: int = 0) -> FaultProxy:
+        """A proxy to the server ``url`` points at (not listening before ``start``)."""
+        return cls(*target_of(url, default_port))
+
+    def url(self, url: str) -> str:
+        """``url`` through this proxy."""
+        return through(url, self.port)
+
+    async def __aenter__(self) -> FaultProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.cut()
+
+    async def cut(self) -> None:
+        await self.command("cut")
+
+    async def restore(self) -> None:
+        await self.command("restore")
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)

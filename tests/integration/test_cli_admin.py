@@ -15,6 +15,7 @@ from shared.broker import declare_topology
 from shared.settings import Settings
 from shared.topology import ROUTING_SUBMITTED, dead_letter_exchange
 from tests.e2e.system import settings_env
+from tests.infra import message_count
 
 pytestmark = pytest.mark.integration
 
@@ -76,16 +77,6 @@ async def _dead_letter(ch: aio_pika.abc.AbstractChannel, ns: str, ids: list[str]
                           routing_key=ROUTING_SUBMITTED.name(ns))
 
 
-async def _count(ch: aio_pika.abc.AbstractChannel, name: str, expected: int) -> int:
-    """The queue's message count, waiting briefly for it to reach ``expected``."""
-    for _ in range(50):
-        q = await ch.declare_queue(name, passive=True)
-        if q.declaration_result.message_count == expected:
-            break
-        await asyncio.sleep(0.05)
-    return q.declaration_result.message_count or 0
-
-
 async def test_dlq_show_browses_each_message_once_and_leaves_the_queue_as_it_was(
         settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     ns = settings.namespace
@@ -97,7 +88,7 @@ async def test_dlq_show_browses_each_message_once_and_leaves_the_queue_as_it_was
         await dlq.purge()
         ids = [str(uuid.uuid4()) for _ in range(2)]
         await _dead_letter(ch, ns, ids)
-        assert await _count(ch, dlq.name, 2) == 2
+        assert await message_count(ch, dlq.name, 2) == 2
 
         # the name `dlq list` prints is accepted by `dlq show`
         code, out = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys, "dlq", "list")
@@ -112,7 +103,7 @@ async def test_dlq_show_browses_each_message_once_and_leaves_the_queue_as_it_was
             assert [m["message_id"] for m in shown] == ids  # each once, oldest first
             assert [m["error"] for m in shown] == ["gagal nomor 0", "gagal nomor 1"]
             assert json.loads(shown[1]["body"]) == {"id": ids[1]}
-            assert await _count(ch, dlq.name, 2) == 2  # browsing took nothing away
+            assert await message_count(ch, dlq.name, 2) == 2  # browsing took nothing away
 
         # pages: --limit per page, --skip to the next; past the end, nothing
         pages = []
@@ -122,7 +113,7 @@ async def test_dlq_show_browses_each_message_once_and_leaves_the_queue_as_it_was
             assert code == 0
             pages.append([json.loads(ln)["message_id"] for ln in out.splitlines()])
         assert pages == [[ids[0]], [ids[1]], []]
-        assert await _count(ch, dlq.name, 2) == 2
+        assert await message_count(ch, dlq.name, 2) == 2
 
         code, _ = await asyncio.to_thread(run_cli, settings, monkeypatch, capsys,
                                           "dlq", "show", "no.such.queue.v1")

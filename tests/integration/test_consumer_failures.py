@@ -2,7 +2,7 @@
 failures retried through the delayed-retry queues, permanent ones dead-lettered at once,
 consumers paused while the database is unreachable, 503 + Retry-After, intake ready and
 accepting without the broker, notify LISTENing again. Outages are made with a TCP proxy in
-front of the shared servers (``_proxy.TcpProxy``), never by stopping them."""
+front of the shared servers (``tests.faults.proxy.FaultProxy``), never by stopping them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -25,6 +26,8 @@ from services.notify.app import build_app as build_notify
 from services.routing.app import build_app as build_routing
 from shared.broker import (
     ATTEMPT_HEADER,
+    SENDER_HEADER,
+    Sent,
     declare_queue,
     declare_retry_queues,
     declare_topology,
@@ -37,8 +40,8 @@ from shared.events import ComplaintSubmitted, Location, make_event
 from shared.settings import RetrySettings, Settings
 from shared.topology import INTAKE_SUBMISSIONS, ROUTING_SUBMITTED, QueueSpec, events_exchange
 from shared.uow import PgUnitOfWork
+from tests.faults.proxy import FaultProxy
 from tests.infra import delete_namespace, next_message
-from tests.integration._proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 SCHEMA = "failures_test"
@@ -192,6 +195,46 @@ async def test_a_retry_copy_carries_its_attempt_count_and_reason(fast, amqp):
                 await ch.queue_delete(name, if_unused=False, if_empty=False)
 
 
+async def test_a_retried_message_keeps_its_validated_sender_and_never_a_claimed_one(fast, amqp):
+    """RabbitMQ refuses a user_id that is not the publisher's, so a retry copy (published by
+    the consumer) records the sender in a header instead: back from its retry step the
+    message still names its sender. A sender a publisher claims in that header is dropped."""
+    ns = fast.namespace
+    spec = QueueSpec("test", f"s{uuid.uuid4().hex[:8]}", ("test.sender",))
+    async with amqp.channel() as ch:
+        await declare_queue(ch, ns, spec, fast.delivery_limit)
+        await declare_retry_queues(ch, ns, spec, FAST.delays_s)
+    seen: dict[str, list[Sent]] = {"validated": [], "claimed": []}
+
+    async def handle(sent: Sent) -> None:
+        tries = seen[json.loads(sent.body)["kind"]]
+        tries.append(sent)
+        if len(tries) == 1:
+            raise TimeoutError
+
+    broker = make_broker(fast, CollectorRegistry(), "test")
+    subscribe(broker, fast, spec, handle, parse_sent=lambda sent: sent)
+    await broker.start()
+    user = urlsplit(fast.amqp_url).username
+    try:
+        await broker.publish(b'{"kind": "validated"}', exchange=events_exchange(ns),
+                             routing_key="test.sender", persist=True, user_id=user)
+        await broker.publish(b'{"kind": "claimed"}', exchange=events_exchange(ns),
+                             routing_key="test.sender", persist=True,
+                             headers={SENDER_HEADER: "sp4n-portal-someone-else"})
+        await until(lambda: _true(all(len(v) == 2 for v in seen.values())), "both retried once")
+        first, back = seen["validated"]
+        assert (first.user_id, first.exchange) == (user, events_exchange(ns).name)
+        assert (back.user_id, back.exchange, back.internal) == (user, "", True)
+        assert [(s.user_id, s.exchange) for s in seen["claimed"]] == [
+            (None, events_exchange(ns).name), (None, "")]
+    finally:
+        await broker.stop()
+        async with amqp.channel() as ch:
+            for name in (spec.name(ns), spec.dlq_name(ns), *(spec.retry_name(ns, d) for d in FAST.delays_s)):
+                await ch.queue_delete(name, if_unused=False, if_empty=False)
+
+
 async def test_transient_failures_are_dead_lettered_after_max_attempts_when_configured(fast, amqp):
     ns = fast.namespace
     spec = QueueSpec("test", f"m{uuid.uuid4().hex[:8]}", ("test.max",))
@@ -246,7 +289,7 @@ class Probe:
 
 @pytest.fixture(scope="module")
 async def routing(fast, amqp):
-    async with TcpProxy.to(fast.database_url) as db_proxy, TcpProxy.to(fast.amqp_url) as mq_proxy:
+    async with FaultProxy.to(fast.database_url) as db_proxy, FaultProxy.to(fast.amqp_url) as mq_proxy:
         settings = fast.model_copy(update={"database_url": db_proxy.url(fast.database_url),
                                            "amqp_url": mq_proxy.url(fast.amqp_url)})
         app = build_routing(settings)
@@ -396,7 +439,7 @@ async def test_intake_stays_ready_and_accepting_without_the_broker(fast, amqp):
     themselves, the outbox publishes the complaint.submitted and the consumers re-attach.
     Its database link cut: a submission answers 503 with Retry-After, not a 500."""
     ns = fast.namespace
-    async with TcpProxy.to(fast.amqp_url) as mq_proxy, TcpProxy.to(fast.database_url) as db_proxy:
+    async with FaultProxy.to(fast.amqp_url) as mq_proxy, FaultProxy.to(fast.database_url) as db_proxy:
         settings: Settings = fast.model_copy(update={"amqp_url": mq_proxy.url(fast.amqp_url),
                                                      "database_url": db_proxy.url(fast.database_url)})
         app = build_intake(settings)

@@ -7,7 +7,8 @@ PostgreSQL and RabbitMQ.
 - An erased reporter's ciphertext no longer decrypts (its data key is gone) while the
   complaint's history stays.
 - A failed AMQP submission leaves no identity in the DLQ (body and headers) nor in the log;
-  intake keeps it encrypted for repair.
+  intake keeps it encrypted for repair. So does one the broker dead-letters itself (past
+  the delivery limit), and replaying its reference submits it.
 - An OPD's access to the reporter's contact ends N days after SELESAI.
 """
 
@@ -34,11 +35,17 @@ from services.intake.app import MIGRATIONS, build_app
 from services.intake.crypto import Keyring, Undecryptable, WrappedKey, decode_master_key, keyring_from
 from services.intake.domain.model import SealedReporter
 from services.intake.reporter_data import open_reporter
+from shared.broker import declare_topology
 from shared.db import migrate
 from shared.settings import IntakeSettings, Settings
-from shared.topology import INTAKE_SUBMISSIONS, SUBMISSION_ROUTING_KEY, inbound_exchange
+from shared.topology import (
+    INTAKE_SUBMISSIONS,
+    SUBMISSION_ROUTING_KEY,
+    dead_letter_exchange,
+    inbound_exchange,
+)
 from tests.e2e.system import settings_env
-from tests.infra import next_message
+from tests.infra import delete_namespace, message_count, next_message
 
 pytestmark = pytest.mark.integration
 
@@ -342,9 +349,14 @@ async def test_a_failed_amqp_submission_leaves_no_identity_in_the_dlq_nor_the_lo
     assert code == 1
 
 
-async def test_a_dlq_reference_replayed_to_intake_goes_back_to_the_dlq_unchanged(intake, settings, db):
+async def test_a_dlq_reference_a_portal_sends_goes_back_to_the_dlq_as_a_bare_reference(
+        intake, settings, db):
     app, _ = intake
-    ref = privacy.dlq_reference(uuid.uuid4(), "invalid submission: description: too short")
+    who = identity()
+    failed_id = uuid.uuid4()
+    # A portal's own "reference", with more in it than intake would ever put there.
+    forged = json.dumps({"failed_submission_id": str(failed_id), "reason": who["nik"],
+                         "reporter": who}).encode()
     before = await db.fetchval("SELECT count(*) FROM failed_submissions")
     amqp = await aio_pika.connect(settings.amqp_url)
     try:
@@ -352,15 +364,121 @@ async def test_a_dlq_reference_replayed_to_intake_goes_back_to_the_dlq_unchanged
         dlq = await ch.declare_queue(INTAKE_SUBMISSIONS.dlq_name(settings.namespace), durable=True)
         await dlq.purge()
         await app.state.runtime.broker.publish(
-            ref, exchange=inbound_exchange(settings.namespace), routing_key=SUBMISSION_ROUTING_KEY,
-            persist=True, content_type="application/json")
+            forged, exchange=inbound_exchange(settings.namespace),
+            routing_key=SUBMISSION_ROUTING_KEY, persist=True, content_type="application/json")
         msg = await next_message(dlq, timeout=10)
         assert msg is not None
         await msg.ack()
     finally:
         await amqp.close()
-    assert msg.body == ref and "failed submission" in msg.headers["x-sp4n-error"]
-    assert await db.fetchval("SELECT count(*) FROM failed_submissions") == before  # not stored again
+    # Not resubmitted (a portal may not resubmit another's), not stored again; only the id
+    # is taken from the body.
+    assert json.loads(msg.body) == {"failed_submission_id": str(failed_id),
+                                    "reason": msg.headers["x-sp4n-error"]}
+    assert "not a submission" in msg.headers["x-sp4n-error"]
+    assert not any(v in msg.body.decode() for v in needles(who))
+    assert await db.fetchval("SELECT count(*) FROM failed_submissions") == before
+
+
+async def test_a_submission_past_the_delivery_limit_reaches_no_dlq_with_its_identity_and_replays(
+        settings, db, monkeypatch, capsys):
+    """The broker's own dead-lettering (a consumer that crashed on the message until the
+    delivery limit) carries the original body: it goes to intake's quarantine, which seals it
+    into failed_submissions; the DLQ gets a reference, and replaying it submits the complaint."""
+    # A namespace of its own: queue arguments (the delivery limit) are fixed at declaration.
+    s = settings.model_copy(update={"namespace": f"{settings.namespace}-dl", "delivery_limit": 1})
+    ns = s.namespace
+    who = identity()
+    good = body(who)
+    raw = json.dumps(good).encode()
+    amqp = await aio_pika.connect(s.amqp_url)
+    try:
+        ch = await amqp.channel()
+        # The DLQ bound as it was before the quarantine existed (by the queue's own name):
+        # the topology's declaration moves that binding.
+        dlx = await ch.declare_exchange(dead_letter_exchange(ns).name,
+                                        aio_pika.ExchangeType.DIRECT, durable=True)
+        old_dlq = await ch.declare_queue(INTAKE_SUBMISSIONS.dlq_name(ns), durable=True)
+        await old_dlq.bind(dlx, routing_key=INTAKE_SUBMISSIONS.name(ns))
+        await declare_topology(ch, ns, s.delivery_limit)
+        inbound = await ch.get_exchange(inbound_exchange(ns).name)
+        await inbound.publish(aio_pika.Message(
+            raw, message_id="pv-crash-1", content_type="application/json",
+            headers={"x-portal-reporter-nik": who["nik"]},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=SUBMISSION_ROUTING_KEY)
+        # A consumer that crashes holding the message: its channel goes away unacked, again
+        # and again, until the broker dead-letters it (intake is not running yet).
+        quarantine_name = INTAKE_SUBMISSIONS.quarantine_name(ns)
+        for _ in range(10):
+            crashing = await amqp.channel()
+            queue = await crashing.declare_queue(INTAKE_SUBMISSIONS.name(ns), passive=True)
+            msg = await next_message(queue, timeout=2)
+            await crashing.close()
+            if msg is None:
+                break
+        assert await message_count(ch, quarantine_name, 1, timeout=20) == 1
+        assert await message_count(ch, INTAKE_SUBMISSIONS.dlq_name(ns), 0) == 0
+
+        app = build_app(s)
+        async with app.router.lifespan_context(app):
+            dlq = await ch.declare_queue(INTAKE_SUBMISSIONS.dlq_name(ns), passive=True)
+            dead = await next_message(dlq, timeout=20)
+            assert dead is not None
+            await dead.nack(requeue=True)  # left for the replay below
+            assert await message_count(ch, quarantine_name, 0, timeout=20) == 0
+            everything = dead.body.decode() + json.dumps(
+                {k: str(v) for k, v in (dead.headers or {}).items()})
+            for v in needles(who) + [good["external_id"], good["title"], good["description"]]:
+                assert v not in everything
+            ref = json.loads(dead.body)
+            assert set(ref) == {"failed_submission_id", "reason"}
+            assert set(dead.headers) == {"x-sp4n-error", "x-sp4n-original-queue"}
+            reason = dead.headers["x-sp4n-error"]
+            assert reason == ref["reason"] and "delivery_limit" in reason
+            assert INTAKE_SUBMISSIONS.name(ns) in reason
+            # Its content is kept, encrypted, and recoverable.
+            failed_id = uuid.UUID(ref["failed_submission_id"])
+            row = await db.fetchrow("SELECT * FROM failed_submissions WHERE id = $1", failed_id)
+            assert row["reason"] == reason and row["sender"] is None
+            assert who["nik"].encode() not in row["body"]
+            kept = await privacy.failed_submission(db, keyring_from(s.intake), failed_id)
+            assert kept is not None and kept.body == raw
+            code, out = await asyncio.to_thread(run_cli, s, monkeypatch, capsys, "dlq", "list")
+            assert code == 0 and f"{INTAKE_SUBMISSIONS.dlq_name(ns)} " in out
+
+            # Replayed: submitted from intake's copy, which is then deleted.
+            code, out = await asyncio.to_thread(run_cli, s, monkeypatch, capsys,
+                                                "dlq", "replay", "intake.submissions.v1")
+            assert code == 0 and "replayed 1 messages" in out
+            complaint = None
+            for _ in range(200):
+                complaint = await db.fetchrow("SELECT source FROM complaints WHERE external_id = $1",
+                                              good["external_id"])
+                if complaint is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert complaint is not None and complaint["source"] == good["source"]
+            for _ in range(100):
+                if await db.fetchval("SELECT count(*) FROM failed_submissions WHERE id = $1",
+                                     failed_id) == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert await db.fetchval("SELECT count(*) FROM failed_submissions WHERE id = $1",
+                                     failed_id) == 0
+            assert await message_count(ch, INTAKE_SUBMISSIONS.dlq_name(ns), 0, timeout=20) == 0
+            # A second replay of the same reference (a duplicate) finds nothing to resubmit.
+            await dlx.publish(aio_pika.Message(dead.body, headers={"x-sp4n-error": reason}),
+                              routing_key=INTAKE_SUBMISSIONS.dlq_routing_key(ns))
+            assert await message_count(ch, INTAKE_SUBMISSIONS.dlq_name(ns), 1) == 1
+            code, out = await asyncio.to_thread(run_cli, s, monkeypatch, capsys,
+                                                "dlq", "replay", "intake.submissions.v1")
+            again = await next_message(dlq, timeout=20)
+            assert again is not None and "no longer kept" in again.headers["x-sp4n-error"]
+            assert json.loads(again.body)["failed_submission_id"] == str(failed_id)
+            await again.ack()
+    finally:
+        await amqp.close()
+        await delete_namespace(s.amqp_url, ns)
 
 
 # --- OPD contact expiry --------------------------------------------------------------------
