@@ -26,8 +26,8 @@ class VerifyRepository(CalendarVersionStore, Protocol):
 
     async def lock(self, complaint_id: uuid.UUID) -> None: ...
 
-    async def load(self, complaint_id: uuid.UUID, fact: Fact | None, event_id: str, *,
-                   with_pauses: bool) -> tuple[ComplaintClocks, CalendarStamp]: ...
+    async def load(self, complaint_id: uuid.UUID, fact: Fact | None,
+                   event_id: str) -> tuple[ComplaintClocks, CalendarStamp]: ...
 
     async def complaints_with_clocks(self, *, open_only: bool, after: uuid.UUID | None,
                                      limit: int) -> list[uuid.UUID]: ...
@@ -94,7 +94,7 @@ async def _verify_one(complaint_id: uuid.UUID, out: Verification, uow: UnitOfWor
     async with uow() as tx:
         repo = tx.repo
         await repo.lock(complaint_id)
-        state, stamp = await repo.load(complaint_id, None, "", with_pauses=False)
+        state, stamp = await repo.load(complaint_id, None, "")
         current, policies = await calendars.resolve(repo, stamp)
         ladders = calendars.ladders(stamp.ladder_rows)
         stored = state.all_clocks()

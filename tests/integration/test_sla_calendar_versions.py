@@ -94,7 +94,7 @@ async def test_a_deadline_kept_under_version_a_recomputes_equal_under_a(pool):
     # Under the current version B the same facts give another deadline: the comparison
     # against the clock's own version is what makes the check meaningful.
     async with uow_of(pool)() as tx:
-        state, stamp = await tx.repo.load(cid, None, "", with_pauses=False)
+        state, stamp = await tx.repo.load(cid, None, "")
         current, policies = await fresh.resolve(tx.repo, stamp)
     assert current.version == calendar_version(b.revision)
     under_b = {c.clock: c.deadline for c in derive(cid, state.facts, current, policies, T0,
