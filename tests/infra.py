@@ -111,6 +111,15 @@ async def delete_namespace(amqp_url: str, ns: str, extra_retry_delays_s: tuple[f
         await conn.close()
 
 
+async def drop_schema(database_url: str, schema: str) -> None:
+    """Remove a test's own schema (if it is there) and everything in it."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 def unique_suffix() -> str:
     return uuid.uuid4().hex[:10]
 

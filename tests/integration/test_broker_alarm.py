@@ -24,6 +24,7 @@ from shared.events import ComplaintTriageRequired, make_event
 from shared.outbox import add_to_outbox
 from shared.service import ServiceRuntime
 from shared.topology import events_exchange
+from tests.infra import drop_schema
 
 pytestmark = pytest.mark.integration
 EMPTY_DIR = Path(__file__).parent / "no-migrations"
@@ -126,18 +127,10 @@ async def test_a_memory_alarm_holds_events_in_the_outbox_until_it_clears(setting
             seen.add(json.loads(msg.body)["id"])
     finally:
         await conn.close()
-        await _drop(settings, schema)
+        await drop_schema(settings.database_url, schema)
     assert during["unsent"] == COUNT, during
     assert during["set_aside"] == 0 and during["attempts"] <= 1, (
         f"a broker-wide refusal was held against the rows: {dict(during)}")
     assert ready["checks"]["database"] == "ok", ready
     assert after["unsent"] == 0 and after["set_aside"] == 0, dict(after)
     assert seen >= {e.id for e in events}
-
-
-async def _drop(settings, schema: str) -> None:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()

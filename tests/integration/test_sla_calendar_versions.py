@@ -21,6 +21,7 @@ from services.sla.calendars import CalendarSource
 from services.sla.domain import derive
 from services.sla.verification import verify_deadlines
 from shared.db import create_pool, migrate
+from tests.infra import drop_schema
 from tests.integration.test_cli_admin import run_cli
 from tests.integration.test_sla_usecases import T0, WIB, submitted_event, uow_of
 from tests.integration.test_sla_usecases import VERIFICATION_DEADLINE as DEADLINE_OPEN
@@ -175,7 +176,7 @@ async def test_the_migration_rebuilds_older_versions_from_a_complete_change_log(
                                                      date(2026, 5, 11): False}
     finally:
         await pool.close()
-        await drop_schema(settings, schema)
+        await drop_schema(settings.database_url, schema)
 
 
 async def test_the_migration_records_only_the_current_version_when_the_log_has_a_gap(
@@ -196,13 +197,5 @@ async def test_the_migration_records_only_the_current_version_when_the_log_has_a
                                         "2026-05-11": False}}
     finally:
         await pool.close()
-        await drop_schema(settings, schema)
-
-
-async def drop_schema(settings, schema: str) -> None:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
+        await drop_schema(settings.database_url, schema)
 
