@@ -121,12 +121,13 @@ class Load:
 
     async def _submit(self, client: httpx.AsyncClient, i: int) -> None:
         body = complaint(i, self._source)
-        deadline = time.monotonic() + self._give_up_after_s
-        while time.monotonic() < deadline:
+        deadline: float | None = None  # from the first attempt, not from the wait for a slot
+        while deadline is None or time.monotonic() < deadline:
             url = next(self._urls)
             try:
                 async with self._slots:
                     t0 = time.monotonic()
+                    deadline = deadline or t0 + self._give_up_after_s
                     r = await client.post(f"{url}/v1/complaints", json=body)
             except httpx.TransportError as exc:  # refused, reset, timed out: the replica is away
                 self.result.statuses[type(exc).__name__] += 1
