@@ -196,6 +196,7 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
     pg = ProxyProcess(*target_of(admin_url, 5432))
     amqp = ProxyProcess(*target_of(amqp_url, 5672))
     cluster: Cluster | None = None
+    keep = False  # a failed check keeps the database (the evidence) unless --drop-on-failure
     try:
         key = await portal_key(settings)
         async with WebhookReceiver() as ops, WebhookReceiver(fail_first={"/flaky": 1}) as gateway:
@@ -239,7 +240,9 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
             recovery = (None if report.quiet_after_s is None
                         else check_started - last_end + max(0.0, report.quiet_after_s - 2.0))
             print_summary(args, injector, result, report, submitted_s, total_s, recovery)
-            return 0 if report.ok and not result.failures else 1
+            ok = report.ok and not result.failures
+            keep = not ok and not args.drop_on_failure
+            return 0 if ok else 1
     finally:
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
@@ -248,7 +251,11 @@ async def chaos(args: argparse.Namespace, admin_url: str, amqp_url: str) -> int:
         if args.real_restarts:
             await asyncio.to_thread(bring_back_infrastructure)
         await delete_namespace(amqp_url, ns)
-        await drop_database(admin_url, database)
+        if keep:
+            print(f"[chaos] the check failed: database {database} kept for inspection "
+                  f"(drop it with: dropdb {database})", flush=True)
+        else:
+            await drop_database(admin_url, database)
 
 
 def print_summary(args, injector: Chaos, result, report, submitted_s: float, total_s: float,
@@ -289,6 +296,8 @@ def main() -> int:
     ap.add_argument("--quiet-timeout", type=float, default=900.0,
                     help="seconds to wait for the system to settle after the last fault")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--drop-on-failure", action="store_true",
+                    help="drop the run's database even when the check failed (kept by default)")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.randrange(1 << 30)
