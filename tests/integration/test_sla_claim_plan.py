@@ -14,7 +14,7 @@ from services.sla.app import MIGRATIONS
 from services.sla.repository import CLAIM_DUE, PgSlaRepository
 from shared.db import create_pool, migrate
 from shared.uow import PgUnitOfWork
-from tests.integration.test_sla_calendar_versions import drop_schema
+from tests.infra import drop_schema
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ async def pool(settings):
     pool = await create_pool(settings.database_url, schema=schema, min_size=1, max_size=2)
     yield pool
     await pool.close()
-    await drop_schema(settings, schema)
+    await drop_schema(settings.database_url, schema)
 
 
 async def test_the_claim_reads_due_timers_in_index_order_even_when_statistics_miss_them(pool):

@@ -386,7 +386,9 @@ async def test_a_submission_past_the_delivery_limit_reaches_no_dlq_with_its_iden
     delivery limit) carries the original body: it goes to intake's quarantine, which seals it
     into failed_submissions; the DLQ gets a reference, and replaying it submits the complaint."""
     # A namespace of its own: queue arguments (the delivery limit) are fixed at declaration.
-    s = settings.model_copy(update={"namespace": f"{settings.namespace}-dl", "delivery_limit": 1})
+    # The queues get a delivery limit of 1 (intake, declaring the topology again later, keeps
+    # them as they are); the settings keep theirs, which the refresh rule must stay below.
+    s = settings.model_copy(update={"namespace": f"{settings.namespace}-dl"})
     ns = s.namespace
     who = identity()
     good = body(who)
@@ -400,7 +402,7 @@ async def test_a_submission_past_the_delivery_limit_reaches_no_dlq_with_its_iden
                                         aio_pika.ExchangeType.DIRECT, durable=True)
         old_dlq = await ch.declare_queue(INTAKE_SUBMISSIONS.dlq_name(ns), durable=True)
         await old_dlq.bind(dlx, routing_key=INTAKE_SUBMISSIONS.name(ns))
-        await declare_topology(ch, ns, s.delivery_limit)
+        await declare_topology(ch, ns, 1)
         inbound = await ch.get_exchange(inbound_exchange(ns).name)
         await inbound.publish(aio_pika.Message(
             raw, message_id="pv-crash-1", content_type="application/json",

@@ -63,10 +63,11 @@ DECLARE
     years int[] := '{}';
     expected int := 0;
     complete boolean := true;
+    -- The fold so far, one element per logged revision (no temporary table: the service roles
+    -- that may run this migration have no TEMP privilege).
+    fold jsonb := '[]'::jsonb;
     ch record;
 BEGIN
-    CREATE TEMP TABLE calendar_fold (revision int PRIMARY KEY, overrides jsonb, confirmed_years int[])
-        ON COMMIT DROP;
     FOR ch IN SELECT revision, day, working, confirmed_year FROM calendar_changes
               ORDER BY revision, changed_at LOOP
         IF ch.confirmed_year IS NOT NULL THEN
@@ -85,14 +86,17 @@ BEGIN
             complete := false;
             EXIT;
         END IF;
-        INSERT INTO calendar_fold VALUES (ch.revision, folded, years);
+        fold := fold || jsonb_build_array(jsonb_build_object(
+            'revision', ch.revision, 'overrides', folded, 'confirmed_years', to_jsonb(years)));
     END LOOP;
     complete := complete AND expected = current_revision AND folded = current_overrides
                 AND years = current_years;
     IF complete THEN
         INSERT INTO calendar_versions (revision, overrides, confirmed_years)
         SELECT 0, '{}'::jsonb, '{}' UNION ALL
-        SELECT revision, overrides, confirmed_years FROM calendar_fold WHERE revision > 0;
+        SELECT (f->>'revision')::int, f->'overrides',
+               ARRAY(SELECT jsonb_array_elements_text(f->'confirmed_years'))::int[]
+        FROM jsonb_array_elements(fold) f WHERE (f->>'revision')::int > 0;
     ELSE
         INSERT INTO calendar_versions (revision, overrides, confirmed_years)
         VALUES (current_revision, current_overrides, current_years);
