@@ -1240,7 +1240,7 @@ def _deadline_columns(c: ClockRow) -> tuple[object, ...]:
 
 
 def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCalendar,
-         now: datetime) -> ClockChanges:
+         now: datetime, superseded: list[Firing]) -> ClockChanges:
     """What to write so that the stored rows are ``derived``'s (``derive`` over the facts, the
     calendar, the pinned policies and the firing log, this message's firings included): the
     difference between the rows ``state`` was loaded with — every clock, the live (not
@@ -1303,12 +1303,12 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     updates += [replace(t, cancelled_at=now, changed=True) for t in stored.values()
                 if t.clock_id not in deleted]
     # A firing this message made (its event is staged) that derive's live timers do not
-    # carry — the facts have already moved that deadline on (``unlogged``) — is still
-    # history: written as a fired timer, cancelled at once, so the log has it and derive
-    # reads it from then on.
+    # carry — the facts have already moved that deadline on (``superseded``: ``unlogged`` of
+    # the message's firings, which the caller has computed) — is still history: written as a
+    # fired timer, cancelled at once, so the log has it and derive reads it from then on.
     by_key: dict[tuple[str, int, int], int] = {
         (c.clock, c.hop, c.instance): ids[c.id] for c in derived.all_clocks() if c.id in ids}
-    for f in unlogged(state.firings_made(), derived):
+    for f in superseded:
         into = by_key.get((f.clock, f.hop, f.instance))
         if into is not None:  # (None: a clock derive does not have: nowhere to keep it)
             inserts.append(Timer(None, into, f.kind, f.due_at,  # type: ignore[arg-type]

@@ -125,12 +125,13 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
         # ``apply`` decided (the events, and the firings derive's rows log) from derive's rows:
         # a sanity check on the events, counted by the metric.
         drifted = drift(state, derived, calendar)
-        superseded = [f.clock for f in unlogged(fired, derived)]
+        superseded_firings = unlogged(fired, derived)
+        superseded = [f.clock for f in superseded_firings]
         if drifted or superseded:
             log.warning("events of %s disagree with the derived clocks: %s", complaint_id,
                         ", ".join(sorted(set(drifted + superseded))))
         tx.stage(*state.events)
-        await tx.repo.save(state, diff(state, derived, calendar, now))
+        await tx.repo.save(state, diff(state, derived, calendar, now, superseded_firings))
     return Outcome(state.events, state.alerts, drift=drifted, superseded=superseded)
 
 
