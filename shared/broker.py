@@ -379,9 +379,10 @@ async def schedule_retry(broker: RabbitBroker, ns: str, spec: QueueSpec, msg: Ra
                          returns: int | None = None) -> None:
     """Publish the message's copy to its retry step (persistent, confirmed, mandatory); the
     caller then acks the original. Raises when the broker did not take the copy.
-    ``returns``: a returned message's refresh (``refresh_returned``): its first step, its
-    attempt count unchanged, the returns so far recorded."""
-    delay = retry_delay(max(attempt, 1) if returns is not None else attempt, delays_s)
+    ``returns``: a returned message's refresh (``refresh_returned``): its attempt count
+    unchanged (0, i.e. the first step, for one that never failed), the returns so far
+    recorded. A transient failure's ``attempt`` is always at least 1."""
+    delay = retry_delay(max(attempt, 1), delays_s)
     if returns is None:
         log.warning("transient failure on %s (attempt %d); retrying in %gs: %s",
                     spec.name(ns), attempt, delay, reason[:500])
@@ -424,7 +425,7 @@ def broker_death(headers: Mapping[str, Any]) -> str | None:
         return None
     text = (f"{_text(d.get('reason'))} on {_text(d.get('queue'))}, "
             f"dead-lettered {d.get('count')} time(s) by the broker")
-    delivered = headers.get("x-delivery-count")
+    delivered = headers.get(DELIVERY_COUNT_HEADER)
     return text if delivered is None else f"{text}, x-delivery-count {delivered}"
 
 
