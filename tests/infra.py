@@ -74,20 +74,21 @@ def with_database(url: str, database: str) -> str:
     return f"{head}/{database}{query}"
 
 
-async def create_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
+async def _execute(url: str, sql: str) -> None:
+    """One statement on a connection of its own."""
+    conn = await asyncpg.connect(url)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def create_database(admin_url: str, name: str) -> None:
+    await _execute(admin_url, f'CREATE DATABASE "{name}"')
 
 
 async def drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def delete_namespace(amqp_url: str, ns: str, extra_retry_delays_s: tuple[float, ...] = ()) -> None:
@@ -113,11 +114,7 @@ async def delete_namespace(amqp_url: str, ns: str, extra_retry_delays_s: tuple[f
 
 async def drop_schema(database_url: str, schema: str) -> None:
     """Remove a test's own schema (if it is there) and everything in it."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    await _execute(database_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def unique_suffix() -> str:
