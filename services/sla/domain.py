@@ -5,12 +5,12 @@ no SQL, no connection; the PostgreSQL mapper (``repository``) loads and saves th
 them, running or not), their live (not cancelled) timers, its lifecycle facts and the
 DITUNDA periods already applied. ``apply`` decides, from one lifecycle event, which clocks stop
 or are cancelled, pause, resume and start (each created already stopped, paused or moved when
-later facts arrived first), which timers fire at once, and the events that say so. What is
-written back is not its patches but ``diff``: the difference between the rows it was loaded
+later facts arrived first), which timers fire at once, and the events that say so; for an
+operator's calendar change, ``recompute_deadlines`` decides which deadlines move. What is
+written back is not their patches but ``diff``: the difference between the rows it was loaded
 with and the rows ``derive`` gives from the facts, the calendar, the policies and the firing
-log with those firings (the stored rows are a cache of ``derive``); the mapper writes that and
-the events in one statement (``changes()``, the patches, only for an operator's calendar
-change, which ``recompute_deadlines`` derives itself).
+log with those firings (the stored rows are a cache of ``derive``), each clock under the
+calendar version it names; the mapper writes that and the events in one statement.
 
 Invariants (besides those of ``clocks``):
 - A clock is created at most once per (clock kind, hop, instance): a re-published event adds
@@ -288,6 +288,10 @@ class ComplaintClocks:
         # (clock, hop, instance) → the policy version a stored clock was computed with, so a
         # re-derivation keeps it (a policy edit applies to clocks started afterwards).
         self._pinned: dict[tuple[str, int, int], Policy] = {}
+        # The older calendar versions stored clocks name, rebuilt (``apply(versions=)``): a
+        # decision about such a clock is made under the calendar that computed it, as
+        # ``derive`` under that version gives its rows (``diff``).
+        self._versions: Mapping[str, WorkingCalendar] = {}
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -508,14 +512,20 @@ class ComplaintClocks:
     def apply(self, fact: Fact | None, calendar: WorkingCalendar,
               policies: dict[str, Policy], now: datetime,
               met_by: CompletionMetBy = "final_response", *, ladders: tuple[Ladder, ...] = (),
-              office_hours: OfficeHours | None = None) -> None:
+              office_hours: OfficeHours | None = None,
+              versions: Mapping[str, WorkingCalendar] | None = None) -> None:
         """Apply one lifecycle fact (already recorded; None for an event that is no fact, a
         progress update): stop or cancel the running clocks it ends, pause or resume, then
         start the clocks it starts (``clocks.starts_of``: from the fact alone), and the
         follow-up clocks the facts now call for (reopens, reporter replies), whatever order
-        they came."""
+        they came. New clocks run under ``calendar`` (the current version); a stored clock
+        computed under an older version that ``versions`` has (rebuilt: ``calendar_versions``)
+        is stopped, resumed and reclassified under that one and keeps its version (an
+        operator's change with ``keep_deadlines``); under a version it lacks, under
+        ``calendar``."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
+        self._versions = {**(versions or {}), calendar.version: calendar}
         self.effects.calendar = calendar
         facts = self.effective_facts()
         took = fact is None or fact.kind != "routed" or fact in facts
@@ -525,9 +535,9 @@ class ComplaintClocks:
                 if stop is None:
                     continue
                 if row.stopped_at is None:
-                    self._stop_clock(row, stop, calendar, now)
+                    self._stop_clock(row, stop, self._calendar_of(row, calendar), now)
                 elif stop.at < row.stopped_at:
-                    self._restop(row, stop, calendar)
+                    self._restop(row, stop, self._calendar_of(row, calendar))
             self._record_outcome(fact)
             self._drop_routings_that_never_took(calendar, now)
             if fact.kind == "deferred":
@@ -584,6 +594,16 @@ class ComplaintClocks:
 
     def effective_facts(self) -> list[Fact]:
         return clocks.effective_facts(self.facts)
+
+    def _calendar_of(self, row: ClockRow, calendar: WorkingCalendar) -> WorkingCalendar:
+        """The calendar a decision about ``row`` is made under: the older version it names
+        when rebuilt (``apply(versions=)``), else ``calendar`` (the current one)."""
+        return self._versions.get(row.calendar_version, calendar)
+
+    def older_versions(self, current: str) -> set[str]:
+        """The calendar versions other than ``current`` the stored clocks name (as loaded):
+        those a caller rebuilds to decide and derive them under (``apply(versions=)``)."""
+        return {c.calendar_version for c in self._loaded.values()} - {current}
 
     def _instance_for(self, clock: str, hop: int, started_at: datetime) -> int | None:
         """The next instance of (clock, hop), or None when one started at ``started_at``."""
@@ -729,7 +749,8 @@ class ComplaintClocks:
         working days paused as counted under the new calendar: a closure inside a DITUNDA
         period moves nothing), gets new timers (what fired stays fired) and
         ``sla.deadline_changed`` (reason ``calendar_changed``). Returns how many moved. A
-        clock already stopped keeps the deadline it was judged by."""
+        clock already stopped keeps the deadline it was judged by. These are the decisions
+        (the events); the rows written are ``derive``'s (``usecases.change_calendar``)."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
         self.effects.calendar = calendar
@@ -949,7 +970,8 @@ class ComplaintClocks:
                 continue
             key = data.policy_key
             policy = self._policy_for((row.clock, row.hop, row.instance), key, policies)
-            chained = self._chained_deadline(row, policy, calendar)
+            cal = self._calendar_of(row, calendar)
+            chained = self._chained_deadline(row, policy, cal)
             if chained is None:
                 continue
             initial, moved = chained
@@ -957,7 +979,7 @@ class ComplaintClocks:
                 row, policy_key=key, working_days=policy.working_days,
                 policy_version=policy.version, initial_deadline=initial.deadline,
                 initial_warn_at=initial.warn_at, deadline=moved.deadline, warn_at=moved.warn_at,
-                calendar_version=calendar.version)
+                calendar_version=cal.version)
             self.effects.deadline_changed(row, row.deadline, moved, "reclassified", data.reason,
                                           data.changed_by)
             if row.stopped_at is not None:
@@ -968,7 +990,7 @@ class ComplaintClocks:
             if row.paused_at is not None:
                 continue  # DITUNDA: timers come with the resume
             self.cancel_pending_timers(row.id, now)
-            for plan in self._replan(row.id, moved, calendar, now, moved_by_change=True):
+            for plan in self._replan(row.id, moved, cal, now, moved_by_change=True):
                 self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
                                    row.opd_code, moved, plan.due_at, instance=row.instance)
 
@@ -1070,12 +1092,13 @@ class ComplaintClocks:
                 continue
             if self.pause_applied(row.id, deferred_at):
                 continue
+            cal = self._calendar_of(row, calendar)
             if row.stopped_at is not None:
-                self._resume_stopped(row, deferred_at, resumed_at, calendar, now)
+                self._resume_stopped(row, deferred_at, resumed_at, cal, now)
                 continue
-            n = calendar.paused_working_days(deferred_at, resumed_at)
+            n = cal.paused_working_days(deferred_at, resumed_at)
             total = row.paused_working_days + n
-            moved = clocks.resumed_deadline(row.initial_deadline_record(), total, calendar)
+            moved = clocks.resumed_deadline(row.initial_deadline_record(), total, cal)
             self.cancel_pending_timers(row.id, now)  # the deferral may not be seen yet
             self.record_pause(row.id, deferred_at, resumed_at, n, row.deadline, moved)
             # A later deferral processed before this resume keeps the clock paused.
@@ -1086,7 +1109,7 @@ class ComplaintClocks:
             out.started(complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
             if paused_at is not None:
                 continue
-            for plan in self._replan(row.id, moved, calendar, now):
+            for plan in self._replan(row.id, moved, cal, now):
                 out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
                           plan.due_at, instance=row.instance)
 
@@ -1112,17 +1135,18 @@ class ComplaintClocks:
         for c in list(self._clocks.values()):
             if c.clock != "completion" or c.hop != row.hop or c.instance <= row.instance:
                 continue
-            warn = None if c.warn_at is None else calendar.move_deadline(c.warn_at, n)
+            cal = self._calendar_of(c, calendar)
+            warn = None if c.warn_at is None else cal.move_deadline(c.warn_at, n)
             self._clocks[c.id] = replace(
-                c, deadline=calendar.move_deadline(c.deadline, n), warn_at=warn,
-                initial_deadline=calendar.move_deadline(c.initial_deadline or c.deadline, n),
+                c, deadline=cal.move_deadline(c.deadline, n), warn_at=warn,
+                initial_deadline=cal.move_deadline(c.initial_deadline or c.deadline, n),
                 initial_warn_at=None if c.initial_warn_at is None
-                else calendar.move_deadline(c.initial_warn_at, n))
+                else cal.move_deadline(c.initial_warn_at, n))
             moved = self._clocks[c.id].deadline_record()
             if c.stopped_at is not None or c.paused_at is not None:
                 continue
             self.cancel_pending_timers(c.id, now)
-            for plan in self._replan(c.id, moved, calendar, now):
+            for plan in self._replan(c.id, moved, cal, now):
                 self.effects.alert(SlaBreached, c.complaint_id, c.clock, c.hop, c.opd_code,
                                    moved, plan.due_at, instance=c.instance)
             self.effects.started(c.complaint_id, c.clock, c.hop, c.opd_code, c.started_at,
@@ -1225,14 +1249,48 @@ def drifted(state: ComplaintClocks, derivations: Mapping[str, ComplaintClocks],
     return out + [(None, c) for k, c in wants.get(current, {}).items() if k not in have]
 
 
-def unlogged(fired: list[Firing], derived: ComplaintClocks) -> list[Firing]:
-    """The firings ``apply`` made (its events say so) that ``derived`` has no live fired timer
-    for: derive, from the facts, has that deadline moved on already (e.g. a submission
-    processed past its deadline after a reclassification made before it)."""
-    have = {derived._firing_key(t.clock_id, t.kind, t.point, t.due_at)
-            for t in derived._timers if t.fired_at is not None and t.due_at is not None
-            and t.cancelled_at is None}
-    return [f for f in fired if f.key not in have]
+ClockKey = tuple[str, int, int]  # (clock kind, hop, instance): a clock in any derivation
+
+
+def _key(c: ClockRow) -> ClockKey:
+    return c.clock, c.hop, c.instance
+
+
+def sources(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCalendar,
+            older: Mapping[str, ComplaintClocks] | None = None) -> dict[ClockKey, ComplaintClocks]:
+    """Which derivation a clock's rows are written from (``diff``) and its firings checked
+    against (``unlogged``), for the clocks not written from ``derived`` (under ``calendar``,
+    the current version): a clock that the decision leaves under an older calendar version
+    ``older`` holds a derivation for (the same facts derived under that version, rebuilt),
+    and that derivation has, is written from that one — its deadline stays as the version
+    that computed it gives it (an operator's change with ``keep_deadlines``)."""
+    out: dict[ClockKey, ComplaintClocks] = {}
+    for c in state.all_clocks():
+        src = (older or {}).get(c.calendar_version)
+        if src is not None and c.calendar_version != calendar.version \
+                and any(_key(d) == _key(c) for d in src.all_clocks()):
+            out[_key(c)] = src
+    return out
+
+
+def unlogged(fired: list[Firing], derived: ComplaintClocks, *,
+             sources: Mapping[ClockKey, ComplaintClocks] | None = None) -> list[Firing]:
+    """The firings ``apply`` made (its events say so) that the derivation its clock's rows are
+    written from (``sources``, else ``derived``) has no live fired timer for: derive, from the
+    facts, has that deadline moved on already (e.g. a submission processed past its deadline
+    after a reclassification made before it)."""
+    def have(d: ComplaintClocks) -> set[FiringKey]:
+        return {d._firing_key(t.clock_id, t.kind, t.point, t.due_at)
+                for t in d._timers if t.fired_at is not None and t.due_at is not None
+                and t.cancelled_at is None}
+
+    fired_in: dict[int, set[FiringKey]] = {}
+    out = []
+    for f in fired:
+        d = (sources or {}).get((f.clock, f.hop, f.instance), derived)
+        if f.key not in fired_in.setdefault(id(d), have(d)):
+            out.append(f)
+    return out
 
 
 def _deadline_columns(c: ClockRow) -> tuple[object, ...]:
@@ -1240,40 +1298,54 @@ def _deadline_columns(c: ClockRow) -> tuple[object, ...]:
 
 
 def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCalendar,
-         now: datetime, superseded: list[Firing]) -> ClockChanges:
-    """What to write so that the stored rows are ``derived``'s (``derive`` over the facts, the
-    calendar, the pinned policies and the firing log, this message's firings included): the
-    difference between the rows ``state`` was loaded with — every clock, the live (not
-    cancelled) timers, the pauses — and ``derived``'s, clocks matched by (kind, hop,
-    instance), timers by (clock, kind, point). A clock derive has and storage lacks is
-    inserted with its timers and pauses, one storage has and derive no longer calls for is
-    deleted with them, a changed one is updated; a stored timer whose due or emission time
-    derive no longer has is cancelled (a fired one too: its firing stays in the log, and the
-    index allows one live timer per clock, kind and point) and derive's inserted; a pending
-    one derive has fired (this message fired it) is marked fired.
+         now: datetime, superseded: list[Firing], *,
+         older: Mapping[str, ComplaintClocks] | None = None) -> ClockChanges:
+    """What to write so that the stored rows are ``derive``'s (over the facts, the pinned
+    policies and the firing log, this message's firings included): the difference between
+    the rows ``state`` was loaded with — every clock, the live (not cancelled) timers, the
+    pauses — and the derivation's, clocks matched by (kind, hop, instance), timers by (clock,
+    kind, point). Which clocks there are is ``derived``'s (under ``calendar``, the current
+    version); each one's rows come from the derivation under the calendar version the
+    decision leaves it under (``sources``): ``older`` holds the derivations under the older
+    versions stored clocks name, rebuilt (``CalendarSource.at_version``), so a deadline kept
+    under the version that computed it is derive's under that version, never patched. A
+    clock derive has and storage lacks is inserted with its timers and pauses, one storage
+    has and derive no longer calls for is deleted with them, a changed one is updated; a
+    stored timer whose due or emission time derive no longer has is cancelled (a fired one
+    too: its firing stays in the log, and the index allows one live timer per clock, kind and
+    point) and derive's inserted; a pending one derive has fired (this message fired it) is
+    marked fired.
 
-    The one exception: a stored clock computed under an older calendar version whose deadline
-    the current calendar would move keeps it (the override table holds the current version
-    only, so derive cannot recompute it), as ``apply`` leaves it — ``apply``'s changes of it
-    and of its timers and pauses are written. A clock whose deadline the current calendar
-    does not move keeps the version that computed it."""
-    loaded = {(c.clock, c.hop, c.instance): c for c in state._loaded.values()}
-    want = {(c.clock, c.hop, c.instance): c for c in derived.all_clocks()}
+    The one exception: a stored clock computed under an older calendar version ``older``
+    has no derivation for (it cannot be rebuilt: another holidays release, or a revision
+    made before its content was stored) whose deadline the current calendar would move
+    keeps it, as ``apply`` leaves it — ``apply``'s changes of it and of its timers and
+    pauses are written. A clock whose deadline the current calendar does not move keeps the
+    version that computed it."""
+    src_of = sources(state, derived, calendar, older)
+    loaded = {_key(c): c for c in state._loaded.values()}
+    want = {_key(c): c for c in derived.all_clocks()}
+    # The derivations rows are taken from, and for each its clock id → the stored id (or the
+    # provisional id of an insert, from ``derived`` only).
+    rows_from = [derived, *(d for d in (older or {}).values() if d is not derived)]
+    ids: list[dict[int, int]] = [{} for _ in rows_from]
     new_clocks: list[ClockRow] = []
     changed: list[ClockRow] = []
-    ids: dict[int, int] = {}  # derived id → stored id, or the provisional id of an insert
-    kept: set[int] = set()  # stored clocks as ``apply`` leaves them (older calendar)
+    kept: set[int] = set()  # stored clocks as ``apply`` leaves them (older calendar, not rebuilt)
     for key, d in want.items():
         s = loaded.get(key)
         if s is None:
-            ids[d.id] = -1 - len(new_clocks)
-            new_clocks.append(replace(d, id=ids[d.id]))
+            ids[0][d.id] = -1 - len(new_clocks)
+            new_clocks.append(replace(d, id=ids[0][d.id]))
             continue
-        if _deadline_columns(d) != _deadline_columns(s) \
-                and s.calendar_version != calendar.version and s.id in state._clocks:
+        if s.calendar_version != calendar.version and s.calendar_version not in (older or {}) \
+                and _deadline_columns(d) != _deadline_columns(s) and s.id in state._clocks:
             kept.add(s.id)
             continue
-        ids[d.id] = s.id
+        src = src_of.get(key, derived)
+        i = next(i for i, r in enumerate(rows_from) if r is src)
+        d = next(c for c in src.all_clocks() if _key(c) == key)
+        ids[i][d.id] = s.id
         row = replace(d, id=s.id)
         if _deadline_columns(row) == _deadline_columns(s):
             row = replace(row, calendar_version=s.calendar_version)
@@ -1286,28 +1358,31 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
         if t.cancelled_at is None and t.clock_id not in kept}
     updates: list[Timer] = []
     inserts: list[Timer] = []
-    for t in derived._timers:
-        if t.cancelled_at is not None or t.clock_id not in ids:  # (not in: kept)
-            continue
-        clock_id = ids[t.clock_id]
-        have = stored.pop((clock_id, t.kind, t.point), None)
-        if have is not None and have.due_at == t.due_at \
-                and (have.fire_at or have.due_at) == (t.fire_at or t.due_at) \
-                and (have.fired_at is None or t.fired_at is not None):
-            if have.fired_at is None and t.fired_at is not None:
-                updates.append(replace(have, fired_at=t.fired_at, changed=True))
-            continue
-        if have is not None:
-            updates.append(replace(have, cancelled_at=now, changed=True))
-        inserts.append(replace(t, id=None, clock_id=clock_id, cancelled_at=None, changed=False))
+    for src, mine in zip(rows_from, ids, strict=True):
+        for t in src._timers:
+            if t.cancelled_at is not None or t.clock_id not in mine:  # (not in: kept, or another's)
+                continue
+            clock_id = mine[t.clock_id]
+            have = stored.pop((clock_id, t.kind, t.point), None)
+            if have is not None and have.due_at == t.due_at \
+                    and (have.fire_at or have.due_at) == (t.fire_at or t.due_at) \
+                    and (have.fired_at is None or t.fired_at is not None):
+                if have.fired_at is None and t.fired_at is not None:
+                    updates.append(replace(have, fired_at=t.fired_at, changed=True))
+                continue
+            if have is not None:
+                updates.append(replace(have, cancelled_at=now, changed=True))
+            inserts.append(replace(t, id=None, clock_id=clock_id, cancelled_at=None,
+                                   changed=False))
     updates += [replace(t, cancelled_at=now, changed=True) for t in stored.values()
                 if t.clock_id not in deleted]
     # A firing this message made (its event is staged) that derive's live timers do not
     # carry — the facts have already moved that deadline on (``superseded``: ``unlogged`` of
     # the message's firings, which the caller has computed) — is still history: written as a
     # fired timer, cancelled at once, so the log has it and derive reads it from then on.
-    by_key: dict[tuple[str, int, int], int] = {
-        (c.clock, c.hop, c.instance): ids[c.id] for c in derived.all_clocks() if c.id in ids}
+    by_key: dict[ClockKey, int] = {
+        _key(c): mine[c.id] for src, mine in zip(rows_from, ids, strict=True)
+        for c in src.all_clocks() if c.id in mine}
     for f in superseded:
         into = by_key.get((f.clock, f.hop, f.instance))
         if into is not None:  # (None: a clock derive does not have: nowhere to keep it)
@@ -1318,10 +1393,11 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     have_pauses = {(p.clock_id, p.deferred_at): p for p in state._loaded_pauses
                    if p.clock_id not in kept}
     pauses: dict[tuple[int, datetime], PauseRow] = {}
-    for p in derived._new_pauses:
-        if p.clock_id in ids:
-            pause = replace(p, clock_id=ids[p.clock_id])
-            pauses[(pause.clock_id, pause.deferred_at)] = pause
+    for src, mine in zip(rows_from, ids, strict=True):
+        for p in src._new_pauses:
+            if p.clock_id in mine:
+                pause = replace(p, clock_id=mine[p.clock_id])
+                pauses[(pause.clock_id, pause.deferred_at)] = pause
     for k, pause in list(pauses.items()):
         old = have_pauses.pop(k, None)
         if old is not None and replace(pause, calendar_version=old.calendar_version) == old:
@@ -1329,11 +1405,11 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     dropped = [k for k in have_pauses if k[0] not in deleted]
 
     if kept:  # apply's own changes of the clocks it keeps
-        mine = state.changes()
-        changed += [c for c in mine.changed_clocks if c.id in kept]
-        updates += [t for t in mine.timer_updates if t.clock_id in kept]
-        inserts += [t for t in mine.timer_inserts if t.clock_id in kept]
-        pauses.update({(p.clock_id, p.deferred_at): p for p in mine.new_pauses
+        own = state.changes()
+        changed += [c for c in own.changed_clocks if c.id in kept]
+        updates += [t for t in own.timer_updates if t.clock_id in kept]
+        inserts += [t for t in own.timer_inserts if t.clock_id in kept]
+        pauses.update({(p.clock_id, p.deferred_at): p for p in own.new_pauses
                        if p.clock_id in kept})
     return ClockChanges(new_clocks, changed, updates, inserts, list(pauses.values()), deleted,
                         dropped)

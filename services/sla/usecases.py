@@ -17,10 +17,12 @@ from typing import Protocol, get_args
 import asyncpg
 
 from services.sla import clocks, repository
-from services.sla.calendars import CalendarSource, CalendarStamp, CalendarStore
+from services.sla.calendar import WorkingCalendar
+from services.sla.calendars import CalendarSource, CalendarStamp, CalendarVersionStore
 from services.sla.clocks import (
     CompletionMetBy,
     Fact,
+    Ladder,
     LadderStep,
     OfficeHours,
     StopReason,
@@ -35,14 +37,16 @@ from services.sla.domain import (
     diff,
     drift,
     fire_timers,
+    sources,
     unlogged,
 )
+from services.sla.policy import Policy
 from shared.events import ClockKind, CloudEvent, EscalationTarget
 from shared.uow import Tx
 
 log = logging.getLogger(__name__)
 
-class SlaRepository(CalendarStore, Protocol):
+class SlaRepository(CalendarVersionStore, Protocol):
     """What the use cases need of the repository (``repository.PgSlaRepository``)."""
 
     async def claim(self, complaint_id: uuid.UUID) -> bool: ...
@@ -99,10 +103,18 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
     firing log with this message's firings: the stored clocks, timers and pauses are a cache
     of that function, rewritten where they differ (``domain.diff``), never patched.
 
+    A clock computed under an older calendar version (an operator's change with
+    ``keep_deadlines``) is decided and derived under that version, rebuilt from its stored
+    content (``CalendarSource.at_version``): its rows are derive's under it. Only a version
+    that cannot be rebuilt (another holidays release, no stored content) keeps ``apply``'s
+    row where the current calendar would move its deadline (``diff``'s exception).
+
     Round trips: the inbox record with the complaint lock, one read of the complaint's rows
-    (with the fact, the firing log, the calendar revision and the policies), the decisions
-    and the derivation in memory, one write of the difference and the events (staged before
-    ``save``, which writes them in its statement)."""
+    (with the fact, the firing log, the calendar revision and the policies), one read per
+    older calendar version the clocks name the first time this process sees it (versions
+    never change: cached), the decisions and the derivations in memory, one write of the
+    difference and the events (staged before ``save``, which writes them in its
+    statement)."""
     data = event.parse_data()
     complaint_id = data.complaint_id
     fact = clocks.fact_of(data)
@@ -114,25 +126,65 @@ async def on_complaint_event(event: CloudEvent, *, uow: UnitOfWork, calendars: C
         state, stamp = await tx.repo.load(complaint_id, fact, event.id)
         calendar, policies = await calendars.resolve(tx.repo, stamp)
         ladders = calendars.ladders(stamp.ladder_rows)
+        versions = await _older_calendars(tx.repo, calendars, state, calendar)
         state.apply(fact, calendar, policies, now, completion_met_by, ladders=ladders,
-                    office_hours=office_hours)
-        fired = state.firings_made()
-        derived = derive(complaint_id, state.facts, calendar, policies, now, completion_met_by,
-                         ladders=ladders, office_hours=office_hours,
-                         pinned=state.pinned_policies(policies),
-                         firings=state.firings + fired)
-        # The rows written are derive's by construction; what can still differ is what
-        # ``apply`` decided (the events, and the firings derive's rows log) from derive's rows:
-        # a sanity check on the events, counted by the metric.
-        drifted = drift(state, derived, calendar)
-        superseded_firings = unlogged(fired, derived)
-        superseded = [f.clock for f in superseded_firings]
-        if drifted or superseded:
-            log.warning("events of %s disagree with the derived clocks: %s", complaint_id,
-                        ", ".join(sorted(set(drifted + superseded))))
-        tx.stage(*state.events)
-        await tx.repo.save(state, diff(state, derived, calendar, now, superseded_firings))
+                    office_hours=office_hours, versions=versions)
+        drifted, superseded = await _write_derived(
+            tx, state, calendar, versions, policies, now, completion_met_by, ladders,
+            office_hours)
     return Outcome(state.events, state.alerts, drift=drifted, superseded=superseded)
+
+
+async def _older_calendars(repo: SlaRepository, calendars: CalendarSource,
+                           state: ComplaintClocks,
+                           calendar: WorkingCalendar) -> dict[str, WorkingCalendar]:
+    """The older calendar versions the complaint's stored clocks name, rebuilt (those that
+    cannot be are left out: ``diff`` keeps ``apply``'s rows of their clocks)."""
+    out: dict[str, WorkingCalendar] = {}
+    for version in sorted(state.older_versions(calendar.version)):
+        older = await calendars.at_version(repo, version)
+        if older is not None:
+            out[version] = older
+    return out
+
+
+async def _write_derived(tx: Tx[SlaRepository], state: ComplaintClocks,
+                         calendar: WorkingCalendar, versions: dict[str, WorkingCalendar],
+                         policies: dict[str, Policy], now: datetime, met_by: CompletionMetBy,
+                         ladders: tuple[Ladder, ...],
+                         office_hours: OfficeHours | None) -> tuple[list[str], list[str]]:
+    """After a decision (``apply``, ``recompute_deadlines``) has made the events: stage
+    them and save the rows ``derive`` gives — under ``calendar`` (the current version),
+    and under each rebuilt older version (``versions``) for the clocks the decision leaves
+    under it — from the facts, the pinned policies and the firing log with the firings
+    the decision made (``domain.diff``). Returns (drift, superseded) clock kinds: what the
+    decision decided from a view unlike the rows written (``domain.drift``, each clock
+    compared under its own version), and the clocks of its firings those rows supersede
+    (``domain.unlogged``); both logged."""
+    fired = state.firings_made()
+    pinned = state.pinned_policies(policies)
+
+    def under(cal: WorkingCalendar) -> ComplaintClocks:
+        return derive(state.complaint_id, state.facts, cal, policies, now, met_by,
+                      ladders=ladders, office_hours=office_hours, pinned=pinned,
+                      firings=state.firings + fired)
+
+    derived = under(calendar)
+    older = {version: under(cal) for version, cal in versions.items()}
+    # The rows written are derive's by construction; what can still differ is what the
+    # decision made (the events, and the firings derive's rows log) from derive's rows:
+    # a sanity check on the events, counted by the metric.
+    drifted = drift(state, derived, calendar, older=older)
+    superseded_firings = unlogged(fired, derived,
+                                  sources=sources(state, derived, calendar, older))
+    superseded = [f.clock for f in superseded_firings]
+    if drifted or superseded:
+        log.warning("events of %s disagree with the derived clocks: %s", state.complaint_id,
+                    ", ".join(sorted(set(drifted + superseded))))
+    tx.stage(*state.events)
+    await tx.repo.save(state, diff(state, derived, calendar, now, superseded_firings,
+                                   older=older))
+    return drifted, superseded
 
 
 # -- timers --------------------------------------------------------------------------------
@@ -167,6 +219,9 @@ class CalendarChange:
     moved: int = 0  # deadlines that moved
     complaints: int = 0  # complaints whose clocks were recomputed
     events: list[CloudEvent] = field(default_factory=list)
+    # As ``Outcome``'s, over the complaints recomputed (a sanity check on the events).
+    drift: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
 
 
 async def change_calendar(day: date, working: bool | None, reason: str, changed_by: str, *,
@@ -176,10 +231,13 @@ async def change_calendar(day: date, working: bool | None, reason: str, changed_
     """An operator's calendar change (set ``working`` True/False, or None to remove the
     override): a new calendar version recording who and why. By default every running clock
     that the day can move is recomputed against it, one complaint per unit of work (under its
-    lock, as a message would: ``ComplaintClocks.recompute_deadlines`` derives its clocks
-    again from its facts), each moved deadline with ``sla.deadline_changed`` (and its
-    escalation ladder and quiet hours planned again, as a message would);
-    ``keep_deadlines`` leaves existing deadlines as computed (they keep their version)."""
+    lock, as a message would): ``ComplaintClocks.recompute_deadlines`` decides the events —
+    each moved deadline with ``sla.deadline_changed`` — and the rows written are
+    ``derive``'s, as for a message (``domain.diff``): under the new version for the clocks
+    it moves (their escalation ladder and quiet hours planned again), under the version each
+    other clock names for the rest (a stopped clock keeps the deadline it was judged by).
+    ``keep_deadlines`` leaves existing deadlines as computed (they keep their version, and
+    the messages that come derive them under it)."""
     if not reason.strip():
         raise ValueError("reason: a calendar change needs a reason (e.g. the decree)")
     if not changed_by.strip():
@@ -196,15 +254,19 @@ async def change_calendar(day: date, working: bool | None, reason: str, changed_
             await tx.repo.lock(complaint_id)
             state, stamp = await tx.repo.load(complaint_id, None, "")
             calendar, policies = await calendars.resolve(tx.repo, stamp)
+            ladders = calendars.ladders(stamp.ladder_rows)
+            versions = await _older_calendars(tx.repo, calendars, state, calendar)
             moved = state.recompute_deadlines(
                 calendar, policies, now, note=reason.strip(), changed_by=changed_by.strip(),
-                met_by=completion_met_by, ladders=calendars.ladders(stamp.ladder_rows),
-                office_hours=office_hours)
-            tx.stage(*state.events)
-            await tx.repo.save(state)
+                met_by=completion_met_by, ladders=ladders, office_hours=office_hours)
+            drifted, superseded = await _write_derived(
+                tx, state, calendar, versions, policies, now, completion_met_by, ladders,
+                office_hours)
         out.moved += moved
         out.complaints += 1
         out.events += state.events
+        out.drift += drifted
+        out.superseded += superseded
     return out
 
 

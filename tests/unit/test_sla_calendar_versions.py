@@ -5,18 +5,21 @@ clock with a derivation under its own version — in memory, no database."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
 
+import pytest
 from holidays.version import __version__ as HOLIDAYS_VERSION
 
-from services.sla import domain
+from services.sla import domain, usecases
 from services.sla.calendar import WorkingCalendar, calendar_version, rebuildable_revision
 from services.sla.calendars import CalendarSnapshot, CalendarSource
 from services.sla.policy import default_policies
 from services.sla.verification import verify_deadlines
-from tests.unit.test_sla_scenarios import CID, submitted
+from shared.events import ComplaintDeferred, ComplaintResumed, EventData, make_event
+from tests.unit.test_sla_scenarios import CID, reclassified, routed, submitted
 from tests.unit.test_sla_usecases import (
+    CALENDAR,
     T0,
     VERIFICATION_DEADLINE,
     WIB,
@@ -36,23 +39,11 @@ DEADLINE_A = datetime(2026, 3, 30, 23, 59, 59, 999999, tzinfo=WIB)
 
 
 class VersionedRepository(FakeSlaRepository):
-    """The fake with ``calendar_versions`` (migration 0011) and what verification reads."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.versions: dict[int, CalendarSnapshot] = {}
-        self.version_reads: list[int] = []
+    """The fake (which keeps every revision's content, migration 0011) with what
+    verification reads."""
 
     def change_calendar(self, snapshot: CalendarSnapshot) -> None:
         self.calendar = snapshot
-        self.versions[snapshot.revision] = snapshot
-
-    async def read_calendar_version(self, revision: int) -> CalendarSnapshot | None:
-        self.version_reads.append(revision)
-        return self.versions.get(revision)
-
-    async def lock(self, complaint_id: uuid.UUID) -> None:
-        pass  # one task: nothing runs concurrently
 
     async def complaints_with_clocks(self, *, open_only: bool, after: uuid.UUID | None,
                                      limit: int) -> list[uuid.UUID]:
@@ -133,3 +124,205 @@ async def test_verify_recomputes_kept_deadlines_under_their_version_and_names_a_
                                  complaint_ids=[cid])
     assert (out.compared, out.mismatches) == (1, [])
     assert out.not_rebuildable == {"holidays-0.0.1+ovr-1": 1}
+
+
+# -- the rows written are derive's under the version each clock names -------------------------
+async def assert_rows_are_derives(repo: FakeSlaRepository, cid: uuid.UUID,
+                                  calendars: dict[str, WorkingCalendar], now: datetime) -> None:
+    """Every stored clock, its live timers and its pauses equal ``derive`` over the stored
+    facts, policies and firing log under the calendar version the clock names (the use
+    cases' inputs: the pinned policies), and the facts call for no clock that is not
+    stored."""
+    state, stamp = await repo.load(cid, None, "")
+    policies = CalendarSource(WIB).policies(stamp.policy_rows)
+    derived = {version: domain.derive(cid, state.facts, cal, policies, now,
+                                      pinned=state.pinned_policies(policies),
+                                      firings=state.firings)
+               for version, cal in calendars.items()}
+
+    def timers(rows: list[domain.Timer], clock_id: int) -> set[tuple[object, ...]]:
+        return {(t.kind, t.point, t.due_at, t.fire_at or t.due_at, t.fired_at) for t in rows
+                if t.clock_id == clock_id and t.cancelled_at is None}
+
+    def pauses(rows: list[domain.PauseRow], clock_id: int) -> set[tuple[object, ...]]:
+        return {(p.deferred_at, p.resumed_at, p.working_days, p.deadline_before,
+                 p.deadline_after) for p in rows if p.clock_id == clock_id}
+
+    stored = {(c.clock, c.hop, c.instance): c for c in repo.clocks.values()
+              if c.complaint_id == cid}
+    for key, c in stored.items():
+        under = derived[c.calendar_version]
+        [d] = [x for x in under.all_clocks() if (x.clock, x.hop, x.instance) == key]
+        assert replace(c, id=0) == replace(d, id=0), key
+        assert timers(list(repo.timers.values()), c.id) == timers(
+            under.changes().timer_inserts, d.id), key
+        assert pauses(repo.pauses, c.id) == pauses(under.changes().new_pauses, d.id), key
+    current = derived[max(calendars, key=lambda v: calendars[v].override_revision)]
+    assert {(x.clock, x.hop, x.instance) for x in current.all_clocks()} == set(stored)
+
+
+def at(day_: date, hour: int = 10) -> datetime:
+    return datetime.combine(day_, time(hour), tzinfo=WIB)
+
+
+@dataclass
+class KeptRow:
+    name: str
+    messages: list[tuple[EventData, datetime]]
+
+
+# Under A (25 March closed) verification ends Mon 30 March, completion Wed 15 April; under B
+# (open again) a working day earlier. Each row is a message (or two) after the change to B.
+KEPT_ROWS = [
+    KeptRow("a DITUNDA period after the changed day (3 HK paused under both)", [
+        (ComplaintDeferred(complaint_id=CID, deferred_at=at(date(2026, 3, 26))),
+         at(date(2026, 3, 26))),
+        (ComplaintResumed(complaint_id=CID, deferred_at=at(date(2026, 3, 26)),
+                          resumed_at=at(date(2026, 3, 31))), at(date(2026, 3, 31)))]),
+    KeptRow("a DITUNDA period over the changed day (2 HK paused under A, 3 under B)", [
+        (ComplaintDeferred(complaint_id=CID, deferred_at=at(date(2026, 3, 24))),
+         at(date(2026, 3, 24))),
+        (ComplaintResumed(complaint_id=CID, deferred_at=at(date(2026, 3, 24)),
+                          resumed_at=at(date(2026, 3, 27))), at(date(2026, 3, 27)))]),
+    KeptRow("a resume processed before its deferral", [
+        (ComplaintResumed(complaint_id=CID, deferred_at=at(date(2026, 3, 24)),
+                          resumed_at=at(date(2026, 3, 27))), at(date(2026, 3, 27))),
+        (ComplaintDeferred(complaint_id=CID, deferred_at=at(date(2026, 3, 24))),
+         at(date(2026, 3, 27), 11))]),
+    KeptRow("a reclassification (completion recomputed from its start, 60 HK)", [
+        (reclassified(at(date(2026, 3, 26), 11)), at(date(2026, 3, 26), 11))]),
+    KeptRow("a routing (verification met)", [
+        (routed(at(date(2026, 3, 26), 11)), at(date(2026, 3, 26), 11))]),
+]
+
+
+@pytest.mark.parametrize("row", KEPT_ROWS, ids=lambda r: r.name)
+async def test_a_clock_kept_under_version_a_is_decided_and_derived_under_a(row: KeptRow) -> None:
+    """A clock computed under calendar version A, the calendar changed to B with
+    keep_deadlines: a later message decides it under A and writes derive's rows under A (its
+    deadline, timers and pauses as A gives them, never B's or a mix), with no drift; a clock
+    the message starts is derive's under B."""
+    sla = Sla()
+    a = await usecases.change_calendar(CLOSED, False, "Banjir: kantor tutup", "operator-1",
+                                       keep_deadlines=True, uow=sla.uow,
+                                       calendars=sla.calendars, now=T0)
+    await sla(make_event("test", submitted()), T0)
+    kept = {c.clock: c for c in sla.repo.clocks.values()}
+    assert kept["verification"].deadline == DEADLINE_A
+    b = await usecases.change_calendar(CLOSED, None, "Banjir surut", "operator-1",
+                                       keep_deadlines=True, uow=sla.uow,
+                                       calendars=sla.calendars, now=T0)
+    assert (b.moved, b.complaints, b.events) == (0, 0, [])
+    assert {c.clock: c for c in sla.repo.clocks.values()} == kept  # keep: nothing rewritten
+    cal_a, cal_b = (WorkingCalendar(WIB, s.overrides, override_revision=s.revision)
+                    for s in (sla.repo.versions[a.revision], sla.repo.versions[b.revision]))
+    assert cal_a.version == kept["verification"].calendar_version != cal_b.version
+    for data, now in row.messages:
+        out = await sla(make_event("test", data), now)
+        assert (out.drift, out.superseded) == ([], [])
+    after = {c.clock: c for c in sla.repo.clocks.values()}
+    for clock in ("verification", "completion"):
+        assert after[clock].calendar_version == cal_a.version
+    await assert_rows_are_derives(sla.repo, CID, {cal_a.version: cal_a, cal_b.version: cal_b},
+                                  row.messages[-1][1])
+    # Under B the same facts give other deadline columns (a DITUNDA over the changed day
+    # evens the deadline out, not the initial deadline and the days paused): A's are kept.
+    state, _ = await sla.repo.load(CID, None, "")
+
+    def columns(c: domain.ClockRow) -> tuple[object, ...]:
+        return c.initial_deadline, c.deadline, c.paused_working_days
+
+    under_b = {c.clock: columns(c) for c in domain.derive(
+        CID, state.facts, cal_b, default_policies(), row.messages[-1][1],
+        firings=state.firings).all_clocks()}
+    assert under_b["completion"] != columns(after["completion"])
+    out_v = await verify_deadlines(uow=sla.uow, calendars=CalendarSource(WIB), now=T0,
+                                   complaint_ids=[CID])
+    assert out_v.mismatches == []
+
+
+@dataclass
+class ChangeRow:
+    name: str
+    now: datetime  # when the operator's change is processed
+    opd_points: tuple[str, ...] = ()  # opd_response's warning points
+
+
+CHANGE_ROWS = [
+    ChangeRow("processed at once", T0 + timedelta(hours=2)),
+    # The closure moves the OPD deadline to Wed 1 April and its "1hk" point to the end of Tue
+    # 31 March, already past when the change runs: planned all the same (the scanner fires
+    # it), as derive plans it — what is planned does not depend on when the change runs.
+    ChangeRow("processed after the moved warning point", at(date(2026, 4, 1), 8), ("1hk",)),
+]
+
+
+@pytest.mark.parametrize("row", CHANGE_ROWS, ids=lambda r: r.name)
+async def test_a_calendar_change_writes_derives_rows_under_the_new_version(
+        row: ChangeRow) -> None:
+    """An operator's change (not kept): a closure inside the open windows moves each running
+    deadline by one working day with ``sla.deadline_changed``; the rows written are derive's
+    under the new version for the clocks it moved, and under the version that computed it
+    for a stopped one (judged by its deadline: it stays), with no drift."""
+    sla = Sla()
+    sla.repo.policy_rows = tuple(
+        (k, n, w, v, row.opd_points if k == "opd_response" else points)
+        for k, n, w, v, points in sla.repo.policy_rows)
+    await sla(make_event("test", submitted()), T0)
+    routed_at = T0 + timedelta(hours=1)
+    await sla(make_event("test", routed(routed_at)), routed_at)
+    before = {c.clock: c for c in sla.repo.clocks.values()}
+    closure = CALENDAR.nth_working_day_after(T0.date(), 2)  # Thu 26 March: inside every window
+    out = await usecases.change_calendar(closure, False, "Banjir: kantor tutup", "operator-1",
+                                         keep_deadlines=False, uow=sla.uow,
+                                         calendars=sla.calendars, now=row.now)
+    assert (out.complaints, out.moved, out.drift, out.superseded) == (1, 2, [], [])
+    new = WorkingCalendar(WIB, {closure: False}, override_revision=out.revision)
+    after = {c.clock: c for c in sla.repo.clocks.values()}
+    for clock in ("opd_response", "completion"):
+        assert after[clock].deadline == CALENDAR.move_deadline(before[clock].deadline, 1)
+        assert after[clock].calendar_version == new.version
+        pending = {(t.kind, t.point): t.due_at for t in sla.repo.timers.values()
+                   if t.clock_id == after[clock].id and t.pending}
+        assert pending[("breach", "")] == after[clock].deadline
+    if row.opd_points:
+        pending = {(t.kind, t.point): t.due_at for t in sla.repo.timers.values()
+                   if t.clock_id == after["opd_response"].id and t.pending}
+        assert pending[("warning", "1hk")] == new.end_of_day(date(2026, 3, 31)) < row.now
+    assert after["verification"] == before["verification"]  # stopped: judged, kept
+    assert sorted(e.data["clock"] for e in out.events
+                  if e.event_name == "sla.deadline_changed") == ["completion", "opd_response"]
+    assert sla.uow.committed_events[-len(out.events):] == out.events
+    await assert_rows_are_derives(sla.repo, CID, {CALENDAR.version: CALENDAR,
+                                                  new.version: new}, row.now)
+
+
+async def test_a_version_that_cannot_be_rebuilt_keeps_the_deadline_a_message_would_move(
+) -> None:
+    """Only when the version a clock names cannot be rebuilt (here: a revision made before
+    its content was stored) does a message keep ``apply``'s row of it (the current calendar
+    would move its deadline): the deadline, version and timers it had."""
+    sla = Sla()
+    await usecases.change_calendar(CLOSED, False, "Banjir: kantor tutup", "operator-1",
+                                   keep_deadlines=True, uow=sla.uow, calendars=sla.calendars,
+                                   now=T0)
+    await sla(make_event("test", submitted()), T0)
+    before = {c.clock: c for c in sla.repo.clocks.values()}
+    timers = {(t.clock_id, t.kind, t.due_at, t.pending) for t in sla.repo.timers.values()}
+    b = await usecases.change_calendar(CLOSED, None, "Banjir surut", "operator-1",
+                                       keep_deadlines=True, uow=sla.uow,
+                                       calendars=sla.calendars, now=T0)
+    del sla.repo.versions[b.revision - 1]
+    calendars = CalendarSource(WIB)  # another process: nothing cached
+    routed_at = at(date(2026, 3, 26), 11)
+    out = await usecases.on_complaint_event(make_event("test", routed(routed_at)), uow=sla.uow,
+                                            calendars=calendars, now=routed_at)
+    assert out.drift == []
+    after = {c.clock: c for c in sla.repo.clocks.values()}
+    for clock in ("verification", "completion"):
+        assert (after[clock].deadline, after[clock].calendar_version) == (
+            before[clock].deadline, before[clock].calendar_version)
+    assert after["verification"].stopped_at == routed_at
+    assert {(t.clock_id, t.kind, t.due_at, t.pending) for t in sla.repo.timers.values()
+            if t.clock_id == after["completion"].id} == {
+        t for t in timers if t[0] == after["completion"].id}

@@ -11,7 +11,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.sla import usecases
@@ -55,6 +55,9 @@ class FakeSlaRepository:
         self.facts: dict[uuid.UUID, list[Fact]] = {}
         self.pauses: list[PauseRow] = []
         self.firings: dict[uuid.UUID, list[Firing]] = {}  # the firing log (migration 0009)
+        # Every revision's content, recorded when it is made (migration 0011's trigger).
+        self.versions: dict[int, CalendarSnapshot] = {}
+        self.version_reads: list[int] = []
         self.calendar = CalendarSnapshot(0, {})
         self.policy_rows = tuple(sorted((p.key, p.working_days, p.warn_before_working_days, p.version,
                                          p.warn_points) for p in default_policies().values()))
@@ -129,9 +132,41 @@ class FakeSlaRepository:
         if all(f.key != firing.key for f in log):
             log.append(firing)
 
+    # -- the calendar -----------------------------------------------------------------------
+    @property
+    def calendar(self) -> CalendarSnapshot:
+        return self._calendar
+
+    @calendar.setter
+    def calendar(self, snapshot: CalendarSnapshot) -> None:
+        self._calendar = snapshot
+        self.versions[snapshot.revision] = snapshot
+
     async def read_calendar(self) -> CalendarSnapshot:
         self.calendar_reads += 1
         return self.calendar
+
+    async def read_calendar_version(self, revision: int) -> CalendarSnapshot | None:
+        self.version_reads.append(revision)
+        return self.versions.get(revision)
+
+    async def change_override(self, day: date, working: bool | None, reason: str,
+                              changed_by: str, keep_deadlines: bool) -> int:
+        overrides = dict(self.calendar.overrides)
+        if working is None:
+            overrides.pop(day, None)
+        else:
+            overrides[day] = working
+        self.calendar = CalendarSnapshot(self.calendar.revision + 1, overrides,
+                                         self.calendar.confirmed_years)
+        return self.calendar.revision
+
+    async def complaints_with_open_clocks(self, since: datetime) -> list[uuid.UUID]:
+        return sorted({c.complaint_id for c in self.clocks.values()
+                       if c.stopped_at is None and c.deadline >= since})
+
+    async def lock(self, complaint_id: uuid.UUID) -> None:
+        pass  # one task: nothing runs concurrently
 
     # -- the scanner -------------------------------------------------------------------------
     async def claim_due_timers(self, limit: int) -> list[DueTimer]:
@@ -377,10 +412,11 @@ async def test_scanner_fires_due_timers_once_and_skips_a_warning_past_its_deadli
 
 
 async def test_a_message_after_a_kept_calendar_change_keeps_the_deadlines_it_would_move() -> None:
-    """The stored rows are derive's, except a clock computed under an older calendar version
-    whose deadline the current calendar would move (an operator's change with
-    keep_deadlines: derive knows the current overrides only): it keeps its deadline, version
-    and timers. A clock the change does not move, and a clock started now, are derive's."""
+    """A clock computed under an older calendar version whose deadline the current calendar
+    would move (an operator's change with keep_deadlines) keeps its deadline, version and
+    timers: its rows are derive's under the version it names, rebuilt from its stored
+    content (``test_sla_calendar_versions`` has the rows compared, and the version that
+    cannot be rebuilt). A clock started now is derive's under the current version."""
     sla, cid = Sla(), uuid.uuid4()
     await sla(submitted(cid), T0)
     before = sla.repo.clocks_of(cid)
