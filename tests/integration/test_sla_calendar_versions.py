@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from services.sla.calendars import CalendarSource
 from services.sla.domain import derive
 from services.sla.verification import verify_deadlines
 from shared.db import create_pool, migrate
+from shared.events import ComplaintDeferred, ComplaintResumed, make_event
 from tests.infra import drop_schema
 from tests.integration.test_cli_admin import run_cli
 from tests.integration.test_sla_usecases import T0, WIB, submitted_event, uow_of
@@ -110,6 +112,96 @@ async def test_a_deadline_kept_under_version_a_recomputes_equal_under_a(pool):
         (cid, "verification", calendar_version(a.revision), DEADLINE_CLOSED + timedelta(days=1),
          DEADLINE_CLOSED)]
     await pool.execute("UPDATE clocks SET deadline = $2 WHERE id = $1", v["id"], DEADLINE_CLOSED)
+
+
+async def test_a_message_decides_and_derives_a_kept_clock_under_its_version(pool):
+    """A clock kept under version A (the day closed) after the change to B (--keep-deadlines),
+    then a DITUNDA period over that day: the resume is decided under A and the rows written
+    are derive's under A (2 working days paused, not B's 3), read back from PostgreSQL; no
+    drift. A change not kept then moves it to the new version, as derive under it gives."""
+    calendars = CalendarSource(WIB)
+    a = await change(pool, calendars, CLOSED, False)
+    cid = uuid.uuid4()
+    try:
+        await usecases.on_complaint_event(submitted_event(cid), uow=uow_of(pool),
+                                          calendars=calendars, now=T0)
+    finally:
+        b = await change(pool, calendars, CLOSED, None)
+    deferred_at = datetime(2026, 3, 24, 10, tzinfo=WIB)
+    resumed_at = datetime(2026, 3, 27, 10, tzinfo=WIB)
+    fresh = CalendarSource(WIB)  # another process: version A is read once, then cached
+    for data, now in ((ComplaintDeferred(complaint_id=cid, deferred_at=deferred_at), deferred_at),
+                      (ComplaintResumed(complaint_id=cid, deferred_at=deferred_at,
+                                        resumed_at=resumed_at), resumed_at)):
+        out = await usecases.on_complaint_event(make_event("test", data), uow=uow_of(pool),
+                                                calendars=fresh, now=now)
+        assert (out.drift, out.superseded) == ([], [])
+
+    async def rows_and_derivations():
+        async with uow_of(pool)() as tx:
+            state, stamp = await tx.repo.load(cid, None, "")
+            current, policies = await fresh.resolve(tx.repo, stamp)
+            under = {}
+            for version in {c.calendar_version for c in state.all_clocks()}:
+                cal = await fresh.at_version(tx.repo, version)
+                assert cal is not None
+                under[version] = derive(cid, state.facts, cal, policies, resumed_at,
+                                        ladders=fresh.ladders(stamp.ladder_rows),
+                                        pinned=state.pinned_policies(policies),
+                                        firings=state.firings)
+        timers = await pool.fetch(
+            "SELECT c.clock, t.kind, t.point, t.due_at, t.fired_at FROM timers t"
+            " JOIN clocks c ON c.id = t.clock_id WHERE c.complaint_id = $1"
+            " AND t.cancelled_at IS NULL", cid)
+        return state, under, current, {(r["clock"], r["kind"], r["point"], r["due_at"],
+                                        r["fired_at"]) for r in timers}
+
+    state, under, current, timers = await rows_and_derivations()
+    stored = {c.clock: c for c in state.all_clocks()}
+    assert {stored[k].calendar_version for k in ("verification", "completion")} == {
+        calendar_version(a.revision)}
+    assert stored["deferral"].calendar_version == current.version == calendar_version(b.revision)
+    want_timers = set()
+    for c in stored.values():
+        d = next(x for x in under[c.calendar_version].all_clocks() if x.clock == c.clock)
+        assert replace(c, id=0) == replace(d, id=0), c.clock
+        want_timers |= {(d.clock, t.kind, t.point, t.due_at, t.fired_at)
+                        for t in under[c.calendar_version].changes().timer_inserts
+                        if t.clock_id == d.id and t.cancelled_at is None}
+    assert timers == want_timers
+    assert stored["verification"].paused_working_days == 2  # 26, 27 March (25 closed under A)
+    out = await verify_deadlines(uow=uow_of(pool), calendars=fresh, now=T0, complaint_ids=[cid])
+    assert (out.compared, out.mismatches) == (3, [])
+
+    # Then a closure not kept, inside the completion window only: completion's deadline moves
+    # a working day; verification's stays (1 April), but what it is derived from does (the
+    # days paused count 25 March again), so both follow the new version — derive's rows under
+    # it — and the stopped DITUNDA clock stays under B.
+    closure = date(2026, 4, 7)
+    before = stored
+    moved = await change(pool, fresh, closure, False, keep=False)
+    try:
+        assert (moved.drift, moved.superseded) == ([], [])  # (every complaint recomputed)
+        assert [e.data["clock"] for e in moved.events if e.event_name == "sla.deadline_changed"
+                and str(e.data["complaint_id"]) == str(cid)] == ["completion"]
+        state, under, current, timers = await rows_and_derivations()
+        assert current.version == calendar_version(moved.revision)
+        stored = {c.clock: c for c in state.all_clocks()}
+        assert {k: c.calendar_version for k, c in stored.items()} == {
+            "verification": current.version, "completion": current.version,
+            "deferral": calendar_version(b.revision)}
+        assert stored["verification"].deadline == before["verification"].deadline
+        assert stored["completion"].deadline > before["completion"].deadline
+        want_timers = set()
+        for c in stored.values():
+            d = next(x for x in under[c.calendar_version].all_clocks() if x.clock == c.clock)
+            assert replace(c, id=0) == replace(d, id=0), c.clock
+            want_timers |= {(d.clock, t.kind, t.point, t.due_at, t.fired_at)
+                            for t in under[c.calendar_version].changes().timer_inserts
+                            if t.clock_id == d.id and t.cancelled_at is None}
+        assert timers == want_timers
+    finally:
+        await change(pool, fresh, closure, None)
 
 
 async def test_calendar_verify_command_names_a_tampered_deadline(settings, monkeypatch, capsys):
