@@ -521,8 +521,9 @@ class ComplaintClocks:
         they came. New clocks run under ``calendar`` (the current version); a stored clock
         computed under an older version that ``versions`` has (rebuilt: ``calendar_versions``)
         is stopped, resumed and reclassified under that one and keeps its version (an
-        operator's change with ``keep_deadlines``); under a version it lacks, under
-        ``calendar``."""
+        operator's change with ``keep_deadlines``), and so is the completion instance a
+        reporter's reply resumes after it (it inherits its deadline); under a version
+        ``versions`` lacks, under ``calendar``."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
         self._versions = {**(versions or {}), calendar.version: calendar}
@@ -935,11 +936,14 @@ class ComplaintClocks:
         instance = self._instance_for("completion", prev.hop, reply.at)
         if instance is None:
             return
-        window = calendar.paused_working_days(prev.stopped_at, reply.at)
-        initial = clocks.resumed_deadline(prev.deadline_record(), window, calendar)
+        # It inherits the deadline of the instance it follows, so it runs under that one's
+        # calendar version (one kept under an older version: that version).
+        cal = self._calendar_of(prev, calendar)
+        window = cal.paused_working_days(prev.stopped_at, reply.at)
+        initial = clocks.resumed_deadline(prev.deadline_record(), window, cal)
         self._start_clock(policies, ClockStart(
             "completion", prev.hop, prev.policy_key, reply.at, instance=instance),
-            calendar, now, initial=initial)
+            cal, now, initial=initial)
 
     def _reclassify(self, policies: dict[str, Policy], calendar: WorkingCalendar,
                     now: datetime) -> None:
@@ -1326,7 +1330,7 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     loaded = {_key(c): c for c in state._loaded.values()}
     want = {_key(c): c for c in derived.all_clocks()}
     # The derivations rows are taken from, and for each its clock id → the stored id (or the
-    # provisional id of an insert, from ``derived`` only).
+    # provisional id of an insert).
     rows_from = [derived, *(d for d in (older or {}).values() if d is not derived)]
     ids: list[dict[int, int]] = [{} for _ in rows_from]
     new_clocks: list[ClockRow] = []
@@ -1334,16 +1338,17 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     kept: set[int] = set()  # stored clocks as ``apply`` leaves them (older calendar, not rebuilt)
     for key, d in want.items():
         s = loaded.get(key)
+        src = src_of.get(key, derived)
+        i = next(i for i, r in enumerate(rows_from) if r is src)
         if s is None:
-            ids[0][d.id] = -1 - len(new_clocks)
-            new_clocks.append(replace(d, id=ids[0][d.id]))
+            d = next(c for c in src.all_clocks() if _key(c) == key)
+            ids[i][d.id] = -1 - len(new_clocks)
+            new_clocks.append(replace(d, id=ids[i][d.id]))
             continue
         if s.calendar_version != calendar.version and s.calendar_version not in (older or {}) \
                 and _deadline_columns(d) != _deadline_columns(s) and s.id in state._clocks:
             kept.add(s.id)
             continue
-        src = src_of.get(key, derived)
-        i = next(i for i, r in enumerate(rows_from) if r is src)
         d = next(c for c in src.all_clocks() if _key(c) == key)
         ids[i][d.id] = s.id
         row = replace(d, id=s.id)

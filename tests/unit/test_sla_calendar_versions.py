@@ -4,20 +4,32 @@ clock with a derivation under its own version — in memory, no database."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 
 import pytest
 from holidays.version import __version__ as HOLIDAYS_VERSION
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.sla import domain, usecases
 from services.sla.calendar import WorkingCalendar, calendar_version, rebuildable_revision
 from services.sla.calendars import CalendarSnapshot, CalendarSource
 from services.sla.policy import default_policies
 from services.sla.verification import verify_deadlines
-from shared.events import ComplaintDeferred, ComplaintResumed, EventData, make_event
-from tests.unit.test_sla_scenarios import CID, reclassified, routed, submitted
+from shared.events import CloudEvent, ComplaintDeferred, ComplaintResumed, EventData, make_event
+from tests.unit.test_sla_order import deliveries
+from tests.unit.test_sla_scenarios import (
+    CID,
+    reclassified,
+    replied,
+    responded,
+    routed,
+    submitted,
+)
 from tests.unit.test_sla_usecases import (
     CALENDAR,
     T0,
@@ -169,6 +181,8 @@ def at(day_: date, hour: int = 10) -> datetime:
 class KeptRow:
     name: str
     messages: list[tuple[EventData, datetime]]
+    # The clocks (clock, hop, instance) under A afterwards; B's deadline columns differ.
+    under_a: tuple[tuple[str, int, int], ...] = (("verification", 0, 0), ("completion", 0, 0))
 
 
 # Under A (25 March closed) verification ends Mon 30 March, completion Wed 15 April; under B
@@ -193,6 +207,12 @@ KEPT_ROWS = [
         (reclassified(at(date(2026, 3, 26), 11)), at(date(2026, 3, 26), 11))]),
     KeptRow("a routing (verification met)", [
         (routed(at(date(2026, 3, 26), 11)), at(date(2026, 3, 26), 11))]),
+    # The instance a reply resumes inherits A's deadline (+ the reply window): under A too.
+    KeptRow("a reporter's reply resuming the completion clock met by the final answer", [
+        (routed(at(date(2026, 3, 26), 11)), at(date(2026, 3, 26), 11)),
+        (responded(at(date(2026, 3, 27), 15)), at(date(2026, 3, 27), 15)),
+        (replied(at(date(2026, 3, 30), 9)), at(date(2026, 3, 30), 9))],
+        (("verification", 0, 0), ("completion", 0, 0), ("completion", 0, 1))),
 ]
 
 
@@ -220,9 +240,9 @@ async def test_a_clock_kept_under_version_a_is_decided_and_derived_under_a(row: 
     for data, now in row.messages:
         out = await sla(make_event("test", data), now)
         assert (out.drift, out.superseded) == ([], [])
-    after = {c.clock: c for c in sla.repo.clocks.values()}
-    for clock in ("verification", "completion"):
-        assert after[clock].calendar_version == cal_a.version
+    after = {(c.clock, c.hop, c.instance): c for c in sla.repo.clocks.values()}
+    for key in row.under_a:
+        assert after[key].calendar_version == cal_a.version, key
     await assert_rows_are_derives(sla.repo, CID, {cal_a.version: cal_a, cal_b.version: cal_b},
                                   row.messages[-1][1])
     # Under B the same facts give other deadline columns (a DITUNDA over the changed day
@@ -232,10 +252,12 @@ async def test_a_clock_kept_under_version_a_is_decided_and_derived_under_a(row: 
     def columns(c: domain.ClockRow) -> tuple[object, ...]:
         return c.initial_deadline, c.deadline, c.paused_working_days
 
-    under_b = {c.clock: columns(c) for c in domain.derive(
+    under_b = {(c.clock, c.hop, c.instance): columns(c) for c in domain.derive(
         CID, state.facts, cal_b, default_policies(), row.messages[-1][1],
         firings=state.firings).all_clocks()}
-    assert under_b["completion"] != columns(after["completion"])
+    for key in row.under_a:
+        if after[key].stopped_at is None:  # (a stopped one may have been met before the day)
+            assert under_b[key] != columns(after[key]), key
     out_v = await verify_deadlines(uow=sla.uow, calendars=CalendarSource(WIB), now=T0,
                                    complaint_ids=[CID])
     assert out_v.mismatches == []
@@ -326,3 +348,59 @@ async def test_a_version_that_cannot_be_rebuilt_keeps_the_deadline_a_message_wou
     assert {(t.clock_id, t.kind, t.due_at, t.pending) for t in sla.repo.timers.values()
             if t.clock_id == after["completion"].id} == {
         t for t in timers if t[0] == after["completion"].id}
+
+
+def versions_of(repo: FakeSlaRepository) -> dict[str, WorkingCalendar]:
+    return {cal.version: cal for cal in (
+        WorkingCalendar(WIB, s.overrides, override_revision=s.revision,
+                        confirmed_years=s.confirmed_years) for s in repo.versions.values())}
+
+
+@settings(max_examples=int(os.environ.get("SP4N_PROPERTY_EXAMPLES", "150")), deadline=None)
+@given(order=deliveries(), closed_day=st.integers(0, 25))
+def test_after_a_calendar_change_every_row_is_derives_under_the_version_it_names(
+        order: list[CloudEvent], closed_day: int) -> None:
+    """Whatever the deliveries, an operator's closure (not kept) leaves every stored clock,
+    live timer and pause equal to derive under the calendar version the clock names (the new
+    one for those it moved), with no drift."""
+    async def go() -> None:
+        sla = Sla()
+        for event in order:
+            await sla(event, T0)
+        closure = CALENDAR.nth_working_day_after(T0.date(), closed_day)
+        out = await usecases.change_calendar(closure, False, "Banjir", "op", keep_deadlines=False,
+                                             uow=sla.uow, calendars=sla.calendars, now=T0)
+        assert (out.drift, out.superseded) == ([], [])
+        await assert_rows_are_derives(sla.repo, CID, versions_of(sla.repo), T0)
+
+    asyncio.run(go())
+
+
+@settings(max_examples=int(os.environ.get("SP4N_PROPERTY_EXAMPLES", "150")), deadline=None)
+@given(order=deliveries(), closed_day=st.integers(0, 25), data=st.data())
+def test_clocks_kept_under_an_older_version_stay_derives_under_it(
+        order: list[CloudEvent], closed_day: int, data: st.DataObject) -> None:
+    """Some deliveries under version A (a closure), the closure removed with keep_deadlines
+    (version B), the rest delivered: every stored row is derive's under the version its clock
+    names, whichever clocks the later messages stop, pause, resume or reclassify (a
+    completion instance a reply resumes runs under the version of the one it follows), and
+    no message's events disagree with them (a breach a message fires for a deadline its own
+    facts move on, ``superseded``, is the known case of any delivery order, not of
+    versions)."""
+    split = data.draw(st.integers(1, len(order)))
+
+    async def go() -> None:
+        sla = Sla()
+        closure = CALENDAR.nth_working_day_after(T0.date(), closed_day)
+        await usecases.change_calendar(closure, False, "Banjir", "op", keep_deadlines=True,
+                                       uow=sla.uow, calendars=sla.calendars, now=T0)
+        for event in order[:split]:
+            await sla(event, T0)
+        await usecases.change_calendar(closure, None, "Surut", "op", keep_deadlines=True,
+                                       uow=sla.uow, calendars=sla.calendars, now=T0)
+        for event in order[split:]:
+            out = await sla(event, T0)
+            assert out.drift == []
+        await assert_rows_are_derives(sla.repo, CID, versions_of(sla.repo), T0)
+
+    asyncio.run(go())
