@@ -161,14 +161,7 @@ async def test_a_message_decides_and_derives_a_kept_clock_under_its_version(pool
     assert {stored[k].calendar_version for k in ("verification", "completion")} == {
         calendar_version(a.revision)}
     assert stored["deferral"].calendar_version == current.version == calendar_version(b.revision)
-    want_timers = set()
-    for c in stored.values():
-        d = next(x for x in under[c.calendar_version].all_clocks() if x.clock == c.clock)
-        assert replace(c, id=0) == replace(d, id=0), c.clock
-        want_timers |= {(d.clock, t.kind, t.point, t.due_at, t.fired_at)
-                        for t in under[c.calendar_version].changes().timer_inserts
-                        if t.clock_id == d.id and t.cancelled_at is None}
-    assert timers == want_timers
+    assert_derived(stored, under, timers)
     assert stored["verification"].paused_working_days == 2  # 26, 27 March (25 closed under A)
     out = await verify_deadlines(uow=uow_of(pool), calendars=fresh, now=T0, complaint_ids=[cid])
     assert (out.compared, out.mismatches) == (3, [])
@@ -192,16 +185,21 @@ async def test_a_message_decides_and_derives_a_kept_clock_under_its_version(pool
             "deferral": calendar_version(b.revision)}
         assert stored["verification"].deadline == before["verification"].deadline
         assert stored["completion"].deadline > before["completion"].deadline
-        want_timers = set()
-        for c in stored.values():
-            d = next(x for x in under[c.calendar_version].all_clocks() if x.clock == c.clock)
-            assert replace(c, id=0) == replace(d, id=0), c.clock
-            want_timers |= {(d.clock, t.kind, t.point, t.due_at, t.fired_at)
-                            for t in under[c.calendar_version].changes().timer_inserts
-                            if t.clock_id == d.id and t.cancelled_at is None}
-        assert timers == want_timers
+        assert_derived(stored, under, timers)
     finally:
         await change(pool, fresh, closure, None)
+
+
+def assert_derived(stored: dict, under: dict, timers: set) -> None:
+    """Each stored clock, and its live timers, equal derive's under the version it names."""
+    want_timers = set()
+    for c in stored.values():
+        d = next(x for x in under[c.calendar_version].all_clocks() if x.clock == c.clock)
+        assert replace(c, id=0) == replace(d, id=0), c.clock
+        want_timers |= {(d.clock, t.kind, t.point, t.due_at, t.fired_at)
+                        for t in under[c.calendar_version].changes().timer_inserts
+                        if t.clock_id == d.id and t.cancelled_at is None}
+    assert timers == want_timers
 
 
 async def test_calendar_verify_command_names_a_tampered_deadline(settings, monkeypatch, capsys):
