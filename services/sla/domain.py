@@ -19,6 +19,12 @@ Invariants (besides those of ``clocks``):
   deferral and the resume is processed first.
 - A timer that must fire and is not pending (a paused clock's timers were cancelled, or the
   clock never had one) is recorded as fired, so what fired is always in the timers.
+- A breach a message fires at once is one the facts say happened: decided with all of the
+  message's facts applied, so a correction applied after it in the same message (processed
+  before the fact that created or stopped the clock) that was made before its due time
+  withdraws it — no event, no firing (``_withdraw_at_once``); one made after its due time
+  leaves it fired, and it gives way to the new deadline. What the loaded firing log has
+  stays fired.
 - A clock this message creates has a provisional negative id (−1, −2, … in creation order)
   until the mapper inserts it; its timers and pauses refer to it by that id.
 """
@@ -257,6 +263,16 @@ class Effects:
                                  lag_s))
 
 
+@dataclass
+class _AtOnce:
+    """A breach a message fired at once (its timer marked fired, its event and alert made):
+    provisional until the whole message is applied (``ComplaintClocks._withdraw_at_once``)."""
+
+    timer: Timer
+    events: list[CloudEvent]
+    alerts: list[Alert]
+
+
 class ComplaintClocks:
     """One complaint's clocks, live timers, facts and applied pauses as one message sees and
     changes them (see the module docstring)."""
@@ -292,6 +308,16 @@ class ComplaintClocks:
         # decision about such a clock is made under the calendar that computed it, as
         # ``derive`` under that version gives its rows (``diff``).
         self._versions: Mapping[str, WorkingCalendar] = {}
+        # The breaches this message fired at once so far (``_breach_at_once``).
+        self._at_once: list[_AtOnce] = []
+        # The ``sla.clock_stopped`` this message emitted, by clock (judged again when a
+        # correction applied after it moves the deadline it was judged by: ``_reclassify``).
+        self._stopped_now: dict[int, CloudEvent] = {}
+        # derive only: the time of the fact being replayed, and the firings of the log that
+        # replay finds unfounded: given way to a deadline a fact moved before they came due
+        # (``unfounded``).
+        self._replaying: datetime | None = None
+        self.unfounded: set[FiringKey] = set()
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -339,8 +365,10 @@ class ComplaintClocks:
         """The timers this message fired at once (``apply``: a late stop's breach, a clock
         created past its deadline, a reply window a late close made elapse), as the firing log
         will have them once it commits: what ``derive`` must be given besides the loaded log
-        for its rows to carry them (and their events). Also one a change this message applied
-        next has superseded already (cancelled: it fired all the same)."""
+        for its rows to carry them (and their events). Also one that gave way to a later
+        deadline in this message already (it came due before a correction made after it moved
+        the deadline on: cancelled, it fired all the same). Not one a correction made before
+        its due time withdrew (``_withdraw_at_once``): by the facts it never fired."""
         was_pending = {t.id for t in self._loaded_timers if t.fired_at is None}
         out = []
         for t in self._timers:
@@ -440,18 +468,19 @@ class ComplaintClocks:
         return {(t.kind, t.point) for t in self._timers
                 if t.clock_id == clock_id and t.cancelled_at is None and t.fired_at is not None}
 
-    def fire_timer(self, clock_id: int, kind: str, at: datetime) -> bool:
+    def fire_timer(self, clock_id: int, kind: str, at: datetime) -> Timer | None:
+        """Fire the clock's pending timer of ``kind``; the timer, or None when none fired."""
         for t in self._timers:
             if t.clock_id == clock_id and t.kind == kind and t.pending:
                 if self._log is not None:  # derive: fired iff the log has it
                     assert t.due_at is not None
                     logged = self._log.get(self._firing_key(clock_id, kind, t.point, t.due_at))
                     if logged is None:
-                        return False
+                        return None
                     at = logged
                 t.fired_at, t.changed = at, True
-                return True
-        return False
+                return t
+        return None
 
     def cancel_pending_timers(self, clock_id: int, at: datetime) -> None:
         for t in self._timers:
@@ -523,10 +552,16 @@ class ComplaintClocks:
         is stopped, resumed and reclassified under that one and keeps its version (an
         operator's change with ``keep_deadlines``), and so is the completion instance a
         reporter's reply resumes after it (it inherits its deadline); under a version
-        ``versions`` lacks, under ``calendar``."""
+        ``versions`` lacks, under ``calendar``.
+
+        A breach fired at once (a clock created past its deadline, a late stop, a deadline
+        moved into the past) stands only if the facts say it came due: the corrections applied
+        last (``_reclassify``) withdraw one due after a correction made before it, and judge a
+        stop this message judged late again by the corrected deadline."""
         self.met_by = met_by
         self._policies, self._ladders, self._office = policies, ladders, office_hours
         self._versions = {**(versions or {}), calendar.version: calendar}
+        self._at_once, self._stopped_now = [], {}
         self.effects.calendar = calendar
         facts = self.effective_facts()
         took = fact is None or fact.kind != "routed" or fact in facts
@@ -718,10 +753,10 @@ class ComplaintClocks:
         if staff and policy.warn_points:
             plans = [p for p in plans if p.kind != "warning"]  # the points replace it
         for plan in plans:
-            self.insert_timer(clock_id, plan.kind, plan.due_at,
-                              fired_at=now if plan.fire_now else None,
-                              fire_at=self._quiet(plan.due_at, calendar)
-                              if plan.kind == "warning" else None)
+            timer = self._inserted(clock_id, plan.kind, plan.due_at,
+                                   fired_at=now if plan.fire_now else None,
+                                   fire_at=self._quiet(plan.due_at, calendar)
+                                   if plan.kind == "warning" else None)
             if plan.fire_now and plan.kind == "elapse":
                 out.elapsed(complaint_id, start.hop, start.opd_code, start.started_at, deadline)
                 stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
@@ -729,15 +764,13 @@ class ComplaintClocks:
                 out.expired(complaint_id, start.started_at, deadline)
                 stop = ClockStop(start.clock, start.hop, deadline.deadline, "stopped")
             elif plan.fire_now:
-                out.alert(SlaBreached, complaint_id, start.clock, start.hop, start.opd_code,
-                          replace(deadline, deadline=judged), plan.due_at,
-                          instance=start.instance)
+                self._breach_at_once(clock_id, timer, replace(deadline, deadline=judged),
+                                     plan.due_at)
         if staff:
             self._add_staff_timers(clock_id, deadline, calendar, now)
         if stop is not None:
             self.mark_stopped(clock_id, stop.at, stop.reason)
-            out.stopped(complaint_id, start.clock, start.hop, start.opd_code, stop, judged,
-                        instance=start.instance)
+            self._stopped(clock_id, stop, judged)
 
     def recompute_deadlines(self, calendar: WorkingCalendar, policies: dict[str, Policy],
                             now: datetime, *, note: str | None, changed_by: str | None,
@@ -791,16 +824,17 @@ class ComplaintClocks:
                 if kind not in fired:
                     self.insert_timer(row.id, kind, moved.deadline)
                 continue
-            for plan in self._replan(row.id, moved, calendar, now, moved_by_change=True):
-                self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
-                                   row.opd_code, moved, plan.due_at, instance=row.instance)
+            for plan, timer in self._replan(row.id, moved, calendar, now, moved_by_change=True):
+                self._breach_at_once(row.id, timer, moved, plan.due_at)
         return moved_count
 
     def _replan(self, clock_id: int, moved: Deadline, calendar: WorkingCalendar,
-                now: datetime, *, moved_by_change: bool = False) -> list[clocks.TimerPlan]:
+                now: datetime, *, moved_by_change: bool = False,
+                ) -> list[tuple[clocks.TimerPlan, Timer | None]]:
         """New timers of a running clock whose deadline moved (its pending ones cancelled by
         the caller): as for a new clock, except that what fired stays fired. Returns the
-        plans fired at once (a breach the caller reports).
+        plans fired at once, with their timers (a breach the caller reports:
+        ``_breach_at_once``).
 
         A reclassification or a calendar change (``moved_by_change``) that moves the deadline
         past a breach that already fired: the breach stays fired and its event stays emitted
@@ -823,17 +857,23 @@ class ComplaintClocks:
             for t in self._timers:
                 if t.clock_id == clock_id and t.kind == "breach" and t.cancelled_at is None:
                     t.cancelled_at, t.changed = now, True
+                    if self._replaying is not None and t.fired_at is not None \
+                            and t.due_at is not None and t.due_at > self._replaying:
+                        # derive: the fact replayed moved this deadline before it came due,
+                        # so by the facts it never fired (``unfounded``).
+                        self.unfounded.add(self._firing_key(clock_id, t.kind, t.point,
+                                                            t.due_at))
         policy = self._policies.get(self._clocks[clock_id].policy_key)
         fired_now = []
         for plan in clocks.resumed_timers(moved, now, fired):
             if plan.kind == "warning" and policy is not None and policy.warn_points:
                 continue
-            self.insert_timer(clock_id, plan.kind, plan.due_at,
-                              fired_at=now if plan.fire_now else None,
-                              fire_at=self._quiet(plan.due_at, calendar)
-                              if plan.kind == "warning" else None)
+            timer = self._inserted(clock_id, plan.kind, plan.due_at,
+                                   fired_at=now if plan.fire_now else None,
+                                   fire_at=self._quiet(plan.due_at, calendar)
+                                   if plan.kind == "warning" else None)
             if plan.fire_now:
-                fired_now.append(plan)
+                fired_now.append((plan, timer))
         self._add_staff_timers(clock_id, moved, calendar, now)
         return fired_now
 
@@ -986,17 +1026,32 @@ class ComplaintClocks:
                 calendar_version=cal.version)
             self.effects.deadline_changed(row, row.deadline, moved, "reclassified", data.reason,
                                           data.changed_by)
+            # When the facts moved the deadline off the policy this message judged it by: the
+            # first correction made while it ran to another policy.
+            moved_at = min((at for at, k in corrections if k.policy_key != row.policy_key
+                            and (row.stopped_at is None or at < row.stopped_at)), default=None)
+            withdrawn = moved_at is not None and self._withdraw_at_once(row.id, moved_at, now)
             if row.stopped_at is not None:
-                continue  # over: judged again by its new deadline, no timers
+                # Over: judged again by its new deadline, no timers — but a stop this message
+                # judged late by a deadline the facts had moved first is judged by the new one.
+                judged = clocks.deadline_at(moved.deadline, row.paused_at, row.stopped_at, cal)
+                if withdrawn:
+                    self._judge_stop_again(row.id, judged)
+                pending, fired = self.live_timer_kinds(row.id)
+                if withdrawn and "breach" not in fired \
+                        and clocks.stop_decision(judged, row.stopped_at, True).fire_breach:
+                    self._breach_at_once(row.id, self._fire(row.id, "breach", judged, pending,
+                                                            now),
+                                         replace(moved, deadline=judged), judged)
+                continue
             self.effects.started(row.complaint_id, row.clock, row.hop, row.opd_code,
                                  row.started_at, moved, instance=row.instance,
                                  paused_working_days=row.paused_working_days)
             if row.paused_at is not None:
                 continue  # DITUNDA: timers come with the resume
             self.cancel_pending_timers(row.id, now)
-            for plan in self._replan(row.id, moved, cal, now, moved_by_change=True):
-                self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop,
-                                   row.opd_code, moved, plan.due_at, instance=row.instance)
+            for plan, timer in self._replan(row.id, moved, cal, now, moved_by_change=True):
+                self._breach_at_once(row.id, timer, moved, plan.due_at)
 
     def _chained_deadline(self, row: ClockRow, policy: Policy,
                           calendar: WorkingCalendar) -> tuple[Deadline, Deadline] | None:
@@ -1041,14 +1096,11 @@ class ComplaintClocks:
         elif row.clock != "deferral":
             decision = clocks.stop_decision(judged, stop.at, breach_pending="breach" not in fired)
             if decision.fire_breach:
-                self._fire(row.id, "breach", judged, pending, now)
-                out.alert(SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
-                          replace(row.deadline_record(), deadline=judged), judged,
-                          instance=row.instance)
+                self._breach_at_once(row.id, self._fire(row.id, "breach", judged, pending, now),
+                                     replace(row.deadline_record(), deadline=judged), judged)
         self.cancel_pending_timers(row.id, now)
         self.mark_stopped(row.id, stop.at, stop.reason)
-        out.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
-                    instance=row.instance)
+        self._stopped(row.id, stop, judged)
 
     def _restop(self, row: ClockRow, stop: ClockStop, calendar: WorkingCalendar) -> None:
         """An earlier stop processed after a later one (reordered): the earliest stop wins, as
@@ -1068,11 +1120,82 @@ class ComplaintClocks:
                              instance=row.instance)
 
     def _fire(self, clock_id: int, kind: TimerKind, due_at: datetime, pending: set[str],
-              now: datetime) -> None:
+              now: datetime) -> Timer | None:
+        """Fire the clock's timer of ``kind`` at once; the timer fired (None: derive, and the
+        log does not have it)."""
         if kind in pending:
-            self.fire_timer(clock_id, kind, now)
-        else:  # paused (timers cancelled) or never had one: record the firing
-            self.insert_timer(clock_id, kind, due_at, fired_at=now)
+            return self.fire_timer(clock_id, kind, now)
+        # Paused (timers cancelled) or never had one: record the firing.
+        return self._inserted(clock_id, kind, due_at, fired_at=now)
+
+    def _inserted(self, clock_id: int, kind: TimerKind, due_at: datetime, *,
+                  fired_at: datetime | None = None,
+                  fire_at: datetime | None = None) -> Timer | None:
+        """``insert_timer``, returning the timer inserted (None: derive left it out)."""
+        before = len(self._timers)
+        self.insert_timer(clock_id, kind, due_at, fired_at=fired_at, fire_at=fire_at)
+        return self._timers[-1] if len(self._timers) > before else None
+
+    def _stopped(self, clock_id: int, stop: ClockStop, judged: datetime) -> None:
+        """``sla.clock_stopped`` of a clock this message stops, judged by ``judged``."""
+        row, before = self._clocks[clock_id], len(self.effects.events)
+        self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code, stop, judged,
+                             instance=row.instance)
+        if len(self.effects.events) > before:
+            self._stopped_now[clock_id] = self.effects.events[-1]
+
+    def _judge_stop_again(self, clock_id: int, judged: datetime) -> None:
+        """The ``sla.clock_stopped`` this message emitted for the clock, judged by ``judged``
+        instead (a correction applied after it moved the deadline first): rebuilt in its
+        place, as nothing is out yet."""
+        old, row = self._stopped_now.get(clock_id), self._clocks[clock_id]
+        if old is None or row.stopped_at is None:
+            return
+        reason: StopReason = "cancelled" if row.stop_reason == "cancelled" else "stopped"
+        self.effects.stopped(row.complaint_id, row.clock, row.hop, row.opd_code,
+                             ClockStop(row.clock, row.hop, row.stopped_at, reason), judged,
+                             instance=row.instance)
+        new = self.effects.events.pop()
+        self.effects.events[:] = [new if e is old else e for e in self.effects.events]
+        self._stopped_now[clock_id] = new
+
+    def _breach_at_once(self, clock_id: int, timer: Timer | None, deadline: Deadline,
+                        due_at: datetime) -> None:
+        """Report the breach this message fired at once (``timer``, marked fired), against
+        ``deadline``. Provisional until the whole message is applied: a correction applied
+        after it in the same message, made before ``due_at``, withdraws it
+        (``_withdraw_at_once``): by the facts it never came due."""
+        row = self._clocks[clock_id]
+        events, alerts = len(self.effects.events), len(self.effects.alerts)
+        self.effects.alert(SlaBreached, row.complaint_id, row.clock, row.hop, row.opd_code,
+                           deadline, due_at, instance=row.instance)
+        if timer is not None and self._log is None:  # (derive: the log says what fired)
+            self._at_once.append(_AtOnce(timer, self.effects.events[events:],
+                                         self.effects.alerts[alerts:]))
+
+    def _withdraw_at_once(self, clock_id: int, moved_at: datetime, now: datetime) -> bool:
+        """A correction made at ``moved_at`` moves the clock's deadline: a breach this message
+        fired at once for a due time after ``moved_at`` never came due by the facts (the
+        deadline had moved on first: the correction was processed before the fact that created
+        the clock, or judged after its stop). It is withdrawn before anything is out: its
+        event and alert are dropped, its timer is not fired (one inserted by this message is
+        dropped, a stored one is cancelled). One due by ``moved_at`` stays fired (it gives way
+        to the new deadline, ``_replan``). Returns whether any was withdrawn."""
+        withdrawn = [a for a in self._at_once if a.timer.clock_id == clock_id
+                     and a.timer.due_at is not None and a.timer.due_at > moved_at]
+        if not withdrawn:
+            return False
+        drop_events = {id(e) for a in withdrawn for e in a.events}
+        drop_alerts = {id(x) for a in withdrawn for x in a.alerts}
+        self.effects.events[:] = [e for e in self.effects.events if id(e) not in drop_events]
+        self.effects.alerts[:] = [x for x in self.effects.alerts if id(x) not in drop_alerts]
+        for a in withdrawn:
+            self._at_once.remove(a)
+            if a.timer.id is None:
+                self._timers = [t for t in self._timers if t is not a.timer]
+            else:
+                a.timer.fired_at, a.timer.cancelled_at, a.timer.changed = None, now, True
+        return True
 
     def _pause(self, deferred_at: datetime, now: datetime) -> None:
         """DITUNDA: the clocks waiting on the reporter that run at ``deferred_at`` pause; their
@@ -1113,9 +1236,8 @@ class ComplaintClocks:
             out.started(complaint_id, row.clock, row.hop, row.opd_code, row.started_at, moved)
             if paused_at is not None:
                 continue
-            for plan in self._replan(row.id, moved, cal, now):
-                out.alert(SlaBreached, complaint_id, row.clock, row.hop, row.opd_code, moved,
-                          plan.due_at, instance=row.instance)
+            for plan, timer in self._replan(row.id, moved, cal, now):
+                self._breach_at_once(row.id, timer, moved, plan.due_at)
 
     def _resume_stopped(self, row: ClockRow, deferred_at: datetime, resumed_at: datetime,
                         calendar: WorkingCalendar, now: datetime) -> None:
@@ -1150,9 +1272,8 @@ class ComplaintClocks:
             if c.stopped_at is not None or c.paused_at is not None:
                 continue
             self.cancel_pending_timers(c.id, now)
-            for plan in self._replan(c.id, moved, cal, now):
-                self.effects.alert(SlaBreached, c.complaint_id, c.clock, c.hop, c.opd_code,
-                                   moved, plan.due_at, instance=c.instance)
+            for plan, timer in self._replan(c.id, moved, cal, now):
+                self._breach_at_once(c.id, timer, moved, plan.due_at)
             self.effects.started(c.complaint_id, c.clock, c.hop, c.opd_code, c.started_at,
                                  moved, instance=c.instance)
 
@@ -1202,6 +1323,7 @@ def derive(complaint_id: uuid.UUID, facts: list[Fact], calendar: WorkingCalendar
         took = fact.kind != "routed" or fact in effective
         if firings is not None:
             state._skip_now = fact.recorded_at or now
+            state._replaying = fact.at
         state.apply(fact if took else None, calendar, policies, replay_now, met_by,
                     ladders=ladders, office_hours=office_hours)
     if firings is not None:
@@ -1280,9 +1402,11 @@ def sources(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingC
 def unlogged(fired: list[Firing], derived: ComplaintClocks, *,
              sources: Mapping[ClockKey, ComplaintClocks] | None = None) -> list[Firing]:
     """The firings ``apply`` made (its events say so) that the derivation its clock's rows are
-    written from (``sources``, else ``derived``) has no live fired timer for: derive, from the
-    facts, has that deadline moved on already (e.g. a submission processed past its deadline
-    after a reclassification made before it)."""
+    written from (``sources``, else ``derived``) has no live fired timer for: they gave way to
+    a later deadline at once — a breach that came due before a correction moved the deadline
+    on (made after it came due, processed with or before the fact that created the clock).
+    Real, so history: ``diff`` writes each as a fired timer cancelled at once, so the firing
+    log has it."""
     def have(d: ComplaintClocks) -> set[FiringKey]:
         return {d._firing_key(t.clock_id, t.kind, t.point, t.due_at)
                 for t in d._timers if t.fired_at is not None and t.due_at is not None
@@ -1297,12 +1421,25 @@ def unlogged(fired: list[Firing], derived: ComplaintClocks, *,
     return out
 
 
+def unfounded(fired: list[Firing], derived: ComplaintClocks, *,
+              sources: Mapping[ClockKey, ComplaintClocks] | None = None) -> list[Firing]:
+    """The firings ``apply`` made that the derivation its clock's rows come from
+    (``sources``, else ``derived``) finds unfounded: in the replay of the facts in the order
+    they happened, the deadline they were due at had moved before they came due (a
+    correction made before it), so by the facts they never fired. ``apply`` withdraws such a
+    firing before anything is out (``ComplaintClocks._withdraw_at_once``): a sanity check on
+    its events, which stays empty. (One of them that a later correction brings back, due
+    again, is live in derive's rows: founded.)"""
+    return [f for f in unlogged(fired, derived, sources=sources)
+            if f.key in (sources or {}).get((f.clock, f.hop, f.instance), derived).unfounded]
+
+
 def _deadline_columns(c: ClockRow) -> tuple[object, ...]:
     return (c.deadline, c.warn_at, c.initial_deadline, c.initial_warn_at, c.paused_working_days)
 
 
 def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCalendar,
-         now: datetime, superseded: list[Firing], *,
+         now: datetime, given_way: list[Firing], *,
          older: Mapping[str, ComplaintClocks] | None = None) -> ClockChanges:
     """What to write so that the stored rows are ``derive``'s (over the facts, the pinned
     policies and the firing log, this message's firings included): the difference between
@@ -1318,7 +1455,9 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     stored timer whose due or emission time derive no longer has is cancelled (a fired one
     too: its firing stays in the log, and the index allows one live timer per clock, kind and
     point) and derive's inserted; a pending one derive has fired (this message fired it) is
-    marked fired.
+    marked fired. A firing this message made that derive's rows carry only as given way to a
+    later deadline (``given_way``: ``unlogged``) is written as a fired timer cancelled at
+    once, so the firing log has it.
 
     The one exception: a stored clock computed under an older calendar version ``older``
     has no derivation for (it cannot be rebuilt: another holidays release, or a revision
@@ -1382,13 +1521,14 @@ def diff(state: ComplaintClocks, derived: ComplaintClocks, calendar: WorkingCale
     updates += [replace(t, cancelled_at=now, changed=True) for t in stored.values()
                 if t.clock_id not in deleted]
     # A firing this message made (its event is staged) that derive's live timers do not
-    # carry — the facts have already moved that deadline on (``superseded``: ``unlogged`` of
-    # the message's firings, which the caller has computed) — is still history: written as a
-    # fired timer, cancelled at once, so the log has it and derive reads it from then on.
+    # carry — it came due, then a correction made after that moved the deadline on, and it
+    # gave way (``given_way``: ``unlogged`` of the message's firings, which the caller has
+    # computed) — is history: written as a fired timer, cancelled at once, so the log has it
+    # and derive reads it from then on.
     by_key: dict[ClockKey, int] = {
         _key(c): mine[c.id] for src, mine in zip(rows_from, ids, strict=True)
         for c in src.all_clocks() if c.id in mine}
-    for f in superseded:
+    for f in given_way:
         into = by_key.get((f.clock, f.hop, f.instance))
         if into is not None:  # (None: a clock derive does not have: nowhere to keep it)
             inserts.append(Timer(None, into, f.kind, f.due_at,  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ from services.sla.domain import (
     drift,
     fire_timers,
     sources,
+    unfounded,
     unlogged,
 )
 from services.sla.policy import Policy
@@ -85,8 +86,9 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
     duplicate: bool = False
     # Clocks ``apply`` decided the events of from a view unlike the rows written (derive's),
-    # ``domain.drift``; and clocks of firings it made that those rows supersede (an alert for
-    # a deadline the facts had moved on already: a decision-order artifact), ``domain.unlogged``.
+    # ``domain.drift``; and clocks of firings it made that the facts say never came due (an
+    # alert for a deadline the facts had moved on already), ``domain.unfounded``. Both are
+    # sanity checks on the events: empty.
     drift: list[str] = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)
 
@@ -157,10 +159,11 @@ async def _write_derived(tx: Tx[SlaRepository], state: ComplaintClocks,
     them and save the rows ``derive`` gives — under ``calendar`` (the current version),
     and under each rebuilt older version (``versions``) for the clocks the decision leaves
     under it — from the facts, the pinned policies and the firing log with the firings
-    the decision made (``domain.diff``). Returns (drift, superseded) clock kinds: what the
-    decision decided from a view unlike the rows written (``domain.drift``, each clock
-    compared under its own version), and the clocks of its firings those rows supersede
-    (``domain.unlogged``); both logged."""
+    the decision made (``domain.diff``; one that gave way to a later deadline at once is kept
+    as a fired timer cancelled at once, ``domain.unlogged``). Returns (drift, superseded)
+    clock kinds: what the decision decided from a view unlike the rows written
+    (``domain.drift``, each clock compared under its own version), and the clocks of its
+    firings that the facts say never came due (``domain.unfounded``); both logged."""
     fired = state.firings_made()
     pinned = state.pinned_policies(policies)
 
@@ -175,15 +178,14 @@ async def _write_derived(tx: Tx[SlaRepository], state: ComplaintClocks,
     # decision made (the events, and the firings derive's rows log) from derive's rows:
     # a sanity check on the events, counted by the metric.
     drifted = drift(state, derived, calendar, older=older)
-    superseded_firings = unlogged(fired, derived,
-                                  sources=sources(state, derived, calendar, older))
-    superseded = [f.clock for f in superseded_firings]
+    src = sources(state, derived, calendar, older)
+    superseded = [f.clock for f in unfounded(fired, derived, sources=src)]
     if drifted or superseded:
         log.warning("events of %s disagree with the derived clocks: %s", state.complaint_id,
                     ", ".join(sorted(set(drifted + superseded))))
     tx.stage(*state.events)
-    await tx.repo.save(state, diff(state, derived, calendar, now, superseded_firings,
-                                   older=older))
+    await tx.repo.save(state, diff(state, derived, calendar, now,
+                                   unlogged(fired, derived, sources=src), older=older))
     return drifted, superseded
 
 
