@@ -31,6 +31,7 @@ from services.sla.repository import PgSlaRepository
 from shared.db import create_pool, migrate
 from shared.events import CloudEvent, make_event
 from shared.uow import PgUnitOfWork
+from tests.unit.test_sla_firings import AT_ONCE, LATE
 from tests.unit.test_sla_order import clock_rows, deliveries, derived_rows, live_timers
 from tests.unit.test_sla_scenarios import day, responded, routed, submitted
 from tests.unit.test_sla_usecases import CALENDAR, T0
@@ -268,5 +269,35 @@ async def test_each_firing_is_logged_with_its_event_and_derive_reads_the_log(set
         assert live_timers(by_id, derived.changes().timer_inserts) == timers
         assert {k: replace(v, complaint_id=cid) for k, v in clock_rows(
             derived.all_clocks()).items()} == clocks
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("row", AT_ONCE, ids=[r.name for r in AT_ONCE])
+async def test_a_breach_fired_at_once_is_logged_iff_the_facts_say_it_happened(settings, row):
+    """The unit table of at-once breaches (``tests/unit/test_sla_firings.py``) on PostgreSQL:
+    the firing log (0009's triggers) has a completion breach exactly when the facts say it
+    came due (one that gave way to the new deadline too: a fired timer cancelled at once), no
+    message reports a superseded firing or drift, and every row read back equals derive over
+    the facts and the log read back."""
+    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+    try:
+        cid = uuid.uuid4()
+        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
+            "Asia/Pontianak")
+        for data, now in row.steps:
+            moved = data.model_copy(update={"complaint_id": cid})
+            out = await usecases.on_complaint_event(make_event("test", moved), uow=uow,
+                                                    calendars=calendars, now=now)
+            assert (out.drift, out.superseded) == ([], [])
+        async with pool.acquire() as conn:
+            clocks, timers, pauses, facts, log = await _read(conn, cid)
+        assert sorted(f.due_at for f in log if f.clock == "completion") == row.breaches
+        calendar, policies, ladders = await _inputs(uow, calendars, cid)
+        derived = domain.derive(cid, facts, calendar, policies, LATE, ladders=ladders,
+                                firings=log)
+        assert rows_of(list(clocks.values()), timers, pauses) == rows_of(
+            derived.all_clocks(), derived.changes().timer_inserts, derived.changes().new_pauses)
     finally:
         await pool.close()
