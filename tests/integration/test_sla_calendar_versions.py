@@ -74,10 +74,10 @@ async def test_every_revision_stores_its_content_and_versions_never_change(pool)
                 await conn.execute(statement, set_.revision)
 
 
-async def test_a_deadline_kept_under_version_a_recomputes_equal_under_a(pool):
-    """A clock computed under version A (the day closed), the calendar changed to B (the day
-    open again) with --keep-deadlines: the clock keeps A's deadline and version, recomputes
-    equal under A (under B it would not), and a row tampered afterwards is named."""
+async def kept_under_a(pool):
+    """A complaint submitted under version A (the day closed), then the calendar changed to B
+    (the day open again, back to the package's calendar) with --keep-deadlines: its id and
+    the two changes."""
     calendars = CalendarSource(WIB)
     a = await change(pool, calendars, CLOSED, False)
     cid = uuid.uuid4()
@@ -85,7 +85,15 @@ async def test_a_deadline_kept_under_version_a_recomputes_equal_under_a(pool):
         await usecases.on_complaint_event(submitted_event(cid), uow=uow_of(pool),
                                           calendars=calendars, now=T0)
     finally:
-        b = await change(pool, calendars, CLOSED, None)  # back to the package's calendar
+        b = await change(pool, calendars, CLOSED, None)
+    return cid, a, b
+
+
+async def test_a_deadline_kept_under_version_a_recomputes_equal_under_a(pool):
+    """A clock computed under version A (the day closed), the calendar changed to B (the day
+    open again) with --keep-deadlines: the clock keeps A's deadline and version, recomputes
+    equal under A (under B it would not), and a row tampered afterwards is named."""
+    cid, a, b = await kept_under_a(pool)
     v = await pool.fetchrow("SELECT id, deadline, calendar_version FROM clocks"
                             " WHERE complaint_id = $1 AND clock = 'verification'", cid)
     assert (v["deadline"], v["calendar_version"]) == (DEADLINE_CLOSED, calendar_version(a.revision))
@@ -119,14 +127,7 @@ async def test_a_message_decides_and_derives_a_kept_clock_under_its_version(pool
     then a DITUNDA period over that day: the resume is decided under A and the rows written
     are derive's under A (2 working days paused, not B's 3), read back from PostgreSQL; no
     drift. A change not kept then moves it to the new version, as derive under it gives."""
-    calendars = CalendarSource(WIB)
-    a = await change(pool, calendars, CLOSED, False)
-    cid = uuid.uuid4()
-    try:
-        await usecases.on_complaint_event(submitted_event(cid), uow=uow_of(pool),
-                                          calendars=calendars, now=T0)
-    finally:
-        b = await change(pool, calendars, CLOSED, None)
+    cid, a, b = await kept_under_a(pool)
     deferred_at = datetime(2026, 3, 24, 10, tzinfo=WIB)
     resumed_at = datetime(2026, 3, 27, 10, tzinfo=WIB)
     fresh = CalendarSource(WIB)  # another process: version A is read once, then cached
