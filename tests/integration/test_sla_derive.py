@@ -41,6 +41,13 @@ SCHEMA = "sla_derive_test"
 CID = uuid.UUID(int=10)  # the complaint of ``deliveries``
 
 
+async def open_sla(settings, schema: str, migrations):
+    """The schema migrated, a small pool on it, a unit of work and a calendar source."""
+    await migrate(settings.database_url, schema, migrations)
+    pool = await create_pool(settings.database_url, schema=schema, min_size=1, max_size=2)
+    return pool, PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource("Asia/Pontianak")
+
+
 async def _read(conn: asyncpg.Connection, cid: uuid.UUID) -> tuple[Any, ...]:
     """The complaint's stored rows: clocks by id, all its timers, pauses, facts, firing log."""
     await conn.execute(f'SET search_path TO "{SCHEMA}", public')
@@ -82,12 +89,9 @@ async def _delivered(settings: Any, order: list[CloudEvent],
                      now: datetime) -> AsyncIterator[tuple[Any, ...]]:
     """``order`` delivered for a new complaint at ``now`` through ``PgSlaRepository``; yields
     (pool, complaint, unit of work, calendar source, drift of every message)."""
-    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+    pool, uow, calendars = await open_sla(settings, SCHEMA, MIGRATIONS)
     try:
         cid, seen, drift = uuid.uuid4(), {}, []
-        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
-            "Asia/Pontianak")
         for event in order:  # a redelivery keeps its id: the same copy
             copy = seen.setdefault(event.id, _as(cid, event))
             drift += (await usecases.on_complaint_event(copy, uow=uow, calendars=calendars,
@@ -184,12 +188,9 @@ async def test_migration_0008_gives_old_facts_what_derive_needs(settings, tmp_pa
         # (0009's firing log too: today's code writes it)
         if path.name < "0008" or path.name.startswith("0009"):
             shutil.copy(path, old / path.name)
-    await migrate(settings.database_url, schema, old)
-    pool = await create_pool(settings.database_url, schema=schema, min_size=1, max_size=2)
+    pool, uow, calendars = await open_sla(settings, schema, old)
     try:
         cid = uuid.uuid4()
-        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
-            "Asia/Pontianak")
         timeline = [submitted(), routed(day(0, 11)), responded(day(2))]
         for data in timeline:
             moved = data.model_copy(update={"complaint_id": cid})
@@ -221,12 +222,9 @@ async def test_each_firing_is_logged_with_its_event_and_derive_reads_the_log(set
     ``firings`` row, written with the outbox event (a scan rolled back leaves
     neither); derive over the stored facts and log gives the stored live timers, firing
     nothing itself; a rescan fires nothing again."""
-    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+    pool, uow, calendars = await open_sla(settings, SCHEMA, MIGRATIONS)
     try:
         cid = uuid.uuid4()
-        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
-            "Asia/Pontianak")
         # The schema is shared with the other tests here: what their complaints have due is
         # fired first, so the scans below see this complaint's timers only.
         while (await usecases.fire_due_timers(500, uow=uow)).events:
@@ -284,12 +282,9 @@ async def test_a_breach_fired_at_once_is_logged_iff_the_facts_say_it_happened(se
     came due (one that gave way to the new deadline too: a fired timer cancelled at once), no
     message reports a superseded firing or drift, and every row read back equals derive over
     the facts and the log read back."""
-    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-    pool = await create_pool(settings.database_url, schema=SCHEMA, min_size=1, max_size=2)
+    pool, uow, calendars = await open_sla(settings, SCHEMA, MIGRATIONS)
     try:
         cid = uuid.uuid4()
-        uow, calendars = PgUnitOfWork(lambda: pool, PgSlaRepository), CalendarSource(
-            "Asia/Pontianak")
         for data, now in row.steps:
             moved = data.model_copy(update={"complaint_id": cid})
             out = await usecases.on_complaint_event(make_event("test", moved), uow=uow,
